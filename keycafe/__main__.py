@@ -1,0 +1,8 @@
+"""``python -m keycafe``: start a node."""
+
+from __future__ import annotations
+
+from keycafe.node.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

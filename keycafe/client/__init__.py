@@ -1,0 +1,1 @@
+"""keycafe's own Python cluster client. Not built yet: see issue 5."""

@@ -1,0 +1,103 @@
+"""The epoch-stamped slot table: who owns each of the 16384 slots.
+
+Routing asks it one question per keyed request ("is this slot mine, and if not,
+what do I tell the client?"); ``CLUSTER SLOTS/SHARDS/NODES`` are generated from
+it, so they always agree with each other and with the redirects. It is a value:
+a topology change builds a new table with a higher epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+import attrs
+
+from keycafe.store.keyslot import SLOT_COUNT
+
+CLUSTERDOWN: Final = b"-CLUSTERDOWN Hash slot not served\r\n"
+CROSSSLOT: Final = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+
+
+@attrs.frozen(kw_only=True)
+class NodeAddr:
+    """How clients and peers reach a node."""
+
+    node_id: str  # 40 hex characters, stable for the node's lifetime
+    host: str  # the address clients should use (--advertise, else --bind)
+    port: int  # client (RESP) port
+    cluster_port: int  # gossip/stream port
+    hostname: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@attrs.frozen(kw_only=True)
+class SlotRange:
+    start: int
+    end: int  # inclusive
+    owners: tuple[str, ...]  # node ids; owners[0] is the primary
+
+
+@attrs.frozen(kw_only=True)
+class SlotTable:
+    """Owners per slot for one epoch, as seen by node ``my_id``."""
+
+    epoch: int
+    my_id: str
+    nodes: Mapping[str, NodeAddr]
+    owners: tuple[tuple[str, ...], ...]  # indexed by slot; () = unowned
+    # Derived: 1 where this node is the slot's primary (one index per request).
+    mine: bytes = attrs.field(init=False)
+    _redirects: dict[int, bytes] = attrs.field(init=False, factory=dict, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.owners) != SLOT_COUNT:
+            raise ValueError(f"a slot table needs {SLOT_COUNT} entries, got {len(self.owners)}")
+        me = self.my_id
+        mine = bytes(1 if o and o[0] == me else 0 for o in self.owners)
+        object.__setattr__(self, "mine", mine)
+
+    @classmethod
+    def single(cls, me: NodeAddr, epoch: int = 1) -> SlotTable:
+        """A cluster of one: ``me`` owns every slot."""
+        return cls(
+            epoch=epoch,
+            my_id=me.node_id,
+            nodes={me.node_id: me},
+            owners=((me.node_id,),) * SLOT_COUNT,
+        )
+
+    @property
+    def me(self) -> NodeAddr:
+        return self.nodes[self.my_id]
+
+    def redirect(self, slot: int) -> bytes:
+        """The reply for a request on a slot this node is not primary for."""
+        reply = self._redirects.get(slot)
+        if reply is None:
+            owners = self.owners[slot]
+            if not owners:
+                reply = CLUSTERDOWN
+            else:
+                addr = self.nodes[owners[0]]
+                reply = b"-MOVED %d %b\r\n" % (slot, addr.endpoint.encode())
+            self._redirects[slot] = reply
+        return reply
+
+    def ranges(self) -> list[SlotRange]:
+        """Maximal runs of consecutive slots with the same owners, owned ones only."""
+        out: list[SlotRange] = []
+        start = 0
+        owners = self.owners
+        for slot in range(1, SLOT_COUNT + 1):
+            if slot == SLOT_COUNT or owners[slot] != owners[start]:
+                if owners[start]:
+                    out.append(SlotRange(start=start, end=slot - 1, owners=owners[start]))
+                start = slot
+        return out
+
+    def slots_assigned(self) -> int:
+        return sum(1 for o in self.owners if o)

@@ -1,0 +1,1 @@
+"""SWIM + Lifeguard membership (sans-I/O core). Not built yet: see issue 3."""

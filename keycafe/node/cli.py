@@ -1,0 +1,113 @@
+"""Command line: ``python -m keycafe [flags]`` or ``keycafe [flags]``.
+
+Every flag can also come from an environment variable named ``KEYCAFE_`` plus
+the flag in upper case with dashes as underscores (``KEYCAFE_PORT=9815``); a flag
+on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+import keycafe
+from keycafe.errors import ConfigError
+from keycafe.node.node import NodeConfig, serve_node
+from keycafe.resp.parser import Limits
+
+log = logging.getLogger("keycafe")
+
+
+def _env(name: str, default: str | None) -> str | None:
+    return os.environ.get("KEYCAFE_" + name.upper().replace("-", "_"), default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="keycafe",
+        description="Start a keycafe node: a Redis Cluster-compatible in-memory store.",
+    )
+    limits = Limits()
+
+    def add(flag: str, default: str | None, help_: str, **kw: object) -> None:
+        p.add_argument(f"--{flag}", default=_env(flag, default), help=help_, **kw)  # type: ignore[arg-type]
+
+    add("bind", "127.0.0.1", "address to listen on for clients (default %(default)s)")
+    add("port", "9814", "client (RESP) port; 0 picks a free one (default %(default)s)", type=int)
+    add("cluster-port", None, "gossip/stream port (default: port + 10000)", type=int)
+    add("advertise", None, "host clients are told to use in redirects (default: --bind)")
+    add("node-id", None, "40-hex node id (default: random)")
+    add("requirepass", "", "password clients must AUTH with (default: none)")
+    add("maxclients", "10000", "most concurrent clients (default %(default)s)", type=int)
+    add("timeout", "0", "close clients idle this many seconds; 0 never (default)", type=int)
+    add("proto-max-bulk-len", str(limits.max_bulk_len), "largest argument in bytes", type=int)
+    add(
+        "proto-max-multibulk-len",
+        str(limits.max_multibulk_len),
+        "most arguments in one request",
+        type=int,
+    )
+    add(
+        "log-level",
+        "info",
+        "debug, info, warning or error (default %(default)s)",
+        choices=["debug", "info", "warning", "error"],
+    )
+    p.add_argument("--version", action="version", version=f"keycafe {keycafe.__version__}")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    return NodeConfig(
+        bind=args.bind,
+        port=args.port,
+        cluster_port=args.cluster_port,
+        advertise=args.advertise,
+        node_id=args.node_id,
+        requirepass=args.requirepass,
+        maxclients=args.maxclients,
+        timeout=args.timeout,
+        limits=Limits(
+            max_bulk_len=args.proto_max_bulk_len,
+            max_multibulk_len=args.proto_max_multibulk_len,
+        ),
+    )
+
+
+async def _run(config: NodeConfig) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_node, config)
+            async for signum in signals:
+                # A cluster of one has no peers to hand its data to: leaving is
+                # closing the listener and the connections.
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = config_from_args(args)
+        config.validate()
+        trio.run(_run, config)
+    except ConfigError as exc:
+        print(f"keycafe: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"keycafe: cannot start: {exc}", file=sys.stderr)
+        return 1
+    log.info("bye")
+    return 0

@@ -1,0 +1,116 @@
+"""A node as one trio service: the client listener plus its timers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import secrets
+import time
+
+import attrs
+import trio
+
+import keycafe
+from keycafe.cluster.slot_table import NodeAddr
+from keycafe.errors import ConfigError
+from keycafe.node.server import bind_listener, serve_clients
+from keycafe.resp.parser import Limits
+from keycafe.server import ServerConfig, ServerState
+
+log = logging.getLogger("keycafe.node")
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+@attrs.frozen(kw_only=True)
+class NodeConfig:
+    """Everything a node is started with (the CLI builds one from flags)."""
+
+    bind: str = "127.0.0.1"
+    port: int = 9814  # keycafe's client port (design brief, "Running")
+    # Gossip/streams port; None means port + 10000, Redis Cluster's convention.
+    cluster_port: int | None = None
+    # The host clients are told to use (MOVED, CLUSTER SLOTS); default --bind.
+    advertise: str | None = None
+    node_id: str | None = None  # 40 hex characters; random when not given
+    requirepass: str = ""
+    maxclients: int = 10_000
+    timeout: int = 0
+    limits: Limits = attrs.field(factory=Limits)
+
+    def validate(self) -> None:
+        if self.node_id is not None and (
+            len(self.node_id) != 40 or any(c not in "0123456789abcdef" for c in self.node_id)
+        ):
+            raise ConfigError("node id must be 40 lower-case hex characters")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range")
+        if self.cluster_port is not None and not 0 <= self.cluster_port <= 65535:
+            raise ConfigError(f"cluster port {self.cluster_port} is out of range")
+        if self.maxclients < 1:
+            raise ConfigError("maxclients must be at least 1")
+        if self.timeout < 0:
+            raise ConfigError("timeout must not be negative")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def process_probe() -> dict[str, float]:
+    """Resident memory and CPU time of this process, for INFO."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            rss = int(f.read().split()[1]) * _PAGE
+    except OSError:
+        rss = usage.ru_maxrss * 1024
+    return {"rss": rss, "cpu_user": usage.ru_utime, "cpu_sys": usage.ru_stime}
+
+
+async def _expiry_timer(state: ServerState) -> None:
+    period = 1 / state.config.hz
+    while True:
+        more = state.tick(_now_ms())
+        # With a backlog, come back sooner but still leave the CPU to clients
+        # most of the time (Redis caps its active expiry at 25% of a cycle).
+        await trio.sleep(period / 4 if more else period)
+
+
+async def serve_node(
+    config: NodeConfig,
+    *,
+    task_status: trio.TaskStatus[ServerState] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a node until cancelled; ``started`` reports its ``ServerState``."""
+    config.validate()
+    listener = bind_listener(config.bind, config.port)
+    port = listener.getsockname()[1]
+    me = NodeAddr(
+        node_id=config.node_id or secrets.token_hex(20),
+        host=config.advertise or config.bind,
+        port=port,
+        cluster_port=config.cluster_port if config.cluster_port is not None else port + 10000,
+    )
+    server_config = ServerConfig(
+        me=me,
+        bind=config.bind,
+        requirepass=config.requirepass,
+        maxclients=config.maxclients,
+        timeout=config.timeout,
+        limits=config.limits,
+    )
+    state = ServerState.create(server_config, _now_ms())
+    state.process_probe = process_probe
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_clients, state, listener)
+        nursery.start_soon(_expiry_timer, state)
+        log.info(
+            "keycafe %s node %s serving RESP on %s:%d (a cluster of one)",
+            keycafe.__version__,
+            me.node_id,
+            config.bind,
+            port,
+        )
+        task_status.started(state)

@@ -1,0 +1,362 @@
+"""Server introspection: COMMAND, CONFIG and INFO."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from typing import Final
+
+import keycafe
+from keycafe.resp import reply as resp
+from keycafe.resp.reply import Value
+from keycafe.server.connection import REDIS_COMPAT_VERSION, help_reply
+from keycafe.server.registry import (
+    COMMANDS,
+    CommandError,
+    CommandSpec,
+    command,
+    container,
+    subcommand,
+)
+from keycafe.server.session import Session
+
+_SERVER: Final = ("@slow", "@connection")
+
+
+def _top_level() -> list[CommandSpec]:
+    seen: dict[str, CommandSpec] = {}
+    for spec in COMMANDS.values():
+        seen.setdefault(spec.name, spec)
+    return sorted(seen.values(), key=lambda spec: spec.name)
+
+
+def _command_all(s: Session, a: list[bytes], slot: int) -> bytes:
+    return resp.encode([spec.info() for spec in _top_level()], s.proto)
+
+
+container(
+    "command",
+    group="server",
+    summary="Returns detailed information about all commands.",
+    since="2.8.13",
+    flags=("loading", "stale"),
+    bare=_command_all,
+)
+
+_CMD_FLAGS: Final = ("loading", "stale")
+
+
+@subcommand(
+    "command",
+    "count",
+    2,
+    _CMD_FLAGS,
+    acl=_SERVER,
+    since="2.8.13",
+    summary="Returns a count of commands.",
+)
+def command_count(s: Session, a: list[bytes], slot: int) -> bytes:
+    return b":%d\r\n" % len(_top_level())
+
+
+@subcommand(
+    "command",
+    "list",
+    -2,
+    _CMD_FLAGS,
+    acl=_SERVER,
+    since="7.0.0",
+    summary="Returns a list of command names.",
+)
+def command_list(s: Session, a: list[bytes], slot: int) -> bytes:
+    return resp.encode([spec.name for spec in _top_level()], s.proto)
+
+
+@subcommand(
+    "command",
+    "info",
+    -2,
+    _CMD_FLAGS,
+    acl=_SERVER,
+    since="2.8.13",
+    summary="Returns information about one, multiple or all commands.",
+)
+def command_info(s: Session, a: list[bytes], slot: int) -> bytes:
+    if len(a) == 2:
+        return _command_all(s, a, slot)
+    out: list[Value] = []
+    for name in a[2:]:
+        spec = COMMANDS.get(name.lower())
+        out.append(None if spec is None else spec.info())
+    return resp.encode(out, s.proto)
+
+
+def _docs(spec: CommandSpec) -> dict[str, Value]:
+    doc: dict[str, Value] = {"summary": spec.summary, "since": spec.since, "group": spec.group}
+    if spec.subcommands:
+        doc["subcommands"] = {sub.name: _docs(sub) for sub in spec.subcommands.values()}
+    return doc
+
+
+@subcommand(
+    "command",
+    "docs",
+    -2,
+    _CMD_FLAGS,
+    acl=_SERVER,
+    since="7.0.0",
+    summary="Returns documentary information about one, multiple or all commands.",
+)
+def command_docs(s: Session, a: list[bytes], slot: int) -> bytes:
+    specs = (
+        _top_level()
+        if len(a) == 2
+        else [spec for name in a[2:] if (spec := COMMANDS.get(name.lower())) is not None]
+    )
+    return resp.encode({spec.name: _docs(spec) for spec in specs}, s.proto)
+
+
+@subcommand(
+    "command",
+    "getkeys",
+    -3,
+    _CMD_FLAGS,
+    acl=_SERVER,
+    since="2.8.13",
+    summary="Extracts the key names from an arbitrary command.",
+)
+def command_getkeys(s: Session, a: list[bytes], slot: int) -> bytes:
+    req = a[2:]
+    spec = COMMANDS.get(req[0]) or COMMANDS.get(req[0].lower())
+    if spec is None:
+        raise CommandError("ERR Invalid command specified")
+    if not spec.arity_ok(len(req)):
+        raise CommandError("ERR Invalid number of arguments specified for command")
+    if not spec.keyed:
+        raise CommandError("ERR The command has no key arguments")
+    last = spec.last_key if spec.last_key >= 0 else len(req) + spec.last_key
+    return resp.encode(list(req[spec.first_key : last + 1 : spec.step]), s.proto)
+
+
+@subcommand(
+    "command",
+    "help",
+    2,
+    _CMD_FLAGS,
+    acl=_SERVER,
+    since="5.0.0",
+    summary="Returns helpful text about the different subcommands.",
+)
+def command_help(s: Session, a: list[bytes], slot: int) -> bytes:
+    return help_reply(s, "command")
+
+
+# -- CONFIG --------------------------------------------------------------------
+
+container(
+    "config",
+    group="server",
+    summary="A container for server configuration commands.",
+    since="2.0.0",
+)
+
+
+def _config_values(s: Session) -> dict[str, str]:
+    cfg = s.state.config
+    return {
+        "bind": cfg.bind,
+        "port": str(cfg.me.port),
+        "cluster-port": str(cfg.me.cluster_port),
+        "cluster-enabled": "yes",
+        "databases": "1",
+        "maxclients": str(cfg.maxclients),
+        "timeout": str(cfg.timeout),
+        "hz": str(cfg.hz),
+        "requirepass": cfg.requirepass,
+        "proto-max-bulk-len": str(cfg.limits.max_bulk_len),
+        "proto-max-multibulk-len": str(cfg.limits.max_multibulk_len),
+        "proto-inline-max-size": str(cfg.limits.max_inline_len),
+        # keycafe keeps data in memory only and replicates it instead of
+        # writing it to disk: no RDB snapshots, no AOF.
+        "save": "",
+        "appendonly": "no",
+        "maxmemory": "0",
+        "maxmemory-policy": "noeviction",
+    }
+
+
+@subcommand(
+    "config",
+    "get",
+    -3,
+    ("admin", "noscript", "loading", "stale"),
+    acl=("@admin", "@slow", "@dangerous"),
+    since="2.0.0",
+    summary="Returns the effective values of configuration parameters.",
+)
+def config_get(s: Session, a: list[bytes], slot: int) -> bytes:
+    values = _config_values(s)
+    out: dict[str, Value] = {}
+    for raw in a[2:]:
+        pattern = raw.decode(errors="replace").lower()
+        for name, value in values.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                out[name] = value
+    return resp.encode(out, s.proto)
+
+
+@subcommand(
+    "config",
+    "set",
+    -4,
+    ("admin", "noscript", "loading", "stale"),
+    acl=("@admin", "@slow", "@dangerous"),
+    since="2.0.0",
+    summary="Sets configuration parameters (none can change at run time yet).",
+)
+def config_set(s: Session, a: list[bytes], slot: int) -> bytes:
+    name = a[2].decode(errors="replace")
+    raise CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - '{name}'")
+
+
+@subcommand(
+    "config",
+    "resetstat",
+    2,
+    ("admin", "noscript", "loading", "stale"),
+    acl=("@admin", "@slow", "@dangerous"),
+    since="2.0.0",
+    summary="Resets the server's statistics.",
+)
+def config_resetstat(s: Session, a: list[bytes], slot: int) -> bytes:
+    s.state.counters = type(s.state.counters)()
+    return resp.OK
+
+
+@subcommand(
+    "config",
+    "help",
+    2,
+    ("loading", "stale"),
+    acl=("@slow",),
+    since="5.0.0",
+    summary="Returns helpful text about the different subcommands.",
+)
+def config_help(s: Session, a: list[bytes], slot: int) -> bytes:
+    return help_reply(s, "config")
+
+
+# -- INFO ----------------------------------------------------------------------
+
+
+def _section_server(s: Session) -> list[str]:
+    st = s.state
+    uptime = max(0, st.now_ms - st.started_ms) // 1000
+    return [
+        f"redis_version:{REDIS_COMPAT_VERSION}",
+        f"keycafe_version:{keycafe.__version__}",
+        "redis_mode:cluster",
+        f"run_id:{st.config.me.node_id}",
+        f"tcp_port:{st.config.me.port}",
+        f"uptime_in_seconds:{uptime}",
+        f"uptime_in_days:{uptime // 86400}",
+        f"hz:{st.config.hz}",
+    ]
+
+
+def _section_clients(s: Session) -> list[str]:
+    return [f"connected_clients:{len(s.state.clients)}", f"maxclients:{s.state.config.maxclients}"]
+
+
+def _probe(s: Session) -> dict[str, float]:
+    probe = s.state.process_probe
+    return dict(probe()) if probe is not None else {}
+
+
+def _section_memory(s: Session) -> list[str]:
+    rss = int(_probe(s).get("rss", 0))
+    # Python has no cheap count of live heap bytes; the resident set is the
+    # honest figure, so both fields report it.
+    return [
+        f"used_memory:{rss}",
+        f"used_memory_rss:{rss}",
+        "maxmemory:0",
+        "maxmemory_policy:noeviction",
+    ]
+
+
+def _section_stats(s: Session) -> list[str]:
+    c = s.state.counters
+    st = s.state.store.stats
+    return [
+        f"total_connections_received:{c.connections_received}",
+        f"total_commands_processed:{c.commands_processed}",
+        f"total_net_input_bytes:{c.net_input_bytes}",
+        f"total_net_output_bytes:{c.net_output_bytes}",
+        f"rejected_connections:{c.rejected_connections}",
+        f"expired_keys:{st.expired_keys}",
+        f"total_error_replies:{c.error_replies}",
+        f"protocol_errors:{c.protocol_errors}",
+        f"tombstones_collected:{st.tombstones_collected}",
+    ]
+
+
+def _section_cpu(s: Session) -> list[str]:
+    p = _probe(s)
+    return [
+        f"used_cpu_sys:{p.get('cpu_sys', 0.0):.6f}",
+        f"used_cpu_user:{p.get('cpu_user', 0.0):.6f}",
+    ]
+
+
+def _section_replication(s: Session) -> list[str]:
+    return ["role:master", "connected_slaves:0"]
+
+
+def _section_cluster(s: Session) -> list[str]:
+    return ["cluster_enabled:1"]
+
+
+def _section_keyspace(s: Session) -> list[str]:
+    store = s.state.store
+    keys = store.count()
+    if not keys:
+        return []
+    return [f"db0:keys={keys},expires={store.count_volatile()},avg_ttl=0"]
+
+
+_SECTIONS: Final[dict[str, Callable[[Session], list[str]]]] = {
+    "server": _section_server,
+    "clients": _section_clients,
+    "memory": _section_memory,
+    "stats": _section_stats,
+    "replication": _section_replication,
+    "cpu": _section_cpu,
+    "cluster": _section_cluster,
+    "keyspace": _section_keyspace,
+}
+
+
+def info_text(s: Session, names: list[str]) -> str:
+    wanted = set(names) or {"default"}
+    if wanted & {"all", "default", "everything"}:
+        wanted = set(_SECTIONS)
+    parts = []
+    for name, section in _SECTIONS.items():
+        if name in wanted:
+            parts.append("\r\n".join([f"# {name.capitalize()}", *section(s)]) + "\r\n")
+    return "\r\n".join(parts)
+
+
+@command(
+    "info",
+    -1,
+    ("loading", "stale"),
+    acl=("@slow", "@dangerous"),
+    tips=("nondeterministic_output", "request_policy:all_shards", "response_policy:special"),
+    group="server",
+    summary="Returns information and statistics about the server.",
+)
+def info(s: Session, a: list[bytes], slot: int) -> bytes:
+    names = [x.decode(errors="replace").lower() for x in a[1:]]
+    return resp.encode(resp.Verbatim(info_text(s, names)), s.proto)

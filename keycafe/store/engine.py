@@ -1,0 +1,226 @@
+"""The store engine: a sans-I/O core holding one node's share of the keyspace.
+
+Entries are grouped per hash slot (one dict per slot), so a slot can be counted,
+streamed or dropped as a unit. Time comes in as ``now`` (unix ms) on every call.
+
+Expiry is lazy on access plus active: keys with a TTL also sit in a min-heap by
+expiry time, and ``active_expire`` pops what is due with a per-call budget. Like
+Redis's sampling cycle, it reclaims memory of keys nobody reads again in bounded
+steps off the request path; unlike sampling it finds every due key, costs
+O(log n) per TTL write, and needs no randomness. Deletes leave tombstones (stamp
+and writer) so a late, older replicated write cannot resurrect a key; they are
+collected, oldest first, after ``tombstone_grace_ms``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterator
+from itertools import islice
+
+import attrs
+
+from keycafe.store import entry
+from keycafe.store.hlc import HybridClock
+from keycafe.store.keyslot import SLOT_COUNT
+
+
+@attrs.frozen(kw_only=True)
+class StoreConfig:
+    # How long a tombstone outlives its delete. Anti-entropy (a later issue)
+    # must reconcile replicas within this time; 5 minutes is generous for that.
+    tombstone_grace_ms: int = 300_000
+    # Rebuild the expiry heap when stale items outnumber live ones this much.
+    heap_slack: float = 2.0
+
+
+@attrs.define(eq=False)
+class Stats:
+    expired_keys: int = 0
+    tombstones_collected: int = 0
+
+
+def _is_expired(record: bytes, now: int) -> bool:
+    return not record.startswith(entry.NO_EXPIRY) and entry.expires_of(record) <= now
+
+
+class Store:
+    """Live entries per slot, their tombstones, and the expiry schedule."""
+
+    def __init__(self, node_id: str, config: StoreConfig | None = None) -> None:
+        self.config = config or StoreConfig()
+        self.clock = HybridClock()
+        # Writer index -> node id; index 0 is this node.
+        self.writers: list[str] = [node_id]
+        self.slots: list[dict[bytes, bytes]] = [{} for _ in range(SLOT_COUNT)]
+        self.tombstones: list[dict[bytes, bytes]] = [{} for _ in range(SLOT_COUNT)]
+        self.stats = Stats()
+        self._heap: list[tuple[int, int, bytes]] = []  # (expires_ms, slot, key)
+        self._volatile = 0  # live entries with an expiry
+        self._tomb_fifo: deque[tuple[int, int, bytes]] = deque()  # (deleted_ms, slot, key)
+
+    # -- reads ---------------------------------------------------------------------
+
+    def lookup(self, slot: int, key: bytes, now: int) -> bytes | None:
+        """The live record for ``key``, expiring it first if it is due."""
+        record = self.slots[slot].get(key)
+        if record is None or record.startswith(entry.NO_EXPIRY):
+            return record
+        if entry.expires_of(record) <= now:
+            self._expire(slot, key, record)
+            return None
+        return record
+
+    def count(self) -> int:
+        """Keys held, including expired ones not yet reclaimed (as Redis's DBSIZE)."""
+        return sum(map(len, self.slots))
+
+    def count_volatile(self) -> int:
+        return self._volatile
+
+    def count_in_slot(self, slot: int) -> int:
+        return len(self.slots[slot])
+
+    def keys_in_slot(self, slot: int, limit: int) -> list[bytes]:
+        keys: list[bytes] = []
+        for key in self.slots[slot]:
+            if len(keys) >= limit:
+                break
+            keys.append(key)
+        return keys
+
+    def scan(self, cursor: int, count: int, now: int) -> tuple[int, list[bytes]]:
+        """Walk the keyspace slot by slot; the cursor packs (slot << 32 | offset).
+
+        A key present for the whole scan is returned at least once, provided
+        its slot is not written meanwhile (the offset within a slot is
+        positional). Returns (next cursor, keys); cursor 0 means done.
+        """
+        slot, offset = divmod(cursor, 1 << 32)
+        keys: list[bytes] = []
+        while slot < SLOT_COUNT and len(keys) < count:
+            bucket = self.slots[slot]
+            if offset < len(bucket):
+                batch = list(islice(bucket.items(), offset, offset + count - len(keys)))
+                offset += len(batch)
+                keys.extend(k for k, r in batch if not _is_expired(r, now))
+                if offset < len(bucket):
+                    break  # the count filled up inside this slot
+            slot += 1
+            offset = 0
+        if slot >= SLOT_COUNT:
+            return 0, keys
+        return (slot << 32) | offset, keys
+
+    # -- writes --------------------------------------------------------------------
+
+    def put(self, slot: int, key: bytes, value: bytes, expires_ms: int, now: int) -> None:
+        """Write ``value`` (``expires_ms`` absolute unix ms, 0 for none)."""
+        stamp = self.clock.now(now)
+        bucket = self.slots[slot]
+        old = bucket.get(key)
+        bucket[key] = entry.pack(value, expires_ms, stamp, 0)
+        self._track_expiry(slot, key, old, expires_ms)
+        tombs = self.tombstones[slot]
+        if tombs:
+            tombs.pop(key, None)
+
+    def set_expiry(self, slot: int, key: bytes, record: bytes, expires_ms: int, now: int) -> None:
+        """Give an existing live key a new expiry (0 removes it)."""
+        stamp = self.clock.now(now)
+        self.slots[slot][key] = entry.restamp(record, expires_ms, stamp, 0)
+        self._track_expiry(slot, key, record, expires_ms)
+
+    def remove(self, slot: int, key: bytes, now: int) -> bool:
+        """Delete ``key`` if it is live, leaving a tombstone. True if it was."""
+        record = self.lookup(slot, key, now)
+        if record is None:
+            return False
+        del self.slots[slot][key]
+        if not record.startswith(entry.NO_EXPIRY):
+            self._volatile -= 1
+        stamp = self.clock.now(now)
+        self.tombstones[slot][key] = entry.pack(b"", now, stamp, 0)
+        self._tomb_fifo.append((now, slot, key))
+        return True
+
+    def flush(self) -> None:
+        """Drop everything (FLUSHALL): no tombstones, as Redis keeps no trace."""
+        for bucket in self.slots:
+            bucket.clear()
+        for tombs in self.tombstones:
+            tombs.clear()
+        self._heap.clear()
+        self._tomb_fifo.clear()
+        self._volatile = 0
+
+    # -- expiry --------------------------------------------------------------------
+
+    def _track_expiry(self, slot: int, key: bytes, old: bytes | None, expires_ms: int) -> None:
+        if old is not None and not old.startswith(entry.NO_EXPIRY):
+            self._volatile -= 1
+        if expires_ms:
+            self._volatile += 1
+            heapq.heappush(self._heap, (expires_ms, slot, key))
+
+    def _expire(self, slot: int, key: bytes, record: bytes) -> None:
+        # Expiry times are absolute, so every replica expires a key by itself at
+        # the same moment: no tombstone is needed.
+        del self.slots[slot][key]
+        self._volatile -= 1
+        self.stats.expired_keys += 1
+
+    def next_expiry(self) -> int | None:
+        """Earliest scheduled expiry (unix ms), if any; may be a stale item."""
+        return self._heap[0][0] if self._heap else None
+
+    def active_expire(self, now: int, budget: int) -> bool:
+        """Reclaim up to ``budget`` due keys and old tombstones.
+
+        Returns True if more work was due than the budget allowed.
+        """
+        heap = self._heap
+        slots = self.slots
+        while heap and heap[0][0] <= now:
+            if budget <= 0:
+                return True
+            expires_ms, slot, key = heapq.heappop(heap)
+            budget -= 1
+            record = slots[slot].get(key)
+            # Skip stale items: the key was deleted, rewritten or given a new TTL.
+            if record is not None and entry.expires_of(record) == expires_ms:
+                self._expire(slot, key, record)
+        if len(heap) > 1024 and len(heap) > self.config.heap_slack * (self._volatile + 1):
+            self._rebuild_heap()
+        return self._collect_tombstones(now, budget)
+
+    def _rebuild_heap(self) -> None:
+        heap = [
+            (entry.expires_of(record), slot, key)
+            for slot, bucket in enumerate(self.slots)
+            for key, record in bucket.items()
+            if not record.startswith(entry.NO_EXPIRY)
+        ]
+        heapq.heapify(heap)
+        self._heap = heap
+
+    def _collect_tombstones(self, now: int, budget: int) -> bool:
+        fifo = self._tomb_fifo
+        horizon = now - self.config.tombstone_grace_ms
+        while fifo and fifo[0][0] <= horizon:
+            if budget <= 0:
+                return True
+            deleted_ms, slot, key = fifo.popleft()
+            budget -= 1
+            tomb = self.tombstones[slot].get(key)
+            if tomb is not None and entry.expires_of(tomb) == deleted_ms:
+                del self.tombstones[slot][key]
+                self.stats.tombstones_collected += 1
+        return False
+
+    # -- iteration -----------------------------------------------------------------
+
+    def items_in_slot(self, slot: int) -> Iterator[tuple[bytes, bytes]]:
+        """(key, record) pairs of one slot, for streaming it elsewhere."""
+        yield from list(self.slots[slot].items())

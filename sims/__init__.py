@@ -1,0 +1,1 @@
+"""Network-fault simulations (deterministic, seeded, virtual time). See issue 3."""
