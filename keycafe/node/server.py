@@ -36,6 +36,9 @@ log = logging.getLogger("keycafe.server")
 # parser's inline limit or every read would take the slow path.
 READ_SIZE: Final = 64 * 1024
 OUTPUT_FLUSH_BYTES: Final = 1024 * 1024
+# Replies are produced this many at a time between checks of the output size,
+# so the bound above holds to within one chunk of replies.
+REPLY_CHUNK: Final = 32
 # Redis's default tcp-backlog.
 BACKLOG: Final = 511
 MAXCLIENTS_REPLY: Final = b"-ERR max number of clients reached\r\n"
@@ -151,42 +154,41 @@ async def _connection_loop(state: ServerState, sock: socket.socket, session: Ses
     idle_timeout = state.config.timeout
     recv = sock.recv
     execute = session.execute
+    wait_readable = trio.lowlevel.wait_readable
     while True:
-        try:
-            data = recv(READ_SIZE)
-        except BlockingIOError:
-            if not idle_timeout:
-                await trio.lowlevel.wait_readable(sock)
-                continue
+        # Wait first, then read: a client that just got its replies has rarely
+        # sent more yet, so a speculative recv would mostly fail with EAGAIN.
+        # The wait is also this loop's one scheduling point, which keeps a
+        # client that pipelines without pause from starving the others.
+        if idle_timeout:
             with trio.move_on_after(idle_timeout) as scope:
-                await trio.lowlevel.wait_readable(sock)
+                await wait_readable(sock)
             if scope.cancelled_caught:
                 log.debug("client %d idle for %ss: closing", session.client_id, idle_timeout)
                 return
-            continue
         else:
-            # Data was waiting and we did not block: yield once anyway so a
-            # client that pipelines without pause cannot starve the others.
-            await trio.lowlevel.checkpoint()
+            await wait_readable(sock)
+        try:
+            data = recv(READ_SIZE)
+        except BlockingIOError:
+            continue  # a spurious wake-up
         if not data:
             return
         counters.net_input_bytes += len(data)
         state.now_ms = _now_ms()
         requests = parser.receive_data(data)
-        out: list[bytes] = []
-        size = 0
-        for req in requests:
-            reply = execute(req)
-            out.append(reply)
-            size += len(reply)
-            if session.closing:
-                break
-            if size > OUTPUT_FLUSH_BYTES:
-                await _send_all(sock, b"".join(out))
-                counters.net_output_bytes += size
-                out.clear()
-                size = 0
-                state.now_ms = _now_ms()
+        if len(requests) <= REPLY_CHUNK:
+            out = [execute(req) for req in requests]
+        else:
+            out = []
+            for i in range(0, len(requests), REPLY_CHUNK):
+                out += [execute(req) for req in requests[i : i + REPLY_CHUNK]]
+                if sum(map(len, out)) > OUTPUT_FLUSH_BYTES:
+                    payload = b"".join(out)
+                    counters.net_output_bytes += len(payload)
+                    await _send_all(sock, payload)
+                    out.clear()
+                    state.now_ms = _now_ms()
         counters.commands_processed += len(requests)
         if parser.error is not None and not session.closing:
             counters.protocol_errors += 1

@@ -41,14 +41,15 @@ class CommandSpec:
     summary: str = ""
     since: str = "1.0.0"
     subcommands: dict[bytes, CommandSpec] = attrs.field(factory=dict, eq=False)
+    # Derived once, read on every request: plain fields, not properties.
+    single_key: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "single_key", 0 < self.first_key == self.last_key)
 
     @property
     def keyed(self) -> bool:
         return self.first_key > 0
-
-    @property
-    def single_key(self) -> bool:
-        return self.first_key > 0 and self.first_key == self.last_key
 
     @property
     def no_auth(self) -> bool:

@@ -22,7 +22,7 @@ from itertools import islice
 import attrs
 
 from keycafe.store import entry
-from keycafe.store.hlc import HybridClock
+from keycafe.store.hlc import LOGICAL_BITS, HybridClock
 from keycafe.store.keyslot import SLOT_COUNT
 
 
@@ -117,14 +117,22 @@ class Store:
 
     def put(self, slot: int, key: bytes, value: bytes, expires_ms: int, now: int) -> None:
         """Write ``value`` (``expires_ms`` absolute unix ms, 0 for none)."""
-        stamp = self.clock.now(now)
+        # HybridClock.now, inlined: this runs for every write.
+        clock = self.clock
+        stamp = clock.last + 1
+        wall = now << LOGICAL_BITS
+        if wall > stamp:
+            stamp = wall
+        clock.last = stamp
         bucket = self.slots[slot]
         old = bucket.get(key)
         bucket[key] = entry.pack(value, expires_ms, stamp, 0)
-        self._track_expiry(slot, key, old, expires_ms)
-        tombs = self.tombstones[slot]
-        if tombs:
-            tombs.pop(key, None)
+        if expires_ms or (old is not None and not old.startswith(entry.NO_EXPIRY)):
+            self._track_expiry(slot, key, old, expires_ms)
+        if self._tomb_fifo:
+            tombs = self.tombstones[slot]
+            if tombs:
+                tombs.pop(key, None)
 
     def set_expiry(self, slot: int, key: bytes, record: bytes, expires_ms: int, now: int) -> None:
         """Give an existing live key a new expiry (0 removes it)."""

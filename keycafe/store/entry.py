@@ -17,9 +17,12 @@ HEADER_SIZE: Final = _HEADER.size
 NO_EXPIRY: Final = bytes(8)
 
 
+_pack_header = _HEADER.pack
+
+
 def pack(value: bytes, expires_ms: int, stamp: int, writer: int) -> bytes:
     """Build a record. ``expires_ms`` 0 means no expiry."""
-    return b"%b$%d\r\n%b\r\n" % (_HEADER.pack(expires_ms, stamp, writer), len(value), value)
+    return b"%b$%d\r\n%b\r\n" % (_pack_header(expires_ms, stamp, writer), len(value), value)
 
 
 def reply_of(record: bytes) -> bytes:
