@@ -48,6 +48,11 @@ class NodeConfig:
             raise ConfigError(f"port {self.port} is out of range")
         if self.cluster_port is not None and not 0 <= self.cluster_port <= 65535:
             raise ConfigError(f"cluster port {self.cluster_port} is out of range")
+        if self.cluster_port is None and self.port > 65535 - 10000:
+            raise ConfigError(
+                f"port {self.port} leaves no room for the default cluster port (port + 10000):"
+                " pass --cluster-port"
+            )
         if self.maxclients < 1:
             raise ConfigError("maxclients must be at least 1")
         if self.timeout < 0:
@@ -87,11 +92,16 @@ async def serve_node(
     config.validate()
     listener = bind_listener(config.bind, config.port)
     port = listener.getsockname()[1]
+    cluster_port = config.cluster_port
+    if cluster_port is None:
+        # Redis Cluster's convention; a node asked for any free client port
+        # (0) gets any free cluster port too.
+        cluster_port = port + 10000 if config.port else 0
     me = NodeAddr(
         node_id=config.node_id or secrets.token_hex(20),
         host=config.advertise or config.bind,
         port=port,
-        cluster_port=config.cluster_port if config.cluster_port is not None else port + 10000,
+        cluster_port=cluster_port,
     )
     server_config = ServerConfig(
         me=me,

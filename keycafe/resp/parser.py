@@ -7,7 +7,8 @@ limits, and Redis's exact protocol-error wording. hiredis only ever starts at a
 request boundary with an empty buffer, and the moment it meets anything unusual
 (a partial request, a non-bulk element, a header it rejects) the rest of the
 bytes are handed to the Python engine at that exact offset. The offset is known
-because hiredis accepts only canonical lengths, so a request's wire size is a
+because every request hiredis returned was made of bulk strings only (checked)
+and hiredis accepts only canonical lengths, so a request's wire size is a
 function of its arguments (``_wire_size``).
 """
 
@@ -26,6 +27,12 @@ Request = list[bytes]
 _STAR: Final = 42  # b"*"
 _DOLLAR: Final = 36  # b"$"
 _PROBE: Final = b"*0\r\n"
+# hiredis returns simple strings (+), verbatim strings (=) and big numbers (()
+# as bytes, indistinguishable from bulk strings, and attributes (|) change what
+# follows. Every element header follows a CRLF, so a read with none of these
+# after a CRLF has none of them; a read that does (perhaps only inside a value)
+# goes to the Python engine, which rejects them as Redis does.
+_SUSPECT: Final = re.compile(rb"\r\n[+=(|]").search
 
 # Redis's string2ll: optional '-', no '+', no leading zeros, at most 19 digits.
 _STRICT_INT = re.compile(rb"-?(?:0|[1-9][0-9]{0,18})")
@@ -119,6 +126,8 @@ class RequestParser:
 
         Returns the unparsed remainder (empty, or bytes for the Python engine).
         """
+        if _SUSPECT(data) is not None:
+            return data  # might hold an element hiredis would pass off as bulk
         reader = self._reader
         reader.feed(data)
         start = len(out)

@@ -1,0 +1,146 @@
+"""The store engine, in virtual time (every call takes ``now``)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keycafe.store import entry
+from keycafe.store.engine import Store, StoreConfig
+from keycafe.store.keyslot import key_slot
+
+NODE = "a" * 40
+
+
+def put(store: Store, key: bytes, value: bytes, expires: int = 0, now: int = 1000) -> None:
+    store.put(key_slot(key), key, value, expires, now)
+
+
+def get(store: Store, key: bytes, now: int = 1000) -> bytes | None:
+    rec = store.lookup(key_slot(key), key, now)
+    return None if rec is None else entry.value_of(rec)
+
+
+def test_entries_are_grouped_by_slot() -> None:
+    store = Store(NODE)
+    put(store, b"{t}a", b"1")
+    put(store, b"{t}b", b"2")
+    slot = key_slot(b"t")
+    assert store.count_in_slot(slot) == 2
+    assert sorted(store.keys_in_slot(slot, 10)) == [b"{t}a", b"{t}b"]
+    assert store.count() == 2
+
+
+def test_each_write_is_stamped_with_an_increasing_hlc() -> None:
+    store = Store(NODE)
+    put(store, b"k", b"1", now=5000)
+    first = store.lookup(key_slot(b"k"), b"k", 5000)
+    put(store, b"k", b"2", now=5000)
+    second = store.lookup(key_slot(b"k"), b"k", 5000)
+    assert first is not None and second is not None
+    assert entry.stamp_of(second) > entry.stamp_of(first)
+    assert entry.stamp_of(first) >> 16 == 5000
+    assert store.writers[entry.writer_of(second)] == NODE
+
+
+def test_lazy_expiry_on_access() -> None:
+    store = Store(NODE)
+    put(store, b"k", b"v", expires=2000, now=1000)
+    assert get(store, b"k", now=1999) == b"v"
+    assert store.count() == 1
+    assert get(store, b"k", now=2000) is None
+    assert store.count() == 0
+    assert store.stats.expired_keys == 1
+
+
+def test_active_expiry_reclaims_keys_nobody_reads_within_a_budget() -> None:
+    store = Store(NODE)
+    for i in range(100):
+        put(store, b"k%d" % i, b"v", expires=2000 + i, now=1000)
+    put(store, b"keep", b"v", now=1000)
+    assert store.active_expire(now=2049, budget=30) is True  # more was due
+    assert store.count() == 71
+    assert store.active_expire(now=2049, budget=100) is False
+    assert store.count() == 51
+    assert store.count_volatile() == 50
+    assert store.next_expiry() == 2050
+
+
+def test_rewriting_a_key_cancels_its_old_expiry() -> None:
+    store = Store(NODE)
+    put(store, b"k", b"old", expires=2000)
+    put(store, b"k", b"new")  # no TTL now
+    store.active_expire(now=5000, budget=100)
+    assert get(store, b"k", now=5000) == b"new"
+    assert store.count_volatile() == 0
+
+
+def test_stale_heap_items_are_compacted() -> None:
+    store = Store(NODE)
+    for i in range(3000):
+        put(store, b"k", b"v", expires=10**9 + i)  # one key, 3000 heap items
+    store.active_expire(now=1000, budget=10)
+    assert len(store._heap) == 1
+
+
+def test_delete_leaves_a_tombstone_collected_after_the_grace_period() -> None:
+    store = Store(NODE, StoreConfig(tombstone_grace_ms=1000))
+    put(store, b"k", b"v")
+    slot = key_slot(b"k")
+    assert store.remove(slot, b"k", 1000) is True
+    assert store.remove(slot, b"k", 1000) is False
+    tomb = store.tombstones[slot][b"k"]
+    assert entry.stamp_of(tomb) > 0
+    store.active_expire(now=1999, budget=100)
+    assert b"k" in store.tombstones[slot]
+    store.active_expire(now=2000, budget=100)
+    assert b"k" not in store.tombstones[slot]
+    assert store.stats.tombstones_collected == 1
+
+
+def test_a_write_after_a_delete_clears_the_tombstone() -> None:
+    store = Store(NODE)
+    put(store, b"k", b"v")
+    store.remove(key_slot(b"k"), b"k", 1000)
+    put(store, b"k", b"again")
+    assert b"k" not in store.tombstones[key_slot(b"k")]
+    assert get(store, b"k") == b"again"
+
+
+def test_flush_forgets_everything() -> None:
+    store = Store(NODE)
+    put(store, b"a", b"1", expires=5000)
+    put(store, b"b", b"2")
+    store.remove(key_slot(b"b"), b"b", 1000)
+    store.flush()
+    assert store.count() == 0 and store.count_volatile() == 0
+    assert store.next_expiry() is None
+    assert not any(store.tombstones)
+
+
+def scan_all(store: Store, count: int, now: int = 1000) -> list[bytes]:
+    cursor, seen = 0, []
+    while True:
+        cursor, keys = store.scan(cursor, count, now)
+        seen += keys
+        if cursor == 0:
+            return seen
+
+
+@settings(max_examples=50)
+@given(keys=st.sets(st.binary(min_size=1, max_size=12), max_size=300), count=st.integers(1, 50))
+def test_scan_returns_every_key_exactly_once_when_nothing_changes(
+    keys: set[bytes], count: int
+) -> None:
+    store = Store(NODE)
+    for k in keys:
+        put(store, k, b"v")
+    seen = scan_all(store, count)
+    assert sorted(seen) == sorted(keys)
+
+
+def test_scan_skips_expired_keys() -> None:
+    store = Store(NODE)
+    put(store, b"live", b"v")
+    put(store, b"dead", b"v", expires=1500)
+    assert scan_all(store, 10, now=2000) == [b"live"]
