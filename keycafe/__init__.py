@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from keycafe.errors import BadPacket, ConfigError, KeycafeError, ProtocolError
+from keycafe.errors import BadPacket, ConfigError, KeycafeError, ProtocolError, StartupError
 
 __version__ = "0.1.0"
 
-__all__ = ["BadPacket", "ConfigError", "KeycafeError", "ProtocolError", "__version__"]
+__all__ = [
+    "BadPacket",
+    "ConfigError",
+    "KeycafeError",
+    "ProtocolError",
+    "StartupError",
+    "__version__",
+]

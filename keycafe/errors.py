@@ -21,3 +21,7 @@ class BadPacket(KeycafeError):
 
 class ConfigError(KeycafeError):
     """Local misuse: an invalid setting or flag."""
+
+
+class StartupError(KeycafeError):
+    """A node could not start (e.g. its port is taken); the message says why."""

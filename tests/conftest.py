@@ -92,7 +92,7 @@ def node() -> Iterator[NodeProcess]:
 async def trio_node(nursery: trio.Nursery) -> AsyncIterator[ServerState]:
     """A node served inside the test's trio run, on a free loopback port."""
     state: ServerState = await nursery.start(serve_node, NodeConfig(port=0))
-    yield state
+    return state
 
 
 def require_tool(name: str) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import trio
 
 import keycafe
-from keycafe.errors import ConfigError
+from keycafe.errors import ConfigError, StartupError
 from keycafe.node.node import NodeConfig, serve_node
 from keycafe.resp.parser import Limits
 
@@ -111,12 +111,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         config.validate()
-        trio.run(_run, config)
     except ConfigError as exc:
         print(f"keycafe: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"keycafe: cannot start: {exc}", file=sys.stderr)
+    failed = False
+    try:
+        trio.run(_run, config)
+    except* StartupError as group:
+        for problem in group.exceptions:
+            print(f"keycafe: cannot start: {problem}", file=sys.stderr)
+        failed = True
+    if failed:
         return 1
     log.info("bye")
     return 0

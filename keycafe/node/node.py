@@ -13,7 +13,7 @@ import trio
 
 import keycafe
 from keycafe.cluster.slot_table import NodeAddr
-from keycafe.errors import ConfigError
+from keycafe.errors import ConfigError, StartupError
 from keycafe.node.server import bind_listener, serve_clients
 from keycafe.resp.parser import Limits
 from keycafe.server import ServerConfig, ServerState
@@ -90,7 +90,12 @@ async def serve_node(
 ) -> None:
     """Run a node until cancelled; ``started`` reports its ``ServerState``."""
     config.validate()
-    listener = bind_listener(config.bind, config.port)
+    try:
+        listener = bind_listener(config.bind, config.port)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen on {config.bind}:{config.port}: {exc.strerror or exc}"
+        ) from exc
     port = listener.getsockname()[1]
     cluster_port = config.cluster_port
     if cluster_port is None:

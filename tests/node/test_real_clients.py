@@ -114,7 +114,8 @@ def test_redis_benchmark_sees_no_errors(node: NodeProcess) -> None:
         check=True,
     )
     lines = done.stdout.replace("\r", "\n")
-    assert "ERR" not in lines and "Error" not in lines
+    assert "ERR" not in lines
+    assert "Error" not in lines
     for name in ("PING_INLINE", "PING_MBULK", "SET", "GET", "INCR", "MSET"):
         assert f"{name}" in lines
     assert int(r.info("stats")["total_error_replies"]) == errors_before

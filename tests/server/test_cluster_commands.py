@@ -31,7 +31,8 @@ def test_cluster_of_one(run: Run) -> None:
     assert run("CLUSTER", "SLOTS") == [[0, 16383, [b"127.0.0.1", 9814, ME.node_id.encode(), []]]]
     info = run("CLUSTER", "INFO")
     assert isinstance(info, bytes)
-    assert b"cluster_state:ok" in info and b"cluster_slots_assigned:16384" in info
+    assert b"cluster_state:ok" in info
+    assert b"cluster_slots_assigned:16384" in info
     nodes = run("CLUSTER", "NODES")
     assert (
         nodes
@@ -50,7 +51,8 @@ def test_keyslot_and_key_counts(run: Run) -> None:
     assert run("CLUSTER", "GETKEYSINSLOT", str(slot), "1") in ([b"{t}1"], [b"{t}2"])
     for bad in ("-1", "16384", "x"):
         reply = run("CLUSTER", "COUNTKEYSINSLOT", bad)
-        assert isinstance(reply, hiredis.ReplyError) and str(reply) == "ERR Invalid slot"
+        assert isinstance(reply, hiredis.ReplyError)
+        assert str(reply) == "ERR Invalid slot"
 
 
 def test_moved_for_slots_owned_elsewhere() -> None:
@@ -80,16 +82,19 @@ def test_slots_shards_nodes_agree() -> None:
         [8192, 16383, [b"127.0.0.2", 9815, b"b" * 40, []], [b"127.0.0.1", 9814, b"a" * 40, []]],
     ]
     shards = run_in(s, "CLUSTER", "SHARDS")
-    assert isinstance(shards, list) and len(shards) == 2
+    assert isinstance(shards, list)
+    assert len(shards) == 2
     first = dict(zip(shards[0][::2], shards[0][1::2], strict=True))
     assert first[b"slots"] == [0, 8191]
     node = dict(zip(first[b"nodes"][0][::2], first[b"nodes"][0][1::2], strict=True))
-    assert node[b"id"] == b"a" * 40 and node[b"role"] == b"master"
+    assert node[b"id"] == b"a" * 40
+    assert node[b"role"] == b"master"
     lines = run_in(s, "CLUSTER", "NODES")
     assert isinstance(lines, bytes)
     rows = [line.split() for line in lines.decode().splitlines()]
     assert rows[0][:3] == ["a" * 40, "127.0.0.1:9814@19814", "myself,master"]
-    assert rows[0][-1] == "0-8191" and rows[1][-1] == "8192-16383"
+    assert rows[0][-1] == "0-8191"
+    assert rows[1][-1] == "8192-16383"
     assert rows[0][6] == "7"  # the table's epoch
 
 
@@ -101,6 +106,8 @@ def test_cluster_views_in_both_protocols(proto: int) -> None:
     assert isinstance(shards, list)
     shard = shards[0]
     if proto == 3:
-        assert isinstance(shard, dict) and shard[b"slots"] == [0, 16383]
+        assert isinstance(shard, dict)
+        assert shard[b"slots"] == [0, 16383]
     else:
-        assert isinstance(shard, list) and shard[0] == b"slots"
+        assert isinstance(shard, list)
+        assert shard[0] == b"slots"

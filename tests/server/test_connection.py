@@ -52,7 +52,8 @@ def test_hello_can_authenticate() -> None:
     s = make_session(requirepass="pw")
     assert err(run_in(s, "HELLO", "3")).startswith("NOAUTH HELLO must be called")
     reply = run_in(s, "HELLO", "3", "AUTH", "default", "pw", "SETNAME", "app")
-    assert isinstance(reply, dict) and reply[b"proto"] == 3
+    assert isinstance(reply, dict)
+    assert reply[b"proto"] == 3
     assert s.name == b"app"
 
 
@@ -74,7 +75,8 @@ def test_client_subcommands(run: Run, session: Session) -> None:
     assert err(run("CLIENT", "SETINFO", "COLOR", "x")) == "ERR Unrecognized option 'COLOR'"
     info = run("CLIENT", "INFO")
     assert isinstance(info, bytes)
-    assert b"name=worker-1" in info and b"lib-name=redis-py" in info
+    assert b"name=worker-1" in info
+    assert b"lib-name=redis-py" in info
     assert err(run("CLIENT", "NOPE")) == "ERR unknown subcommand 'NOPE'. Try CLIENT HELP."
     assert err(run("CLIENT", "SETNAME")) == (
         "ERR wrong number of arguments for 'client|setname' command"
@@ -84,8 +86,10 @@ def test_client_subcommands(run: Run, session: Session) -> None:
 def test_select_readonly_asking_quit(run: Run, session: Session) -> None:
     assert run("SELECT", "0") == b"OK"
     assert err(run("SELECT", "1")) == "ERR SELECT is not allowed in cluster mode"
-    assert run("READONLY") == b"OK" and session.readonly
-    assert run("READWRITE") == b"OK" and not session.readonly
+    assert run("READONLY") == b"OK"
+    assert session.readonly
+    assert run("READWRITE") == b"OK"
+    assert not session.readonly
     assert run("ASKING") == b"OK"
     assert run("QUIT") == b"OK"
     assert session.closing
@@ -111,4 +115,6 @@ def test_info_sections(run: Run) -> None:
     assert b"cluster_enabled:1" in text
     assert b"db0:keys=1," in text
     only = run("INFO", "keyspace")
-    assert isinstance(only, bytes) and only.startswith(b"# Keyspace") and b"# Server" not in only
+    assert isinstance(only, bytes)
+    assert only.startswith(b"# Keyspace")
+    assert b"# Server" not in only

@@ -37,7 +37,8 @@ def test_each_write_is_stamped_with_an_increasing_hlc() -> None:
     first = store.lookup(key_slot(b"k"), b"k", 5000)
     put(store, b"k", b"2", now=5000)
     second = store.lookup(key_slot(b"k"), b"k", 5000)
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert entry.stamp_of(second) > entry.stamp_of(first)
     assert entry.stamp_of(first) >> 16 == 5000
     assert store.writers[entry.writer_of(second)] == NODE
@@ -113,7 +114,8 @@ def test_flush_forgets_everything() -> None:
     put(store, b"b", b"2")
     store.remove(key_slot(b"b"), b"b", 1000)
     store.flush()
-    assert store.count() == 0 and store.count_volatile() == 0
+    assert store.count() == 0
+    assert store.count_volatile() == 0
     assert store.next_expiry() is None
     assert not any(store.tombstones)
 

@@ -1,0 +1,65 @@
+"""The command line: flags, environment variables and clear start-up errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import redis
+
+from keycafe.node.cli import build_parser, config_from_args
+from tests.conftest import node_process
+
+
+def test_flags_and_environment(monkeypatch: object) -> None:
+    import pytest
+
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setenv("KEYCAFE_PORT", "9999")
+        mp.setenv("KEYCAFE_REQUIREPASS", "pw")
+        args = build_parser().parse_args(["--maxclients", "7"])
+        config = config_from_args(args)
+        assert (config.port, config.requirepass, config.maxclients) == (9999, "pw", 7)
+        args = build_parser().parse_args(["--port", "1234"])
+        assert config_from_args(args).port == 1234  # the flag wins
+    finally:
+        mp.undo()
+
+
+def test_bad_settings_exit_with_a_message() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "keycafe", "--node-id", "xyz"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "node id must be 40 lower-case hex characters" in done.stderr
+
+
+def test_port_in_use_is_reported() -> None:
+    with node_process() as first:
+        done = subprocess.run(
+            [sys.executable, "-m", "keycafe", "--port", str(first.port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 1
+        assert "cannot start" in done.stderr
+        assert "in use" in done.stderr
+
+
+def test_requirepass_flag() -> None:
+    with node_process("--requirepass", "s3cret") as node:
+        anon = redis.Redis(host=node.host, port=node.port)
+        try:
+            anon.get("k")
+            raise AssertionError("expected NOAUTH")
+        except redis.AuthenticationError:
+            pass
+        anon.close()
+        r = redis.Redis(host=node.host, port=node.port, password="s3cret")
+        assert r.set("k", "v")
+        r.close()

@@ -1,0 +1,35 @@
+"""Sans-I/O cores import no trio, read no clock and use no global random."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent / "keycafe"
+CORES = ["resp", "store", "server", "cluster", "gossip"]
+FORBIDDEN_MODULES = {"trio", "time", "random", "socket", "asyncio", "select", "selectors"}
+
+
+def core_files() -> list[Path]:
+    return sorted(p for core in CORES for p in (ROOT / core).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", core_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_core_module_does_no_io(path: Path) -> None:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            assert name.split(".")[0] not in FORBIDDEN_MODULES, f"{path.name} imports {name}"
+        assert "keycafe.node" not in names, f"{path.name} imports the shell"
+
+
+def test_the_layering_check_sees_the_cores() -> None:
+    assert len(core_files()) >= 15
