@@ -1,0 +1,336 @@
+"""keycafe vs C Redis, side by side on this machine, in one run.
+
+    python bench/server.py [--reps 3] [--quick]
+
+Installs Debian's redis-server and redis-tools if missing, starts C Redis and a
+keycafe node, runs identical redis-benchmark loads against both (SET and GET at
+-c 50 -P 1, -c 50 -P 16 and -c 1 -P 1; medians over --reps runs, the two
+servers taking turns), records each server's CPU time per operation from
+/proc, then loads 1M keys (16-byte keys, 32-byte values) into a fresh pair of
+servers and compares memory per key: keycafe's RSS growth against Redis's
+used_memory growth (its RSS growth is shown too). Prints the table and writes
+docs/benchmarks.md. Not part of the test suite: timings never gate tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# (label, clients, pipeline, requests per run)
+LOADS = [
+    ("-c 50 -P 1", 50, 1, 300_000),
+    ("-c 50 -P 16", 50, 16, 2_000_000),
+    ("-c 1 -P 1", 1, 1, 60_000),
+]
+KEYSPACE = 100_000  # -r: SETs and GETs spread over this many keys
+MEMORY_KEYS = 1_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def ensure_tools() -> None:
+    subprocess.run(
+        ["bash", str(ROOT / "scripts/ensure-debian-packages.sh"), "redis-server", "redis-tools"],
+        check=True,
+    )
+    for tool in ("redis-server", "redis-cli", "redis-benchmark"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: {tool} is missing and could not be installed")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+def cli(port: int, *args: str) -> str:
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def wait_for(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cli(port, "PING") == "PONG":
+                return
+        except subprocess.CalledProcessError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not answer")
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    def memory(self) -> int:
+        """used_memory for Redis; RSS for keycafe (see the module docstring)."""
+        if self.name == "redis":
+            info = cli(self.port, "INFO", "memory")
+            return int(re.search(r"used_memory:(\d+)", info).group(1))  # type: ignore[union-attr]
+        return rss_bytes(self.proc.pid)
+
+
+@contextmanager
+def servers() -> Iterator[tuple[Server, Server]]:
+    rport, kport = free_port(), free_port()
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(rport),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+            "--logfile",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    keycafe = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "keycafe",
+            "--port",
+            str(kport),
+            "--cluster-port",
+            "0",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(rport)
+        wait_for(kport)
+        yield Server("redis", rport, redis), Server("keycafe", kport, keycafe)
+    finally:
+        for p in (redis, keycafe):
+            p.terminate()
+        for p in (redis, keycafe):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def benchmark(
+    server: Server, test: str, clients: int, pipeline: int, n: int
+) -> tuple[float, float]:
+    """(ops per second, server CPU microseconds per op) of one redis-benchmark run."""
+    before = cpu_seconds(server.proc.pid)
+    out = subprocess.run(
+        [
+            "redis-benchmark",
+            "-p",
+            str(server.port),
+            "-t",
+            test,
+            "-n",
+            str(n),
+            "-c",
+            str(clients),
+            "-P",
+            str(pipeline),
+            "-r",
+            str(KEYSPACE),
+            "--csv",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cpu = cpu_seconds(server.proc.pid) - before
+    row = next(line for line in out.splitlines() if line.startswith(f'"{test.upper()}"'))
+    ops = float(row.split(",")[1].strip('"'))
+    return ops, cpu / n * 1e6
+
+
+def throughput(reps: int, scale: float) -> list[dict[str, object]]:
+    rows = []
+    with servers() as (redis, keycafe):
+        for label, clients, pipeline, n in LOADS:
+            n = max(1000, int(n * scale))
+            for test in ("set", "get"):
+                runs: dict[str, list[tuple[float, float]]] = {"redis": [], "keycafe": []}
+                for rep in range(reps):
+                    order = (redis, keycafe) if rep % 2 == 0 else (keycafe, redis)
+                    for server in order:
+                        runs[server.name].append(benchmark(server, test, clients, pipeline, n))
+                med = {
+                    name: (statistics.median(o for o, _ in r), statistics.median(c for _, c in r))
+                    for name, r in runs.items()
+                }
+                rows.append(
+                    {
+                        "load": label,
+                        "test": test.upper(),
+                        "redis_ops": med["redis"][0],
+                        "keycafe_ops": med["keycafe"][0],
+                        "ops_ratio": med["keycafe"][0] / med["redis"][0],
+                        "redis_cpu": med["redis"][1],
+                        "keycafe_cpu": med["keycafe"][1],
+                        "cpu_ratio": med["keycafe"][1] / med["redis"][1],
+                    }
+                )
+                r = rows[-1]
+                print(
+                    f"{label:12} {test.upper():4} redis {r['redis_ops']:>10,.0f} ops/s  "
+                    f"keycafe {r['keycafe_ops']:>10,.0f} ops/s  x{r['ops_ratio']:.2f}  "
+                    f"cpu/op x{r['cpu_ratio']:.2f}",
+                    flush=True,
+                )
+    return rows
+
+
+def load_file(keys: int) -> Path:
+    """SETs of 16-byte keys and 32-byte values as a RESP stream for redis-cli --pipe."""
+    path = Path(tempfile.gettempdir()) / f"keycafe-bench-{keys}.resp"
+    if not path.exists():
+        with path.open("wb") as f:
+            for start in range(0, keys, 100_000):
+                f.write(
+                    b"".join(
+                        b"*3\r\n$3\r\nSET\r\n$16\r\nk:%014d\r\n$32\r\n%032d\r\n" % (i, i)
+                        for i in range(start, min(keys, start + 100_000))
+                    )
+                )
+    return path
+
+
+def memory(keys: int) -> dict[str, float]:
+    stream = load_file(keys)
+    with servers() as (redis, keycafe):
+        out: dict[str, float] = {}
+        for server in (redis, keycafe):
+            base_mem, base_rss = server.memory(), rss_bytes(server.proc.pid)
+            with stream.open("rb") as f:
+                subprocess.run(
+                    ["redis-cli", "-p", str(server.port), "--pipe"],
+                    stdin=f,
+                    capture_output=True,
+                    check=True,
+                )
+            count = int(cli(server.port, "DBSIZE"))
+            if count != keys:
+                raise RuntimeError(f"{server.name} holds {count} keys, expected {keys}")
+            out[f"{server.name}_per_key"] = (server.memory() - base_mem) / keys
+            out[f"{server.name}_rss_per_key"] = (rss_bytes(server.proc.pid) - base_rss) / keys
+        out["ratio"] = out["keycafe_per_key"] / out["redis_per_key"]
+        return out
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    redis_version = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True
+    ).stdout.split()[2]
+    return (
+        f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, "
+        f"Python {platform.python_version()}, Redis {redis_version.removeprefix('v=')}"
+    )
+
+
+def report(rows: list[dict[str, object]], mem: dict[str, float], reps: int, cmd: str) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {datetime.date.today()} on {machine()}, with `{cmd}`.",
+        f"Both servers run side by side in the same run; each figure is the median of {reps} "
+        "redis-benchmark runs, the servers taking turns. redis-benchmark itself takes one of "
+        f"the cores. Keys spread over `-r {KEYSPACE}`. CPU per op is the server process's "
+        "user+system time (from /proc) divided by the requests of the run.",
+        "",
+        "## Throughput and CPU per operation",
+        "",
+        "| load | test | Redis ops/s | keycafe ops/s | keycafe / Redis | Redis CPU µs/op "
+        "| keycafe CPU µs/op | CPU ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| `{r['load']}` | {r['test']} | {r['redis_ops']:,.0f} | {r['keycafe_ops']:,.0f} "
+            f"| **{r['ops_ratio']:.2f}×** | {r['redis_cpu']:.2f} | {r['keycafe_cpu']:.2f} "
+            f"| {r['cpu_ratio']:.2f}× |"
+        )
+    lines += [
+        "",
+        f"## Memory per key ({MEMORY_KEYS:,} keys, 16-byte keys, 32-byte values)",
+        "",
+        "| Redis used_memory growth | Redis RSS growth | keycafe RSS growth | keycafe / Redis |",
+        "|---:|---:|---:|---:|",
+        f"| {mem['redis_per_key']:.1f} B | {mem['redis_rss_per_key']:.1f} B "
+        f"| {mem['keycafe_rss_per_key']:.1f} B | **{mem['ratio']:.2f}×** |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the requests")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs/benchmarks.md")
+    args = parser.parse_args()
+    ensure_tools()
+    scale = 0.1 if args.quick else 1.0
+    rows = throughput(args.reps, scale)
+    mem = memory(MEMORY_KEYS)
+    print(
+        f"memory per key: redis {mem['redis_per_key']:.1f} B, "
+        f"keycafe {mem['keycafe_per_key']:.1f} B, x{mem['ratio']:.2f}"
+    )
+    cmd = (
+        "python bench/server.py"
+        + (" --quick" if args.quick else "")
+        + (f" --reps {args.reps}" if args.reps != 3 else "")
+    )
+    text = report(rows, mem, args.reps, cmd)
+    args.output.write_text(text)
+    print()
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
