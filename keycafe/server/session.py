@@ -12,6 +12,7 @@ from keycafe.cluster.slot_table import CROSSSLOT
 from keycafe.resp import reply as resp
 from keycafe.server.registry import COMMANDS, CommandError, CommandSpec
 from keycafe.server.state import ServerState
+from keycafe.store.engine import Store
 from keycafe.store.keyslot import key_slot
 
 log = logging.getLogger("keycafe.server")
@@ -24,6 +25,7 @@ class Session:
     """A client's connection state; ``execute`` runs one request."""
 
     state: ServerState
+    store: Store  # state.store, one attribute hop closer for the hot commands
     client_id: int
     addr: str = ""
     laddr: str = ""
@@ -42,6 +44,7 @@ class Session:
     def open(cls, state: ServerState, addr: str = "", laddr: str = "") -> Session:
         session = cls(
             state=state,
+            store=state.store,
             client_id=state.new_client_id(),
             addr=addr,
             laddr=laddr,

@@ -15,6 +15,7 @@ from keycafe.server.args import (
 from keycafe.server.registry import CommandError, command
 from keycafe.server.session import Session
 from keycafe.store import entry
+from keycafe.store.entry import HEADER_SIZE, NO_EXPIRY
 
 OK: Final = resp.OK
 STRING: Final = ("@string",)
@@ -30,10 +31,12 @@ STRING: Final = ("@string",)
     summary="Returns the string value of a key.",
 )
 def get(s: Session, a: list[bytes], slot: int) -> bytes:
-    record = s.state.store.lookup(slot, a[1], s.state.now_ms)
+    record = s.store.slots[slot].get(a[1])
+    if record is not None and not record.startswith(NO_EXPIRY):
+        record = s.store.lookup(slot, a[1], s.state.now_ms)  # expires it if due
     if record is None:
         return resp.NULL3 if s.proto == 3 else resp.NULL2
-    return record[entry.HEADER_SIZE :]
+    return record[HEADER_SIZE:]
 
 
 @command(
@@ -46,9 +49,8 @@ def get(s: Session, a: list[bytes], slot: int) -> bytes:
     summary="Sets the string value of a key, ignoring its type.",
 )
 def set_(s: Session, a: list[bytes], slot: int) -> bytes:
-    state = s.state
-    store = state.store
-    now = state.now_ms
+    store = s.store
+    now = s.state.now_ms
     if len(a) == 3:  # the common case, no options
         store.put(slot, a[1], a[2], 0, now)
         return OK

@@ -41,6 +41,10 @@ class Stats:
     tombstones_collected: int = 0
 
 
+_pack = entry.pack
+_NO_EXPIRY = entry.NO_EXPIRY
+
+
 def _is_expired(record: bytes, now: int) -> bool:
     return not record.startswith(entry.NO_EXPIRY) and entry.expires_of(record) <= now
 
@@ -126,8 +130,8 @@ class Store:
         clock.last = stamp
         bucket = self.slots[slot]
         old = bucket.get(key)
-        bucket[key] = entry.pack(value, expires_ms, stamp, 0)
-        if expires_ms or (old is not None and not old.startswith(entry.NO_EXPIRY)):
+        bucket[key] = _pack(value, expires_ms, stamp, 0)
+        if expires_ms or (old is not None and not old.startswith(_NO_EXPIRY)):
             self._track_expiry(slot, key, old, expires_ms)
         if self._tomb_fifo:
             tombs = self.tombstones[slot]
