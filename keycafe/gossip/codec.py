@@ -1,0 +1,196 @@
+"""The gossip wire format: msgpack, one module, untrusted input in one place.
+
+A packet is a version byte followed by a msgpack array of messages; each
+message is an array whose first element is its type number. A datagram carries
+one packet (several messages: pings, acks and piggybacked news), a TCP stream
+carries length-prefixed packets. The version byte leaves room for
+authentication and encryption (an AES-GCM keyring) without a new format.
+
+Type numbers are the protocol: ONLY APPEND to this list.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgpack
+
+from keycafe.errors import BadPacket
+from keycafe.gossip.messages import (
+    Ack,
+    Address,
+    Alive,
+    Dead,
+    IndirectPing,
+    MemberInfo,
+    Message,
+    Nack,
+    Ping,
+    PushPull,
+    State,
+    Suspect,
+)
+
+VERSION: Final = 1
+
+PING: Final = 1
+INDIRECT_PING: Final = 2
+ACK: Final = 3
+NACK: Final = 4
+SUSPECT: Final = 5
+ALIVE: Final = 6
+DEAD: Final = 7
+PUSH_PULL: Final = 8
+
+# Generous bounds for untrusted input: a packet can never make us allocate much.
+_LIMITS: Final = {
+    "max_str_len": 4096,
+    "max_bin_len": 4096,
+    "max_array_len": 65536,
+    "max_map_len": 256,
+    "max_ext_len": 0,
+}
+
+
+def _member_fields(m: MemberInfo) -> list[Any]:
+    return [
+        m.node,
+        m.addr[0],
+        m.addr[1],
+        m.client_addr[0],
+        m.client_addr[1],
+        m.incarnation,
+        int(m.state),
+        m.meta_version,
+        m.meta,
+    ]
+
+
+def encode_message(msg: Message) -> bytes:
+    """One message, ready to be put in a packet with ``packet``."""
+    fields: list[Any]
+    match msg:
+        case Ping():
+            fields = [PING, msg.seq, msg.target, msg.source]
+        case IndirectPing():
+            fields = [INDIRECT_PING, msg.seq, msg.target, *msg.target_addr, msg.source, msg.nack]
+        case Ack():
+            fields = [ACK, msg.seq, msg.source]
+        case Nack():
+            fields = [NACK, msg.seq, msg.source]
+        case Suspect():
+            fields = [SUSPECT, msg.incarnation, msg.node, msg.source]
+        case Alive():
+            fields = [ALIVE, *_member_fields(msg.member)]
+        case Dead():
+            fields = [DEAD, msg.incarnation, msg.node, msg.source]
+        case PushPull():
+            fields = [PUSH_PULL, msg.join, [_member_fields(m) for m in msg.members]]
+    return msgpack.packb(fields)  # type: ignore[no-any-return]
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 65536:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def packet(encoded: list[bytes]) -> bytes:
+    """A packet of already encoded messages (a msgpack array is its header
+    followed by its elements, so nothing is encoded twice)."""
+    return bytes([VERSION]) + _array_header(len(encoded)) + b"".join(encoded)
+
+
+# The version byte plus the largest array header: room to reserve before the
+# number of messages in a packet is known.
+PACKET_OVERHEAD: Final = 1 + 5
+
+
+def _str(v: Any) -> str:
+    if type(v) is not str or not v:
+        raise BadPacket("expected a non-empty string")
+    return v
+
+
+def _int(v: Any, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    if type(v) is not int or not lo <= v <= hi:
+        raise BadPacket("expected an integer in range")
+    return v
+
+
+def _addr(host: Any, port: Any) -> Address:
+    return (_str(host), _int(port, 0, 65535))
+
+
+def _member(f: Any) -> MemberInfo:
+    if type(f) is not list or len(f) != 9:
+        raise BadPacket("bad member record")
+    meta = f[8]
+    if type(meta) is not dict or not all(
+        type(k) is str and type(v) is str for k, v in meta.items()
+    ):
+        raise BadPacket("bad member metadata")
+    try:
+        state = State(_int(f[6], 0, 3))
+    except ValueError as exc:  # pragma: no cover - _int bounds it already
+        raise BadPacket("bad member state") from exc
+    return MemberInfo(
+        node=_str(f[0]),
+        addr=_addr(f[1], f[2]),
+        client_addr=_addr(f[3], f[4]),
+        incarnation=_int(f[5]),
+        state=state,
+        meta_version=_int(f[7]),
+        meta=meta,
+    )
+
+
+def _message(m: Any) -> Message:
+    if type(m) is not list or not m:
+        raise BadPacket("a message must be a non-empty array")
+    kind, n = m[0], len(m)
+    if kind == PING and n == 4:
+        return Ping(seq=_int(m[1]), target=_str(m[2]), source=_str(m[3]))
+    if kind == INDIRECT_PING and n == 7:
+        if type(m[6]) is not bool:
+            raise BadPacket("bad nack flag")
+        return IndirectPing(
+            seq=_int(m[1]),
+            target=_str(m[2]),
+            target_addr=_addr(m[3], m[4]),
+            source=_str(m[5]),
+            nack=m[6],
+        )
+    if kind == ACK and n == 3:
+        return Ack(seq=_int(m[1]), source=_str(m[2]))
+    if kind == NACK and n == 3:
+        return Nack(seq=_int(m[1]), source=_str(m[2]))
+    if kind == SUSPECT and n == 4:
+        return Suspect(incarnation=_int(m[1]), node=_str(m[2]), source=_str(m[3]))
+    if kind == ALIVE and n == 10:
+        member = _member(m[1:])
+        if member.state != State.ALIVE:
+            raise BadPacket("alive message with a non-alive state")
+        return Alive(member=member)
+    if kind == DEAD and n == 4:
+        return Dead(incarnation=_int(m[1]), node=_str(m[2]), source=_str(m[3]))
+    if kind == PUSH_PULL and n == 3:
+        if type(m[1]) is not bool or type(m[2]) is not list:
+            raise BadPacket("bad push-pull")
+        return PushPull(join=m[1], members=tuple(_member(x) for x in m[2]))
+    raise BadPacket(f"unknown message type {kind!r} with {n} fields")
+
+
+def decode_packet_untrusted(data: bytes) -> list[Message]:
+    """Decode a packet from the network; raises only ``BadPacket``."""
+    if not data or data[0] != VERSION:
+        raise BadPacket("unknown packet version")
+    try:
+        body = msgpack.unpackb(data[1:], raw=False, strict_map_key=True, **_LIMITS)
+    except Exception as exc:  # msgpack raises several types for garbage
+        raise BadPacket(f"undecodable packet: {type(exc).__name__}") from exc
+    if type(body) is not list:
+        raise BadPacket("a packet must be an array of messages")
+    return [_message(m) for m in body]

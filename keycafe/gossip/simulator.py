@@ -1,0 +1,339 @@
+"""A deterministic cluster simulator: many gossip cores, one process, virtual time.
+
+Everything random comes from one seeded ``random.Random``, events are ordered
+by (time, sequence number), and nothing reads a real clock, so the same seed
+replays the same run exactly (``Simulator.trace_digest``). The network models
+per-link loss, delay and jitter (which also reorders), duplication, symmetric
+and one-way partitions, crashed nodes, and "starved" nodes whose packets and
+timers are handled late (a paused or overloaded process). Stream jobs (TCP:
+push-pull, fallback pings) are delivered reliably unless a partition or a crash
+is in the way, when they fail after ``stream_timeout``.
+
+The tests and the ``sims/`` scripts share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from keycafe.gossip.config import GossipConfig
+from keycafe.gossip.core import EventKind, Gossip, MemberEvent, StreamJob
+from keycafe.gossip.messages import Address, MemberInfo, PushPull, State
+
+
+@attrs.define
+class Link:
+    """Faults on the path from one node to another."""
+
+    loss: float = 0.0  # probability a datagram is dropped
+    delay: float = 0.0005  # one-way latency, seconds
+    jitter: float = 0.0  # extra uniform delay in [0, jitter): reorders packets
+    duplicate: float = 0.0  # probability a datagram arrives twice
+
+
+@attrs.define(eq=False)
+class SimNode:
+    name: str
+    addr: Address
+    core: Gossip
+    up: bool = True
+    starved: tuple[float, float] | None = None  # extra lag range for its events
+    paused_until: float = 0.0  # a stopped process: nothing is handled before this
+    timer_at: float | None = None
+    events: list[MemberEvent] = attrs.field(factory=list)
+
+
+def node_name(i: int) -> str:
+    return f"n{i:04d}"
+
+
+def address(i: int) -> Address:
+    # Names, not IP addresses: nothing here ever touches a real network.
+    return (f"sim-{i}", 7946)
+
+
+class Simulator:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        config: GossipConfig | None = None,
+        link: Link | None = None,
+        stream_timeout: float = 1.0,
+        check_datagrams: bool = True,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.config = config or GossipConfig.lan()
+        self.link = link or Link()
+        self.stream_timeout = stream_timeout
+        self.check_datagrams = check_datagrams
+        self.now = 0.0
+        self.nodes: dict[str, SimNode] = {}
+        self.by_addr: dict[Address, SimNode] = {}
+        self.links: dict[tuple[str, str], Link] = {}
+        self.blocked: set[tuple[str, str]] = set()  # (src, dst) pairs cut
+        self._queue: list[tuple[float, int, str, Any]] = []
+        self._seq = 0
+        self._hash = hashlib.sha256()
+        self.trace: list[str] = []
+        self.datagrams = 0
+        self.bytes = 0
+        self.dropped = 0
+        self.largest_datagram = 0
+        self.observers: list[Callable[[SimNode, MemberEvent], None]] = []
+
+    # -- building a cluster --------------------------------------------------------------
+
+    def add_node(self, i: int, *, incarnation: int = 0) -> SimNode:
+        name, addr = node_name(i), address(i)
+        info = MemberInfo(
+            node=name,
+            addr=addr,
+            client_addr=(addr[0], 9814),
+            incarnation=incarnation,
+            state=State.ALIVE,
+        )
+        core = Gossip(
+            info, config=self.config, rng=random.Random(self.rng.getrandbits(64)), now=self.now
+        )
+        node = SimNode(name=name, addr=addr, core=core)
+        self.nodes[name] = node
+        self.by_addr[addr] = node
+        self._reschedule(node)
+        return node
+
+    @classmethod
+    def converged(cls, n: int, **kwargs: Any) -> Simulator:
+        """``n`` nodes that already know each other (a cluster after convergence)."""
+        sim = cls(**kwargs)
+        nodes = [sim.add_node(i) for i in range(n)]
+        everyone = PushPull(join=False, members=tuple(x.core.me for x in nodes))
+        for node in nodes:
+            node.core._merge(everyone, sim.now)
+            node.core._broadcasts._items.clear()  # nothing is news any more
+            node.events.clear()
+            while node.core.next_event() is not None:
+                pass
+            sim._reschedule(node)
+        return sim
+
+    def join(self, node: SimNode, seed: SimNode) -> None:
+        node.core.join(seed.addr, self.now)
+        self._flush(node)
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def set_link(self, src: str, dst: str, link: Link) -> None:
+        self.links[(src, dst)] = link
+
+    def partition(
+        self, side_a: Iterable[str], side_b: Iterable[str], *, one_way: bool = False
+    ) -> None:
+        """Cut traffic from ``side_a`` to ``side_b`` (and back unless ``one_way``)."""
+        b = list(side_b)
+        for x in side_a:
+            for y in b:
+                self.blocked.add((x, y))
+                if not one_way:
+                    self.blocked.add((y, x))
+
+    def heal(self) -> None:
+        self.blocked.clear()
+
+    def crash(self, name: str) -> None:
+        node = self.nodes[name]
+        node.up = False
+        node.timer_at = None
+        self._log(f"{self.now:.6f} {name} crash")
+
+    def restart(self, i: int, seed: SimNode, *, incarnation: int) -> SimNode:
+        """A crashed node comes back as a new process (same name, higher incarnation)."""
+        old = self.nodes[node_name(i)]
+        assert not old.up
+        del self.by_addr[old.addr]
+        node = self.add_node(i, incarnation=incarnation)
+        self.join(node, seed)
+        return node
+
+    def starve(self, name: str, lag: tuple[float, float] | None) -> None:
+        self.nodes[name].starved = lag
+
+    def pause(self, name: str, seconds: float) -> None:
+        """Stop a node's process (SIGSTOP, a long GC): its packets wait in the
+        socket buffer and everything due is handled when it wakes."""
+        self.nodes[name].paused_until = self.now + seconds
+        self._log(f"{self.now:.6f} {name} pause {seconds}")
+
+    # -- running --------------------------------------------------------------------------
+
+    def run_until(self, t: float) -> None:
+        queue = self._queue
+        while queue and queue[0][0] <= t:
+            at, _, kind, payload = heapq.heappop(queue)
+            target = self._target(kind, payload)
+            if target.paused_until > at:
+                if kind == "timer":
+                    target.timer_at = target.paused_until
+                self._push(target.paused_until, kind, payload)
+                continue
+            self.now = at
+            if kind == "timer":
+                node = payload
+                if node.up and node.timer_at == at:
+                    node.timer_at = None
+                    node.core.handle_timer(at)
+                    self._flush(node)
+            elif kind == "datagram":
+                node, data, src = payload
+                if node.up:
+                    self._log_bytes(data)
+                    node.core.receive_datagram(data, src, at)
+                    self._flush(node)
+            elif kind == "stream":
+                self._deliver_stream(*payload)
+            elif kind == "stream-reply":
+                node, job, reply = payload
+                if node.up:
+                    if reply is None:
+                        node.core.stream_failed(job, at)
+                    else:
+                        node.core.receive_stream_reply(job, reply, at)
+                    self._flush(node)
+        self.now = t
+
+    @staticmethod
+    def _target(kind: str, payload: Any) -> SimNode:
+        if kind == "timer":
+            return payload  # type: ignore[no-any-return]
+        if kind == "stream":
+            return payload[1]  # type: ignore[no-any-return]
+        return payload[0]  # type: ignore[no-any-return]
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    def run_until_true(
+        self, predicate: Callable[[], bool], limit: float, step: float = 0.1
+    ) -> bool:
+        """Advance in ``step``s until ``predicate()`` or ``limit`` virtual seconds pass."""
+        end = self.now + limit
+        while self.now < end:
+            if predicate():
+                return True
+            self.run_until(min(end, self.now + step))
+        return predicate()
+
+    @property
+    def trace_digest(self) -> str:
+        return self._hash.hexdigest()
+
+    # -- views ----------------------------------------------------------------------------
+
+    def live(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.up]
+
+    def view(self, node: SimNode) -> dict[str, tuple[State, int]]:
+        return {m.node: (m.state, m.incarnation) for m in node.core.member_list()}
+
+    def state_of(self, observer: SimNode, name: str) -> State | None:
+        m = observer.core.members.get(name)
+        return None if m is None else m.state
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _push(self, at: float, kind: str, payload: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, kind, payload))
+
+    def _lag(self, node: SimNode) -> float:
+        return self.rng.uniform(*node.starved) if node.starved else 0.0
+
+    def _reschedule(self, node: SimNode) -> None:
+        if not node.up:
+            return
+        t = node.core.get_timer()
+        if t is None:
+            return
+        t = max(t, self.now)
+        if node.timer_at is None or t < node.timer_at or node.timer_at <= self.now:
+            node.timer_at = t + self._lag(node)
+            self._push(node.timer_at, "timer", node)
+
+    def _flush(self, node: SimNode) -> None:
+        core = node.core
+        for data, dst in core.datagrams_to_send(self.now):
+            self._send_datagram(node, data, dst)
+        while (job := core.next_stream_job()) is not None:
+            self._start_stream(node, job)
+        while (event := core.next_event()) is not None:
+            node.events.append(event)
+            self._log(f"{event.at:.6f} {node.name} {event.kind.value} {event.member.node}")
+            for observe in self.observers:
+                observe(node, event)
+        self._reschedule(node)
+
+    def _send_datagram(self, src: SimNode, data: bytes, dst_addr: Address) -> None:
+        if self.check_datagrams and len(data) > self.config.max_datagram:
+            raise AssertionError(f"{src.name} sent {len(data)} bytes")
+        self.datagrams += 1
+        self.bytes += len(data)
+        self.largest_datagram = max(self.largest_datagram, len(data))
+        dst = self.by_addr.get(dst_addr)
+        if dst is None or (src.name, dst.name) in self.blocked:
+            self.dropped += 1
+            return
+        link = self.links.get((src.name, dst.name), self.link)
+        copies = 2 if link.duplicate and self.rng.random() < link.duplicate else 1
+        for _ in range(copies):
+            if link.loss and self.rng.random() < link.loss:
+                self.dropped += 1
+                continue
+            delay = link.delay + (self.rng.uniform(0, link.jitter) if link.jitter else 0.0)
+            self._push(self.now + delay + self._lag(dst), "datagram", (dst, data, src.addr))
+
+    def _start_stream(self, src: SimNode, job: StreamJob) -> None:
+        dst = self.by_addr.get(job.addr)
+        ok = (
+            dst is not None
+            and dst.up
+            and (src.name, dst.name) not in self.blocked
+            and (dst.name, src.name) not in self.blocked
+        )
+        if not ok:
+            self._push(self.now + self.stream_timeout, "stream-reply", (src, job, None))
+            return
+        assert dst is not None
+        link = self.links.get((src.name, dst.name), self.link)
+        self._push(self.now + link.delay + self._lag(dst), "stream", (src, dst, job))
+
+    def _deliver_stream(self, src: SimNode, dst: SimNode, job: StreamJob) -> None:
+        if not dst.up:
+            self._push(self.now + self.stream_timeout, "stream-reply", (src, job, None))
+            return
+        reply = dst.core.handle_stream(job.payload, src.addr, self.now)
+        self._flush(dst)
+        link = self.links.get((dst.name, src.name), self.link)
+        self._push(self.now + link.delay + self._lag(src), "stream-reply", (src, job, reply))
+
+    def _log(self, line: str) -> None:
+        self.trace.append(line)
+        self._hash.update(line.encode())
+
+    def _log_bytes(self, data: bytes) -> None:
+        self._hash.update(data)
+
+
+def failed_by(sim: Simulator, victim: str) -> dict[str, float]:
+    """For each node, when it first declared ``victim`` dead (FAILED)."""
+    out: dict[str, float] = {}
+    for node in sim.nodes.values():
+        for ev in node.events:
+            if ev.kind == EventKind.FAILED and ev.member.node == victim:
+                out.setdefault(node.name, ev.at)
+    return out

@@ -1,0 +1,104 @@
+"""The gossip wire format: round trips, and garbage never escapes as anything but BadPacket."""
+
+from __future__ import annotations
+
+import random
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keycafe.errors import BadPacket
+from keycafe.gossip import codec
+from keycafe.gossip.config import GossipConfig
+from keycafe.gossip.core import Gossip
+from keycafe.gossip.messages import (
+    Ack,
+    Alive,
+    Dead,
+    IndirectPing,
+    MemberInfo,
+    Nack,
+    Ping,
+    PushPull,
+    State,
+    Suspect,
+)
+
+M = MemberInfo(
+    node="n1",
+    addr=("127.0.0.1", 7946),
+    client_addr=("127.0.0.1", 9814),
+    incarnation=7,
+    state=State.ALIVE,
+    meta_version=2,
+    meta={"zone": "a"},
+)
+ALL = [
+    Ping(seq=1, target="a", source="b"),
+    IndirectPing(seq=2, target="t", target_addr=("h", 3), source="s", nack=True),
+    Ack(seq=3, source="x"),
+    Nack(seq=4, source="y"),
+    Suspect(incarnation=5, node="n", source="m"),
+    Alive(member=M),
+    Dead(incarnation=6, node="n", source="n"),
+    PushPull(join=True, members=(M, M)),
+]
+
+
+def test_every_message_round_trips_in_one_packet() -> None:
+    data = codec.packet([codec.encode_message(m) for m in ALL])
+    assert data[0] == codec.VERSION
+    assert codec.decode_packet_untrusted(data) == ALL
+    alive = codec.decode_packet_untrusted(codec.packet([codec.encode_message(ALL[5])]))[0]
+    assert isinstance(alive, Alive)
+    assert alive.member.meta == {"zone": "a"}
+
+
+def test_type_numbers_are_the_protocol() -> None:
+    # ONLY APPEND: these numbers are on the wire.
+    assert (codec.PING, codec.INDIRECT_PING, codec.ACK, codec.NACK) == (1, 2, 3, 4)
+    assert (codec.SUSPECT, codec.ALIVE, codec.DEAD, codec.PUSH_PULL) == (5, 6, 7, 8)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x02" + msgpack.packb([[1, 1, "a", "b"]]),  # unknown version
+        b"\x01\xc1",  # msgpack's never-used byte
+        b"\x01" + msgpack.packb({"a": 1}),
+        b"\x01" + msgpack.packb([[99, 1]]),
+        b"\x01" + msgpack.packb([[1, -1, "a", "b"]]),  # negative seq
+        b"\x01" + msgpack.packb([[1, 1, "", "b"]]),  # empty node name
+        b"\x01" + msgpack.packb([[6, "n", "h", 70000, "h", 1, 0, 0, 0, {}]]),  # bad port
+        b"\x01" + msgpack.packb([[6, "n", "h", 1, "h", 1, 0, 1, 0, {}]]),  # alive, not ALIVE
+        b"\x01" + msgpack.packb([[6, "n", "h", 1, "h", 1, 0, 0, 0, {"a": 1}]]),  # bad meta
+        b"\x01" + b"\xdd\xff\xff\xff\xff",  # an array claiming 4 billion items
+    ],
+)
+def test_garbage_is_a_bad_packet(data: bytes) -> None:
+    with pytest.raises(BadPacket):
+        codec.decode_packet_untrusted(data)
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_raise_only_bad_packet(data: bytes) -> None:
+    try:
+        codec.decode_packet_untrusted(b"\x01" + data)
+    except BadPacket:
+        pass
+
+
+@given(data=st.data())
+def test_mutated_valid_packets_never_raise_out_of_the_core(data: st.DataObject) -> None:
+    packet = bytearray(codec.packet([codec.encode_message(m) for m in ALL]))
+    for _ in range(data.draw(st.integers(1, 5))):
+        i = data.draw(st.integers(0, len(packet) - 1))
+        packet[i] = data.draw(st.integers(0, 255))
+    core = Gossip(M, config=GossipConfig.lan(), rng=random.Random(0), now=0.0)
+    core.receive_datagram(bytes(packet), ("127.0.0.1", 1), 1.0)
+    core.handle_stream(bytes(packet), ("127.0.0.1", 1), 1.0)
+    core.handle_timer(2.0)
+    assert core.me.state == State.ALIVE  # whatever it was told
