@@ -21,7 +21,7 @@ import trio
 from keycafe.node.node import NodeConfig, serve_node
 from keycafe.server import ServerState
 
-_SERVING = re.compile(r"serving RESP on (\S+):(\d+)")
+_SERVING = re.compile(r"serving RESP on (\S+):(\d+), gossip on (\S+):(\d+)")
 
 
 @attrs.define
@@ -31,6 +31,7 @@ class NodeProcess:
     proc: subprocess.Popen[str]
     host: str
     port: int
+    cluster_port: int
     lines: list[str]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
@@ -49,7 +50,7 @@ def node_process(*args: str, timeout: float = 15) -> Iterator[NodeProcess]:
         text=True,
     )
     lines: list[str] = []
-    found: queue.Queue[tuple[str, int]] = queue.Queue()
+    found: queue.Queue[tuple[str, int, int]] = queue.Queue()
 
     def pump() -> None:
         assert proc.stderr is not None
@@ -57,16 +58,16 @@ def node_process(*args: str, timeout: float = 15) -> Iterator[NodeProcess]:
             lines.append(line)
             m = _SERVING.search(line)
             if m:
-                found.put((m.group(1), int(m.group(2))))
+                found.put((m.group(1), int(m.group(2)), int(m.group(4))))
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     try:
         try:
-            host, port = found.get(timeout=timeout)
+            host, port, cluster_port = found.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError("node did not start:\n" + "".join(lines)) from None
-        node = NodeProcess(proc=proc, host=host, port=port, lines=lines)
+        node = NodeProcess(proc=proc, host=host, port=port, cluster_port=cluster_port, lines=lines)
         yield node
     finally:
         if proc.poll() is None:

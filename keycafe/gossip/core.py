@@ -249,8 +249,12 @@ class Gossip:
 
     def join(self, seed: Address, now: float) -> None:
         """Exchange full state with ``seed`` (over TCP, by the shell)."""
+        self._jobs.append(self.join_job(seed))
+
+    def join_job(self, seed: Address) -> StreamJob:
+        """The push-pull that joins through ``seed``, for a shell that retries it."""
         payload = codec.packet([codec.encode_message(self._state_message(join=True))])
-        self._jobs.append(StreamJob(kind="push-pull", addr=seed, payload=payload))
+        return StreamJob(kind="push-pull", addr=seed, payload=payload)
 
     def leave(self, now: float) -> None:
         """Announce a graceful leave; the shell keeps running a little to send it."""

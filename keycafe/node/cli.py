@@ -1,5 +1,7 @@
 """Command line: ``python -m keycafe [flags]`` or ``keycafe [flags]``.
 
+``python -m keycafe status [-H host] [-p port]`` prints the member table.
+
 Every flag can also come from an environment variable named ``KEYCAFE_`` plus
 the flag in upper case with dashes as underscores (``KEYCAFE_PORT=9815``); a flag
 on the command line wins.
@@ -19,6 +21,7 @@ import trio
 
 import keycafe
 from keycafe.errors import ConfigError, StartupError
+from keycafe.gossip.config import GossipConfig
 from keycafe.node.node import NodeConfig, serve_node
 from keycafe.resp.parser import Limits
 
@@ -47,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("requirepass", "", "password clients must AUTH with (default: none)")
     add("maxclients", "10000", "most concurrent clients (default %(default)s)", type=int)
     add("timeout", "0", "close clients idle this many seconds; 0 never (default)", type=int)
+    p.add_argument(
+        "--seed",
+        action="append",
+        default=[x for x in (_env("seed", "") or "").split(",") if x],
+        metavar="HOST:PORT",
+        help="a member's cluster port to join through (repeatable; default: start a new cluster)",
+    )
+    add(
+        "gossip-profile",
+        "lan",
+        "gossip timers: lan (memberlist's defaults) or local (5x faster)",
+        choices=["lan", "local"],
+    )
     add("proto-max-bulk-len", str(limits.max_bulk_len), "largest argument in bytes", type=int)
     add(
         "proto-max-multibulk-len",
@@ -78,6 +94,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
             max_bulk_len=args.proto_max_bulk_len,
             max_multibulk_len=args.proto_max_multibulk_len,
         ),
+        seeds=tuple(args.seed),
+        gossip=GossipConfig.local() if args.gossip_profile == "local" else GossipConfig.lan(),
     )
 
 
@@ -91,14 +109,19 @@ async def _run(config: NodeConfig) -> None:
             # per SET at 16-deep pipelines).
             gc.freeze()
             async for signum in signals:
-                # A cluster of one has no peers to hand its data to: leaving is
-                # closing the listener and the connections.
+                # Leaving: the gossip service announces it as the nursery
+                # unwinds (data hand-over comes with the ring, issue 4).
                 log.info("received %s: shutting down", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["status"]:
+        from keycafe.node import status
+
+        return status.main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),

@@ -14,6 +14,9 @@ import trio
 import keycafe
 from keycafe.cluster.slot_table import NodeAddr
 from keycafe.errors import ConfigError, StartupError
+from keycafe.gossip.config import GossipConfig
+from keycafe.gossip.messages import MemberInfo, State
+from keycafe.node.gossip import GossipService, gossip_figures, members_view, open_cluster_port
 from keycafe.node.server import bind_listener, serve_clients
 from keycafe.resp.parser import Limits
 from keycafe.server import ServerConfig, ServerState
@@ -38,6 +41,8 @@ class NodeConfig:
     maxclients: int = 10_000
     timeout: int = 0
     limits: Limits = attrs.field(factory=Limits)
+    seeds: tuple[str, ...] = ()  # "host:port" of any members' cluster ports
+    gossip: GossipConfig = attrs.field(factory=GossipConfig.lan)
 
     def validate(self) -> None:
         if self.node_id is not None and (
@@ -57,6 +62,17 @@ class NodeConfig:
             raise ConfigError("maxclients must be at least 1")
         if self.timeout < 0:
             raise ConfigError("timeout must not be negative")
+        for seed in self.seeds:
+            parse_address(seed)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port``, else ``ConfigError``."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"bad address {text!r}: expected host:port")
+    return host, int(port)
 
 
 def _now_ms() -> int:
@@ -102,6 +118,12 @@ async def serve_node(
         # Redis Cluster's convention; a node asked for any free client port
         # (0) gets any free cluster port too.
         cluster_port = port + 10000 if config.port else 0
+    try:
+        udp, stream_listener = await open_cluster_port(config.bind, cluster_port)
+    except StartupError:
+        listener.close()
+        raise
+    cluster_port = udp.getsockname()[1]
     me = NodeAddr(
         node_id=config.node_id or secrets.token_hex(20),
         host=config.advertise or config.bind,
@@ -118,14 +140,31 @@ async def serve_node(
     )
     state = ServerState.create(server_config, _now_ms())
     state.process_probe = process_probe
+    gossip = GossipService(
+        me=MemberInfo(
+            node=me.node_id,
+            addr=(me.host, cluster_port),
+            client_addr=(me.host, port),
+            incarnation=GossipService.initial_incarnation(),
+            state=State.ALIVE,
+        ),
+        config=config.gossip,
+        seeds=[parse_address(s) for s in config.seeds],
+    )
+    state.members_probe = lambda: members_view(gossip)
+    state.gossip_probe = lambda: gossip_figures(gossip)
     async with trio.open_nursery() as nursery:
+        await nursery.start(gossip.run, udp, stream_listener)
         await nursery.start(serve_clients, state, listener)
         nursery.start_soon(_expiry_timer, state)
         log.info(
-            "keycafe %s node %s serving RESP on %s:%d (a cluster of one)",
+            "keycafe %s node %s serving RESP on %s:%d, gossip on %s:%d%s",
             keycafe.__version__,
             me.node_id,
             config.bind,
             port,
+            config.bind,
+            cluster_port,
+            f", seeds {', '.join(config.seeds)}" if config.seeds else " (a cluster of one)",
         )
         task_status.started(state)

@@ -15,6 +15,7 @@ from keycafe.server.args import parse_int
 from keycafe.server.connection import help_reply
 from keycafe.server.registry import CommandError, container, subcommand
 from keycafe.server.session import Session
+from keycafe.server.state import MemberView
 from keycafe.store.keyslot import SLOT_COUNT, key_slot
 
 container(
@@ -46,18 +47,22 @@ def _slot_arg(raw: bytes) -> int:
 def cluster_info(s: Session, a: list[bytes], slot: int) -> bytes:
     table = s.state.table
     assigned = table.slots_assigned()
+    members = s.state.members_probe() if s.state.members_probe else []
+    known = set(table.nodes) | {m.node_id for m in members if m.state != "left"}
     lines = [
         f"cluster_state:{'ok' if assigned == SLOT_COUNT else 'fail'}",
         f"cluster_slots_assigned:{assigned}",
         f"cluster_slots_ok:{assigned}",
         "cluster_slots_pfail:0",
         "cluster_slots_fail:0",
-        f"cluster_known_nodes:{len(table.nodes)}",
+        f"cluster_known_nodes:{len(known)}",
         f"cluster_size:{len({o[0] for o in table.owners if o})}",
         f"cluster_current_epoch:{table.epoch}",
         f"cluster_my_epoch:{table.epoch}",
         f"keycafe_ring_epoch:{table.epoch}",
     ]
+    if s.state.gossip_probe is not None:
+        lines += [f"keycafe_gossip_{k}:{v}" for k, v in s.state.gossip_probe().items()]
     return resp.encode(resp.Verbatim("\r\n".join(lines) + "\r\n"), s.proto)
 
 
@@ -191,20 +196,47 @@ def cluster_shards(s: Session, a: list[bytes], slot: int) -> bytes:
     return resp.encode(shards_view(s.state.table), s.proto)
 
 
-def nodes_view(table: SlotTable) -> str:
-    """CLUSTER NODES, in Redis's line format."""
+_FAIL_FLAGS = {"suspect": ",fail?", "dead": ",fail"}
+
+
+def nodes_view(table: SlotTable, members: list[MemberView] | None = None) -> str:
+    """CLUSTER NODES, in Redis's line format: the slot table's nodes with their
+    slots, then gossip members that own none. A suspect is ``fail?``, a dead
+    member ``fail`` (Redis's PFAIL and FAIL); members that left are omitted."""
     primary_ranges: dict[str, list[str]] = {node_id: [] for node_id in table.nodes}
     for r in table.ranges():
         text = str(r.start) if r.start == r.end else f"{r.start}-{r.end}"
         primary_ranges[r.owners[0]].append(text)
+    by_id = {m.node_id: m for m in members or []}
+    rows = [
+        (node_id, node.host, node.port, node.cluster_port, "alive", primary_ranges[node_id])
+        for node_id, node in table.nodes.items()
+    ]
+    for m in members or []:
+        if m.node_id not in table.nodes and m.state != "left":
+            rows.append((m.node_id, m.host, m.port, m.cluster_port, m.state, []))
     lines = []
-    for node_id, node in table.nodes.items():
-        flags = "myself,master" if node_id == table.my_id else "master"
-        addr = f"{node.host}:{node.port}@{node.cluster_port}"
-        if node.hostname:
-            addr += f",{node.hostname}"
-        fields = [node_id, addr, flags, "-", "0", "0", str(table.epoch), "connected"]
-        lines.append(" ".join(fields + primary_ranges[node_id]))
+    for node_id, host, port, cport, state, ranges in rows:
+        member = by_id.get(node_id)
+        ping = pong = 0
+        if node_id == table.my_id:
+            flags = "myself,master"
+        else:
+            if member is not None:
+                state, ping, pong = member.state, member.ping_sent_ms, member.pong_recv_ms
+            flags = "master" + _FAIL_FLAGS.get(state, "")
+        link = "connected" if state in ("alive", "suspect") else "disconnected"
+        fields = [
+            node_id,
+            f"{host}:{port}@{cport}",
+            flags,
+            "-",
+            str(ping),
+            str(pong),
+            str(table.epoch),
+            link,
+        ]
+        lines.append(" ".join(fields + ranges))
     return "\n".join(lines) + "\n"
 
 
@@ -219,7 +251,8 @@ def nodes_view(table: SlotTable) -> str:
     summary="Returns the cluster configuration for a node.",
 )
 def cluster_nodes(s: Session, a: list[bytes], slot: int) -> bytes:
-    return resp.encode(resp.Verbatim(nodes_view(s.state.table)), s.proto)
+    members = s.state.members_probe() if s.state.members_probe else None
+    return resp.encode(resp.Verbatim(nodes_view(s.state.table, members)), s.proto)
 
 
 @subcommand(

@@ -40,6 +40,19 @@ class ServerConfig:
     expire_budget: int = 2_000
 
 
+@attrs.frozen(kw_only=True)
+class MemberView:
+    """One gossip member as CLUSTER NODES shows it."""
+
+    node_id: str
+    host: str
+    port: int  # client port
+    cluster_port: int
+    state: str  # alive, suspect, dead, left
+    ping_sent_ms: int = 0
+    pong_recv_ms: int = 0
+
+
 @attrs.define(eq=False)
 class Counters:
     connections_received: int = 0
@@ -63,6 +76,9 @@ class ServerState:
     # Process figures for INFO ("rss" bytes, "cpu_user"/"cpu_sys" seconds),
     # supplied by the shell: reading them is I/O, which cores do not do.
     process_probe: Callable[[], Mapping[str, float]] | None = None
+    # The gossip member table and figures, supplied by the shell when gossip runs.
+    members_probe: Callable[[], list[MemberView]] | None = None
+    gossip_probe: Callable[[], Mapping[str, int]] | None = None
     _next_client_id: int = 1
 
     @classmethod

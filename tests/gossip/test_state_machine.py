@@ -19,8 +19,9 @@ class GossipCluster(RuleBasedStateMachine):
     def start(self, n: int, seed: int) -> None:
         self.n = n
         self.sim = Simulator.converged(n, seed=seed, config=GossipConfig.local())
-        # Highest incarnation each observer (one core object) has held per member.
-        self.seen: dict[tuple[int, str], int] = {}
+        # Highest incarnation each observer (a node in one life) has held per member.
+        self.seen: dict[tuple[str, int, str], int] = {}
+        self.life: dict[str, int] = {}
 
     def live_names(self) -> list[str]:
         return [x.name for x in self.sim.live()]
@@ -59,14 +60,15 @@ class GossipCluster(RuleBasedStateMachine):
         seed = self.sim.nodes[data.draw(st.sampled_from(self.live_names()))]
         # A restarted process starts above any incarnation it had (the shell
         # starts from the wall clock); here: above anything anyone saw.
-        top = max((inc for (_, node), inc in self.seen.items() if node == name), default=0)
+        top = max((inc for (_, _, node), inc in self.seen.items() if node == name), default=0)
         self.sim.restart(int(name[1:]), seed, incarnation=top + 1)
+        self.life[name] = self.life.get(name, 0) + 1
 
     @invariant()
     def incarnations_never_decrease(self) -> None:
         for node in self.sim.live():
             for m in node.core.member_list():
-                key = (id(node.core), m.node)
+                key = (node.name, self.life.get(node.name, 0), m.node)
                 assert m.incarnation >= self.seen.get(key, 0), (node.name, m.node)
                 self.seen[key] = m.incarnation
 
@@ -94,7 +96,6 @@ class GossipCluster(RuleBasedStateMachine):
             x.name: sorted(m.node for m in x.core.member_list() if m.state == State.ALIVE)
             for x in self.sim.live()
         }
-
 
     def teardown(self) -> None:
         # Every schedule ends healed and quiet; then all views must agree.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -63,3 +64,31 @@ def test_requirepass_flag() -> None:
         r = redis.Redis(host=node.host, port=node.port, password="s3cret")
         assert r.set("k", "v")
         r.close()
+
+
+def test_status_prints_the_member_table() -> None:
+    with node_process() as node:
+        done = subprocess.run(
+            [sys.executable, "-m", "keycafe", "status", "-p", str(node.port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0
+        assert "1 members (1 alive, 0 suspect, 0 dead)" in done.stdout
+        assert "myself,master" in done.stdout
+        assert "0-16383" in done.stdout
+
+
+def test_status_of_an_unreachable_node_fails_clearly() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "keycafe", "status", "-p", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert f"cannot reach 127.0.0.1:{port}" in done.stderr

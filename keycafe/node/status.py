@@ -1,0 +1,72 @@
+"""``python -m keycafe status``: the member table as one node sees it."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from collections.abc import Sequence
+
+import hiredis
+
+STATES = {"fail?": "suspect", "fail": "dead"}
+
+
+def query(host: str, port: int, *args: str, timeout: float = 5.0) -> object:
+    """One RESP command over a fresh connection; the decoded reply."""
+    request = b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args
+    )
+    reader = hiredis.Reader(encoding="utf-8")
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(request)
+        while (reply := reader.gets()) is False:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("connection closed before the reply")
+            reader.feed(data)
+    return reply
+
+
+def render(nodes_text: str, info_text: str, target: str) -> str:
+    info = dict(line.split(":", 1) for line in info_text.splitlines() if ":" in line)
+    rows = [line.split() for line in nodes_text.splitlines() if line.strip()]
+    out = [
+        f"keycafe at {target}: cluster_state {info.get('cluster_state', '?')}, "
+        f"{info.get('cluster_known_nodes', '?')} members "
+        f"({info.get('keycafe_gossip_members_alive', '?')} alive, "
+        f"{info.get('keycafe_gossip_members_suspect', '?')} suspect, "
+        f"{info.get('keycafe_gossip_members_dead', '?')} dead), "
+        f"ring epoch {info.get('keycafe_ring_epoch', '?')}, "
+        f"local health score {info.get('keycafe_gossip_health_score', '?')}",
+        "",
+        f"{'NODE':14}{'CLIENT ADDRESS':22}{'CLUSTER PORT':14}{'STATE':9}{'FLAGS':16}SLOTS",
+    ]
+    for row in rows:
+        node_id, addr, flags = row[0], row[1], row[2]
+        client, _, cport = addr.partition("@")
+        state = "alive"
+        for flag, name in STATES.items():
+            if flag in flags.split(","):
+                state = name
+        slots = " ".join(row[8:]) or "-"
+        out.append(
+            f"{node_id[:12]:14}{client:22}{cport.split(',')[0]:14}{state:9}{flags:16}{slots}"
+        )
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="keycafe status", description=__doc__)
+    p.add_argument("-H", "--host", default="127.0.0.1")
+    p.add_argument("-p", "--port", type=int, default=9814)
+    args = p.parse_args(argv)
+    target = f"{args.host}:{args.port}"
+    try:
+        nodes = query(args.host, args.port, "CLUSTER", "NODES")
+        info = query(args.host, args.port, "CLUSTER", "INFO")
+    except OSError as exc:
+        print(f"keycafe status: cannot reach {target}: {exc}", file=sys.stderr)
+        return 1
+    print(render(str(nodes), str(info), target))
+    return 0

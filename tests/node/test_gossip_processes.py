@@ -1,0 +1,119 @@
+"""Gossip between real node processes on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+from collections.abc import Iterator
+
+import redis
+
+from keycafe.gossip.config import GossipConfig
+from keycafe.gossip.suspicion import suspicion_timeout
+from tests.conftest import NodeProcess, node_process, wait_until
+
+LOCAL = GossipConfig.local()
+
+
+def cluster_nodes(node: NodeProcess) -> dict[str, list[str]]:
+    r = redis.Redis(host=node.host, port=node.port, decode_responses=True)
+    try:
+        text = r.execute_command("CLUSTER", "NODES")
+    finally:
+        r.close()
+    rows = [line.split() for line in str(text).splitlines() if line.strip()]
+    return {row[1].split("@")[0]: row for row in rows}
+
+
+def info(node: NodeProcess) -> dict[str, str]:
+    r = redis.Redis(host=node.host, port=node.port, decode_responses=True)
+    try:
+        text = str(r.execute_command("CLUSTER", "INFO"))
+    finally:
+        r.close()
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+@contextlib.contextmanager
+def cluster(n: int) -> Iterator[list[NodeProcess]]:
+    with contextlib.ExitStack() as stack:
+        seed = stack.enter_context(node_process("--gossip-profile", "local"))
+        nodes = [seed]
+        for _ in range(n - 1):
+            nodes.append(
+                stack.enter_context(
+                    node_process(
+                        "--gossip-profile", "local", "--seed", f"127.0.0.1:{seed.cluster_port}"
+                    )
+                )
+            )
+        yield nodes
+
+
+def detection_bound(n: int) -> float:
+    """The LOCAL profile's worst case: a full round-robin before anyone probes
+    the victim, one probe interval, the longest suspicion, and a second for the
+    news to spread and for polling."""
+    lo = suspicion_timeout(LOCAL.suspicion_mult, n, LOCAL.probe_interval)
+    return n * LOCAL.probe_interval + LOCAL.suspicion_max_timeout_mult * lo + 1.0
+
+
+def test_five_nodes_join_through_one_seed_and_detect_a_kill() -> None:
+    with cluster(5) as nodes:
+        for node in nodes:
+            wait_until(lambda node=node: len(cluster_nodes(node)) == 5, timeout=15)
+            assert info(node)["cluster_known_nodes"] == "5"
+        victim = nodes[2]
+        victim_addr = f"{victim.host}:{victim.port}"
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+        bound = detection_bound(5)
+        for node in nodes[:2] + nodes[3:]:
+            # The node shows the victim as failed (Redis's "fail" flag).
+            wait_until(
+                lambda node=node: "fail" in cluster_nodes(node)[victim_addr][2].split(","),
+                timeout=bound,
+            )
+        for node in nodes[:2] + nodes[3:]:
+            assert "disconnected" in cluster_nodes(node)[victim_addr]
+
+
+def test_sigterm_is_a_graceful_leave() -> None:
+    with cluster(3) as nodes:
+        for node in nodes:
+            wait_until(lambda node=node: len(cluster_nodes(node)) == 3, timeout=15)
+        leaver = nodes[1]
+        assert leaver.stop(signal.SIGTERM) == 0
+        for node in (nodes[0], nodes[2]):
+            wait_until(lambda node=node: info(node)["cluster_known_nodes"] == "2", timeout=5)
+        assert any("announced a graceful leave" in line for line in leaver.lines)
+        assert not any("failed" in line for line in nodes[0].lines)
+
+
+def test_garbage_on_the_cluster_port_is_dropped_and_counted() -> None:
+    with node_process("--gossip-profile", "local") as node:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for payload in (b"", b"\x01\xc1", b"\x02hello", b"\x01" + bytes(range(200))):
+                udp.sendto(payload, (node.host, node.cluster_port))
+        with socket.create_connection((node.host, node.cluster_port), timeout=5) as tcp:
+            tcp.sendall(b"\xff\xff\xff\xff")  # a frame header claiming 4 GB
+            tcp.settimeout(5)
+            assert tcp.recv(10) == b""  # the node hangs up
+        wait_until(lambda: int(info(node)["keycafe_gossip_bad_packets"]) >= 3, timeout=5)
+        wait_until(lambda: int(info(node)["keycafe_gossip_bad_frames"]) >= 1, timeout=5)
+        r = redis.Redis(host=node.host, port=node.port)
+        assert r.ping()
+        r.close()
+
+
+def test_a_seed_that_is_not_up_yet_is_retried_until_it_answers() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        later_port = s.getsockname()[1]
+    args = ["--gossip-profile", "local", "--seed", f"127.0.0.1:{later_port}"]
+    with node_process(*args) as early:
+        wait_until(lambda: any("no seed answered" in line for line in early.lines), timeout=10)
+        with node_process("--gossip-profile", "local", "--cluster-port", str(later_port)):
+            wait_until(lambda: len(cluster_nodes(early)) == 2, timeout=20)
+        assert any("joined the cluster through seed" in line for line in early.lines)
