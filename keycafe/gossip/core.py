@@ -165,6 +165,11 @@ class Gossip:
         # Members forgotten after gossip_to_the_dead_time, with when: stale news
         # cannot bring them back, and push-pull still reports them as dead.
         self._reaped: dict[str, tuple[MemberInfo, float]] = {}
+        # Dead or left members and when they became so: what _reap looks at.
+        self._buried: dict[str, float] = {}
+        # Live (alive or suspect) members, counted again after a transition:
+        # every datagram needs N for its retransmit limit.
+        self._live: int | None = None
         self._seq = 0
         self._out: list[tuple[bytes, Address]] = []
         self._jobs: deque[StreamJob] = deque()
@@ -190,7 +195,9 @@ class Gossip:
         return sum(1 for m in self.members.values() if m.state in (State.ALIVE, State.SUSPECT))
 
     def _estimated_n(self) -> int:
-        return max(1, self.alive_count())
+        if self._live is None:
+            self._live = self.alive_count()
+        return max(1, self._live)
 
     # -- the API the shell drives ------------------------------------------------------
 
@@ -259,6 +266,7 @@ class Gossip:
     def leave(self, now: float) -> None:
         """Announce a graceful leave; the shell keeps running a little to send it."""
         self.leaving = True
+        self._live = None
         me = self.members[self.node]
         dead = Dead(incarnation=me.info.incarnation, node=self.node, source=self.node)
         me.info = attrs.evolve(me.info, state=State.LEFT)
@@ -535,12 +543,12 @@ class Gossip:
 
     def _reap(self, now: float) -> None:
         horizon = now - self.config.gossip_to_the_dead_time
-        for node, m in list(self.members.items()):
-            if (
-                m.state in (State.DEAD, State.LEFT)
-                and m.state_changed < horizon
-                and node != self.node
-            ):
+        for node, since in list(self._buried.items()):
+            m = self.members.get(node)
+            if m is None or m.state not in (State.DEAD, State.LEFT):
+                del self._buried[node]  # it came back
+            elif since < horizon:
+                del self._buried[node]
                 del self.members[node]
                 self._reaped[node] = (m.info, now)
                 if node in self._probe_order:
@@ -595,6 +603,7 @@ class Gossip:
                 self._refute(info.incarnation, now)
             return
         m = self.members.get(info.node)
+        self._live = None
         if m is None:
             self.members[info.node] = Member(info, now)
             self._probe_order.insert(self.rng.randint(0, len(self._probe_order)), info.node)
@@ -673,6 +682,8 @@ class Gossip:
             m.info, state=State.LEFT if left else State.DEAD, incarnation=d.incarnation
         )
         m.state_changed = now
+        self._buried[d.node] = now
+        self._live = None
         self._suspicions.pop(d.node, None)
         self._broadcasts.queue(d.node, codec.encode_message(d))
         kind = EventKind.LEFT if left else EventKind.FAILED
