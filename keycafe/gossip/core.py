@@ -639,11 +639,18 @@ class Gossip:
                 self._refute(s.incarnation, now)
             return
         suspicion = self._suspicions.get(s.node)
-        if m.state == State.SUSPECT and suspicion is not None:
+        if (
+            m.state == State.SUSPECT
+            and suspicion is not None
+            and s.incarnation == m.info.incarnation
+        ):
             # Lifeguard: each independent confirmation shortens the timeout.
             if suspicion.confirm(s.source, now):
                 self._broadcasts.queue(s.node, codec.encode_message(s))
             return
+        # A new suspicion, or one about a later incarnation (the member refuted
+        # and was suspected again): the old timer must not kill it for an
+        # incarnation it has already refuted, so start afresh.
         cfg = self.config
         n = self._estimated_n()
         lo = suspicion_timeout(cfg.suspicion_mult, n, cfg.probe_interval)
