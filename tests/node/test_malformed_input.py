@@ -62,8 +62,10 @@ def send_and_close(node: NodeProcess, payload: bytes, chunk: int) -> None:
             s.shutdown(socket.SHUT_WR)
             while s.recv(65536):
                 pass  # drain whatever the node answers until it closes
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the node hung up after a protocol error, as Redis does
+        except TimeoutError:
+            raise  # the node neither answered nor hung up: that is a hang
+        except OSError:
+            pass  # it hung up after a protocol error, as Redis does (EPIPE, ECONNRESET, ...)
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
