@@ -628,15 +628,22 @@ class Gossip:
             return
         self._events.append(MemberEvent(kind=kind, member=info, at=now))
 
-    def _on_suspect(self, s: Suspect, now: float) -> None:
-        m = self.members.get(s.node)
-        if m is None or s.incarnation < m.info.incarnation:
-            return
-        if m.state in (State.DEAD, State.LEFT):
-            return
-        if s.node == self.node:
+    def _accusation_applies(self, node: str, incarnation: int, now: float) -> Member | None:
+        """SWIM's rule for "node is suspect/dead at incarnation": ignore it for
+        unknown or buried members and older incarnations; about ourselves, refute
+        it (a node never declares itself dead). Else return the member."""
+        m = self.members.get(node)
+        if m is None or incarnation < m.info.incarnation or m.state in (State.DEAD, State.LEFT):
+            return None
+        if node == self.node:
             if not self.leaving:
-                self._refute(s.incarnation, now)
+                self._refute(incarnation, now)
+            return None
+        return m
+
+    def _on_suspect(self, s: Suspect, now: float) -> None:
+        m = self._accusation_applies(s.node, s.incarnation, now)
+        if m is None:
             return
         suspicion = self._suspicions.get(s.node)
         if (
@@ -675,14 +682,8 @@ class Gossip:
             self._on_dead(Dead(incarnation=m.info.incarnation, node=node, source=self.node), now)
 
     def _on_dead(self, d: Dead, now: float) -> None:
-        m = self.members.get(d.node)
-        if m is None or d.incarnation < m.info.incarnation:
-            return
-        if m.state in (State.DEAD, State.LEFT):
-            return
-        if d.node == self.node:
-            if not self.leaving:
-                self._refute(d.incarnation, now)  # a node never declares itself dead
+        m = self._accusation_applies(d.node, d.incarnation, now)
+        if m is None:
             return
         left = d.source == d.node
         m.info = attrs.evolve(
