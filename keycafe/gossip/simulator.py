@@ -87,6 +87,7 @@ class Simulator:
         self.dropped = 0
         self.largest_datagram = 0
         self.observers: list[Callable[[SimNode, MemberEvent], None]] = []
+        self._joins: dict[int, tuple[SimNode, SimNode, float]] = {}  # join job -> retry
 
     # -- building a cluster --------------------------------------------------------------
 
@@ -123,9 +124,12 @@ class Simulator:
             sim._reschedule(node)
         return sim
 
-    def join(self, node: SimNode, seed: SimNode) -> None:
-        node.core.join(seed.addr, self.now)
-        self._flush(node)
+    def join(self, node: SimNode, seed: SimNode, *, wait: float = 0.5) -> None:
+        """Join through ``seed``, retrying with backoff until it answers, as the
+        shell does with its seeds (keycafe/node/gossip.py)."""
+        job = node.core.join_job(seed.addr)
+        self._joins[id(job)] = (node, seed, wait)
+        self._start_stream(node, job)
 
     # -- faults ---------------------------------------------------------------------------
 
@@ -197,8 +201,16 @@ class Simulator:
                     self._flush(node)
             elif kind == "stream":
                 self._deliver_stream(*payload)
+            elif kind == "join":
+                node, seed, wait = payload
+                if node.up and node.core is self.nodes[node.name].core:
+                    self.join(node, seed, wait=wait)
             elif kind == "stream-reply":
                 node, job, reply = payload
+                retry = self._joins.pop(id(job), None)
+                if retry is not None and reply is None and node.up:
+                    _, seed, wait = retry
+                    self._push(at + wait, "join", (node, seed, min(wait * 2, 30.0)))
                 if node.up:
                     if reply is None:
                         node.core.stream_failed(job, at)

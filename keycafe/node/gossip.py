@@ -20,10 +20,12 @@ from typing import Final
 import attrs
 import trio
 
+from keycafe.cluster import frames
 from keycafe.errors import BadPacket, StartupError
 from keycafe.gossip.config import GossipConfig
 from keycafe.gossip.core import EventKind, Gossip, MemberEvent, StreamJob
 from keycafe.gossip.messages import Address, MemberInfo, State
+from keycafe.node.links import PeerLinks
 from keycafe.server.state import MemberView
 
 log = logging.getLogger("keycafe.gossip")
@@ -76,8 +78,10 @@ class GossipService:
         config: GossipConfig,
         seeds: list[Address],
         on_event: Callable[[MemberEvent], None] | None = None,
+        links: PeerLinks | None = None,
     ) -> None:
         self.config = config
+        self.links = links
         self.seeds = seeds
         self.on_event = on_event
         self.counters = GossipCounters()
@@ -170,6 +174,10 @@ class GossipService:
             try:
                 with trio.fail_after(STREAM_TIMEOUT):
                     request = await _read_frame(stream)
+                if request[:1] == bytes([frames.LINK]) and self.links is not None:
+                    await self.links.serve(stream, request)  # a long-lived peer link
+                    return
+                with trio.fail_after(STREAM_TIMEOUT):
                     peer = stream.socket.getpeername()
                     reply = self.core.handle_stream(
                         request, (peer[0], peer[1]), trio.current_time()

@@ -17,6 +17,7 @@ from keycafe.errors import ConfigError, StartupError
 from keycafe.gossip.config import GossipConfig
 from keycafe.gossip.messages import MemberInfo, State
 from keycafe.node.gossip import GossipService, gossip_figures, members_view, open_cluster_port
+from keycafe.node.links import PeerLinks
 from keycafe.node.server import bind_listener, serve_clients
 from keycafe.resp.parser import Limits
 from keycafe.server import ServerConfig, ServerState
@@ -140,6 +141,7 @@ async def serve_node(
     )
     state = ServerState.create(server_config, _now_ms())
     state.process_probe = process_probe
+    links = PeerLinks(me.node_id)
     gossip = GossipService(
         me=MemberInfo(
             node=me.node_id,
@@ -150,10 +152,12 @@ async def serve_node(
         ),
         config=config.gossip,
         seeds=[parse_address(s) for s in config.seeds],
+        links=links,
     )
     state.members_probe = lambda: members_view(gossip)
     state.gossip_probe = lambda: gossip_figures(gossip)
     async with trio.open_nursery() as nursery:
+        await nursery.start(links.run)
         await nursery.start(gossip.run, udp, stream_listener)
         await nursery.start(serve_clients, state, listener)
         nursery.start_soon(_expiry_timer, state)

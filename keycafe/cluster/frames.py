@@ -1,0 +1,105 @@
+"""Node-to-node stream frames: the wire format of peer links (sans-I/O).
+
+A frame is a 4-byte big-endian length, then that many bytes: a marker byte
+(``LINK``, which tells a peer link from a gossip stream sharing the cluster
+port: gossip packets start with their own version byte, 1) and a msgpack array
+``[kind, body]``. Kind numbers are the protocol: ONLY APPEND.
+
+``FrameDecoder`` is a stream codec in h11's shape: ``receive_data(bytes)``, then
+``next_frame()`` until it returns ``NEED_DATA``; untrusted input raises only
+``BadPacket`` (oversized frame, wrong marker, undecodable body).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Final
+
+import attrs
+import msgpack
+
+from keycafe.errors import BadPacket
+
+LINK: Final = 0x4C  # "L"
+HEADER: Final = struct.Struct(">I")
+# Largest frame accepted: slot batches are sent in pieces well under this.
+MAX_FRAME: Final = 8 * 1024 * 1024
+
+# Kinds. ONLY APPEND: the numbers are on the wire.
+HELLO: Final = 1  # body: [node id, protocol version]; the first frame either way
+PING: Final = 2  # body: any; answered by PONG with the same body
+PONG: Final = 3
+DATA: Final = 4  # body: application payload (replication, slot streaming: later)
+
+PROTOCOL_VERSION: Final = 1
+
+_LIMITS: Final = {
+    "max_str_len": MAX_FRAME,
+    "max_bin_len": MAX_FRAME,
+    "max_array_len": 1 << 20,
+    "max_map_len": 1 << 16,
+    "max_ext_len": 0,
+}
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+
+
+@attrs.frozen
+class Frame:
+    kind: int
+    body: Any
+
+
+def encode_frame(kind: int, body: Any) -> bytes:
+    body_bytes: bytes = msgpack.packb([kind, body], use_bin_type=True)
+    payload = bytes([LINK]) + body_bytes
+    if len(payload) > MAX_FRAME:
+        raise ValueError(f"frame of {len(payload)} bytes exceeds {MAX_FRAME}")
+    return HEADER.pack(len(payload)) + payload
+
+
+def decode_payload_untrusted(payload: bytes) -> Frame:
+    """One frame's payload (without the length prefix)."""
+    if not payload or payload[0] != LINK:
+        raise BadPacket("not a link frame")
+    try:
+        value = msgpack.unpackb(payload[1:], raw=False, strict_map_key=False, **_LIMITS)
+    except Exception as exc:  # msgpack raises several types for garbage
+        raise BadPacket(f"undecodable frame: {type(exc).__name__}") from exc
+    if type(value) is not list or len(value) != 2 or type(value[0]) is not int:
+        raise BadPacket("a frame must be [kind, body]")
+    return Frame(value[0], value[1])
+
+
+class FrameDecoder:
+    """Splits a byte stream into frames."""
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    def receive_data(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_frame(self) -> Frame | _NeedData:
+        buf = self._buf
+        if len(buf) < HEADER.size:
+            return NEED_DATA
+        (size,) = HEADER.unpack_from(buf)
+        if size > self.max_frame:
+            raise BadPacket(f"frame of {size} bytes announced (limit {self.max_frame})")
+        if len(buf) < HEADER.size + size:
+            return NEED_DATA
+        payload = bytes(buf[HEADER.size : HEADER.size + size])
+        del buf[: HEADER.size + size]
+        return decode_payload_untrusted(payload)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)

@@ -1,0 +1,179 @@
+"""Peer links: one kept-open TCP connection to each peer, on the cluster port.
+
+Replication, slot streaming and anti-entropy (issue 4 onwards) talk to peers
+through these. Each outgoing link has a bounded queue: ``await send(...)`` waits
+when it is full (backpressure), ``send_nowait`` raises ``trio.WouldBlock``. A
+link task connects, says HELLO, writes queued frames and reads what comes back
+on the same connection; on any failure it reconnects with exponential backoff.
+Delivery is at most once: a frame being written when the connection breaks is
+lost, so callers that need more send acknowledgements of their own.
+
+Incoming links arrive on the cluster port's TCP listener, which the gossip
+service shares: a first frame starting with the link marker is handed to
+``serve``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+import trio
+
+from keycafe.cluster import frames
+from keycafe.cluster.frames import Frame, FrameDecoder
+from keycafe.errors import BadPacket
+from keycafe.gossip.messages import Address
+
+log = logging.getLogger("keycafe.links")
+
+CONNECT_TIMEOUT: Final = 2.0  # seconds to open a connection and say HELLO
+WRITE_TIMEOUT: Final = 5.0  # a peer that takes longer to take a frame is dropped
+BACKOFF: Final = (0.1, 5.0)  # first and longest wait between reconnects
+QUEUE_FRAMES: Final = 1024  # frames waiting per peer before senders wait
+
+OnFrame = Callable[[str, Frame], None]
+
+
+@attrs.define(eq=False)
+class LinkCounters:
+    frames_sent: int = 0
+    frames_received: int = 0
+    bad_frames: int = 0
+    connects: int = 0
+    failures: int = 0
+
+
+@attrs.define(eq=False)
+class _Link:
+    peer: str
+    addr: Address
+    send: trio.MemorySendChannel[bytes]
+    receive: trio.MemoryReceiveChannel[bytes]
+    connected: bool = False
+    established: bool = False  # connected at least once in the current attempt
+
+
+class PeerLinks:
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        on_frame: OnFrame | None = None,
+        queue_frames: int = QUEUE_FRAMES,
+        backoff: tuple[float, float] = BACKOFF,
+    ) -> None:
+        self.node_id = node_id
+        self.on_frame = on_frame
+        self.queue_frames = queue_frames
+        self.backoff = backoff
+        self.counters = LinkCounters()
+        self._links: dict[str, _Link] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def connected(self, peer: str) -> bool:
+        link = self._links.get(peer)
+        return link is not None and link.connected
+
+    def _link(self, peer: str, addr: Address) -> _Link:
+        link = self._links.get(peer)
+        if link is None:
+            assert self._nursery is not None, "PeerLinks.run is not running"
+            send, receive = trio.open_memory_channel[bytes](self.queue_frames)
+            link = _Link(peer=peer, addr=addr, send=send, receive=receive)
+            self._links[peer] = link
+            self._nursery.start_soon(self._run_link, link)
+        return link
+
+    async def send(self, peer: str, addr: Address, kind: int, body: Any) -> None:
+        """Queue a frame for ``peer``; waits while its queue is full."""
+        await self._link(peer, addr).send.send(frames.encode_frame(kind, body))
+
+    def send_nowait(self, peer: str, addr: Address, kind: int, body: Any) -> None:
+        """Queue a frame or raise ``trio.WouldBlock`` if the queue is full."""
+        self._link(peer, addr).send.send_nowait(frames.encode_frame(kind, body))
+
+    # -- outgoing ----------------------------------------------------------------------
+
+    async def _run_link(self, link: _Link) -> None:
+        delay = self.backoff[0]
+        while True:
+            link.established = False
+            try:
+                await self._connect_and_pump(link)
+            except* (OSError, trio.BrokenResourceError, trio.TooSlowError, BadPacket) as group:
+                self.counters.failures += 1
+                log.debug(
+                    "link to %s (%s:%d) failed: %s", link.peer[:12], *link.addr, group.exceptions[0]
+                )
+            if link.established:
+                delay = self.backoff[0]
+            await trio.sleep(delay)
+            delay = min(delay * 2, self.backoff[1])
+
+    async def _connect_and_pump(self, link: _Link) -> None:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            stream = await trio.open_tcp_stream(*link.addr)
+            await stream.send_all(
+                frames.encode_frame(frames.HELLO, [self.node_id, frames.PROTOCOL_VERSION])
+            )
+        try:
+            async with stream, trio.open_nursery() as nursery:
+                link.connected = link.established = True
+                self.counters.connects += 1
+                nursery.start_soon(self._read_replies, link.peer, stream, nursery.cancel_scope)
+                async for data in link.receive:
+                    with trio.fail_after(WRITE_TIMEOUT):
+                        await stream.send_all(data)
+                    self.counters.frames_sent += 1
+        finally:
+            link.connected = False
+
+    async def _read_replies(
+        self, peer: str, stream: trio.SocketStream, scope: trio.CancelScope
+    ) -> None:
+        """Frames the peer sends back on our connection; its end ends the link."""
+        try:
+            await self._read_frames(peer, stream, FrameDecoder())
+        finally:
+            scope.cancel()  # the link task reconnects
+
+    # -- incoming ----------------------------------------------------------------------
+
+    async def serve(self, stream: trio.SocketStream, first_payload: bytes) -> None:
+        """Serve an incoming link whose first frame's payload was already read."""
+        try:
+            hello = frames.decode_payload_untrusted(first_payload)
+            if hello.kind != frames.HELLO or type(hello.body) is not list or not hello.body:
+                raise BadPacket("a link must start with HELLO")
+            peer = str(hello.body[0])
+            await self._read_frames(peer, stream, FrameDecoder(), answer=True)
+        except BadPacket as exc:
+            self.counters.bad_frames += 1
+            log.info("dropped a link: %s", exc)
+        except (OSError, trio.BrokenResourceError) as exc:
+            log.debug("incoming link closed: %s", exc)
+
+    async def _read_frames(
+        self, peer: str, stream: trio.SocketStream, decoder: FrameDecoder, answer: bool = False
+    ) -> None:
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            decoder.receive_data(data)
+            while isinstance(frame := decoder.next_frame(), Frame):
+                self.counters.frames_received += 1
+                if answer and frame.kind == frames.PING:
+                    with trio.fail_after(WRITE_TIMEOUT):
+                        await stream.send_all(frames.encode_frame(frames.PONG, frame.body))
+                elif self.on_frame is not None:
+                    self.on_frame(peer, frame)

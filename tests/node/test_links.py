@@ -1,0 +1,130 @@
+"""Peer links over real loopback sockets, in-process."""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+
+from keycafe.cluster import frames
+from keycafe.cluster.frames import Frame
+from keycafe.node.links import PeerLinks
+from keycafe.node.node import NodeConfig, serve_node
+from keycafe.server import ServerState
+
+
+class Peer:
+    """A PeerLinks with a listener of its own, as the cluster port provides."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.got: list[tuple[str, Frame]] = []
+        self.links = PeerLinks(
+            name,
+            on_frame=lambda peer, f: self.got.append((peer, f)),
+            queue_frames=8,
+            backoff=(0.02, 0.2),
+        )
+        self.port = 0
+
+    async def start(self, nursery: trio.Nursery, port: int = 0) -> trio.CancelScope:
+        scope = trio.CancelScope()
+
+        async def serve(task_status: trio.TaskStatus[None]) -> None:
+            with scope:
+                listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+                self.port = listeners[0].socket.getsockname()[1]
+                async with trio.open_nursery() as inner:
+                    await inner.start(self.links.run)
+
+                    async def handle(stream: trio.SocketStream) -> None:
+                        header = await stream.receive_some(4)
+                        size = int.from_bytes(header, "big")
+                        payload = b""
+                        while len(payload) < size:
+                            payload += await stream.receive_some(size - len(payload))
+                        await self.links.serve(stream, payload)
+
+                    task_status.started()
+                    await trio.serve_listeners(handle, listeners)
+
+        await nursery.start(serve)
+        return scope
+
+
+async def wait_for(predicate: object, seconds: float = 10) -> None:
+    assert callable(predicate)
+    with trio.fail_after(seconds):
+        while not predicate():  # noqa: ASYNC110 - polling observable state with a deadline
+            await trio.sleep(0.01)
+
+
+async def test_frames_arrive_in_order_and_pings_are_answered(nursery: trio.Nursery) -> None:
+    a, b = Peer("a"), Peer("b")
+    await a.start(nursery)
+    await b.start(nursery)
+    for i in range(500):
+        await a.links.send("b", ("127.0.0.1", b.port), frames.DATA, [i, b"x" * 100])
+    await a.links.send("b", ("127.0.0.1", b.port), frames.PING, 42)
+    await wait_for(lambda: len(b.got) == 500 and len(a.got) == 1)
+    assert [f.body[0] for _, f in b.got] == list(range(500))
+    assert {peer for peer, _ in b.got} == {"a"}  # the HELLO named the sender
+    assert a.got == [("b", Frame(frames.PONG, 42))]
+    assert a.links.connected("b")
+
+
+async def test_a_link_reconnects_to_a_restarted_peer(nursery: trio.Nursery) -> None:
+    a, b = Peer("a"), Peer("b")
+    await a.start(nursery)
+    b_scope = await b.start(nursery)
+    port = b.port
+    await a.links.send("b", ("127.0.0.1", port), frames.DATA, "before")
+    await wait_for(lambda: len(b.got) == 1)
+    b_scope.cancel()  # the peer goes away
+    await wait_for(lambda: not a.links.connected("b"))
+    b2 = Peer("b")
+    await b2.start(nursery, port=port)  # and comes back on the same port
+    await a.links.send("b", ("127.0.0.1", port), frames.DATA, "after")
+    await wait_for(lambda: ("a", Frame(frames.DATA, "after")) in b2.got)
+    assert a.links.counters.connects >= 2
+
+
+async def test_queues_are_bounded_when_a_peer_is_down(nursery: trio.Nursery) -> None:
+    a = Peer("a")
+    await a.start(nursery)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = s.getsockname()[1]
+    accepted = 0
+    try:
+        for i in range(100):
+            a.links.send_nowait("ghost", ("127.0.0.1", nobody), frames.DATA, i)
+            accepted += 1
+    except trio.WouldBlock:
+        pass
+    assert 8 <= accepted <= 9  # the queue, plus at most one frame being written
+    assert a.links.counters.frames_sent == 0
+
+
+async def test_garbage_on_a_link_is_dropped_and_counted(nursery: trio.Nursery) -> None:
+    a, b = Peer("a"), Peer("b")
+    await a.start(nursery)
+    await b.start(nursery)
+    bad = await trio.open_tcp_stream("127.0.0.1", b.port)
+    payload = bytes([frames.LINK]) + b"\xc1\xc1"
+    await bad.send_all(len(payload).to_bytes(4, "big") + payload)
+    with trio.fail_after(5):
+        assert await bad.receive_some(10) == b""  # hung up
+    await bad.aclose()
+    assert b.links.counters.bad_frames == 1
+    await a.links.send("b", ("127.0.0.1", b.port), frames.DATA, "still fine")
+    await wait_for(lambda: len(b.got) == 1)
+
+
+async def test_a_node_serves_links_on_its_cluster_port(nursery: trio.Nursery) -> None:
+    state: ServerState = await nursery.start(serve_node, NodeConfig(port=0))
+    a = Peer("a")
+    await a.start(nursery)
+    addr = ("127.0.0.1", state.config.me.cluster_port)
+    await a.links.send(state.config.me.node_id, addr, frames.PING, "hello node")
+    await wait_for(lambda: a.got == [(state.config.me.node_id, Frame(frames.PONG, "hello node"))])
