@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterator
 from itertools import islice
 
 import attrs
@@ -230,9 +229,3 @@ class Store:
                 del self.tombstones[slot][key]
                 self.stats.tombstones_collected += 1
         return False
-
-    # -- iteration -----------------------------------------------------------------
-
-    def items_in_slot(self, slot: int) -> Iterator[tuple[bytes, bytes]]:
-        """(key, record) pairs of one slot, for streaming it elsewhere."""
-        yield from list(self.slots[slot].items())
