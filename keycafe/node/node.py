@@ -125,6 +125,13 @@ async def serve_node(
         listener.close()
         raise
     cluster_port = udp.getsockname()[1]
+    if config.advertise is None and config.bind in ("0.0.0.0", "::"):
+        log.warning(
+            "listening on %s without --advertise: redirects and gossip will tell others to"
+            " use %s, which only works on this host; pass --advertise <reachable address>",
+            config.bind,
+            config.bind,
+        )
     me = NodeAddr(
         node_id=config.node_id or secrets.token_hex(20),
         host=config.advertise or config.bind,

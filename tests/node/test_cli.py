@@ -9,7 +9,7 @@ import sys
 import redis
 
 from keycafe.node.cli import build_parser, config_from_args
-from tests.conftest import node_process
+from tests.conftest import node_process, wait_until
 
 
 def test_flags_and_environment(monkeypatch: object) -> None:
@@ -92,3 +92,8 @@ def test_status_of_an_unreachable_node_fails_clearly() -> None:
     )
     assert done.returncode == 1
     assert f"cannot reach 127.0.0.1:{port}" in done.stderr
+
+
+def test_binding_all_interfaces_without_advertise_warns() -> None:
+    with node_process("--bind", "0.0.0.0") as node:
+        wait_until(lambda: any("without --advertise" in line for line in node.lines), timeout=5)
