@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
     )
     add(
+        "proto-inline-max-size",
+        str(limits.max_inline_len),
+        "longest inline command or header line in bytes",
+        type=int,
+    )
+    add(
         "log-level",
         "info",
         "debug, info, warning or error (default %(default)s)",
@@ -93,6 +99,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         limits=Limits(
             max_bulk_len=args.proto_max_bulk_len,
             max_multibulk_len=args.proto_max_multibulk_len,
+            max_inline_len=args.proto_inline_max_size,
         ),
         seeds=tuple(args.seed),
         gossip=GossipConfig.local() if args.gossip_profile == "local" else GossipConfig.lan(),

@@ -59,6 +59,9 @@ class NodeConfig:
                 f"port {self.port} leaves no room for the default cluster port (port + 10000):"
                 " pass --cluster-port"
             )
+        lim = self.limits
+        if min(lim.max_bulk_len, lim.max_multibulk_len, lim.max_inline_len) < 1:
+            raise ConfigError("protocol limits must be positive")
         if self.maxclients < 1:
             raise ConfigError("maxclients must be at least 1")
         if self.timeout < 0:

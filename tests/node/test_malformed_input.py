@@ -99,3 +99,13 @@ def test_oversized_argument_is_refused_with_a_clear_error() -> None:
         r = redis.Redis(host=node.host, port=node.port)
         assert r.set("k", "x" * 1000)  # at the limit is fine
         r.close()
+
+
+def test_inline_limit_is_configurable() -> None:
+    with node_process("--proto-inline-max-size", "100") as node:
+        with socket.create_connection((node.host, node.port), timeout=10) as s:
+            s.sendall(b"SET k " + b"x" * 200)  # no newline: an inline line too long
+            reply = b""
+            while chunk := s.recv(1024):
+                reply += chunk
+        assert reply == b"-ERR Protocol error: too big inline request\r\n"
