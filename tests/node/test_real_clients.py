@@ -132,3 +132,26 @@ def test_signals_shut_down_cleanly(sig: signal.Signals) -> None:
         assert n.stop(sig) == 0
         wait_until(lambda: any("bye" in line for line in n.lines), timeout=5)
         assert any(f"received {sig.name}" in line for line in n.lines)
+
+
+def test_redis_py_cluster_client_over_resp3(node: NodeProcess) -> None:
+    rc = RedisCluster(host=node.host, port=node.port, protocol=3, decode_responses=True)
+    try:
+        assert rc.set("{r3}a", "1", px=50_000)
+        assert rc.mget("{r3}a", "{r3}b") == ["1", None]
+        assert 0 < rc.pttl("{r3}a") <= 50_000
+        assert rc.cluster_keyslot("123456789") == 12739
+        shards = rc.execute_command("CLUSTER SHARDS")
+        assert shards
+    finally:
+        rc.close()
+
+    async def main() -> None:
+        arc = redis.asyncio.RedisCluster(host=node.host, port=node.port, protocol=3)
+        try:
+            assert await arc.set("{r3}c", "3")
+            assert await arc.get("{r3}c") == b"3"
+        finally:
+            await arc.aclose()
+
+    asyncio.run(main())
