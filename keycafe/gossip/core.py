@@ -191,6 +191,11 @@ class Gossip:
     def member_list(self) -> list[MemberInfo]:
         return [m.info for m in self.members.values()]
 
+    def known_members(self) -> list[MemberInfo]:
+        """Members plus the reaped ones (as dead): who must be counted when a
+        majority matters, since forgetting the dead must not shrink the quorum."""
+        return self.member_list() + [info for info, _ in self._reaped.values()]
+
     def alive_count(self) -> int:
         return sum(1 for m in self.members.values() if m.state in (State.ALIVE, State.SUSPECT))
 

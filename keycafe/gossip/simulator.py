@@ -87,6 +87,8 @@ class Simulator:
         self.dropped = 0
         self.largest_datagram = 0
         self.observers: list[Callable[[SimNode, MemberEvent], None]] = []
+        # Run after every time a node's core is driven, as a shell would.
+        self.after_flush: list[Callable[[SimNode, float], None]] = []
         self._joins: dict[int, tuple[SimNode, SimNode, float]] = {}  # join job -> retry
 
     # -- building a cluster --------------------------------------------------------------
@@ -288,6 +290,11 @@ class Simulator:
             self._log(f"{event.at:.6f} {node.name} {event.kind.value} {event.member.node}")
             for observe in self.observers:
                 observe(node, event)
+        if self.after_flush:
+            for hook in self.after_flush:
+                hook(node, self.now)
+            for data, dst in core.datagrams_to_send(self.now):
+                self._send_datagram(node, data, dst)
         self._reschedule(node)
 
     def _send_datagram(self, src: SimNode, data: bytes, dst_addr: Address) -> None:

@@ -20,7 +20,7 @@ from typing import Final
 import attrs
 import trio
 
-from keycafe.cluster import frames
+from keycafe.cluster import coordinator, frames
 from keycafe.errors import BadPacket, StartupError
 from keycafe.gossip.config import GossipConfig
 from keycafe.gossip.core import EventKind, Gossip, MemberEvent, StreamJob
@@ -90,6 +90,8 @@ class GossipService:
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self.joined = trio.Event()
+        self.assessment: coordinator.Assessment | None = None
+        self._assessed_at = -1e9
 
     @staticmethod
     def initial_incarnation() -> int:
@@ -254,11 +256,34 @@ class GossipService:
         while (job := core.next_stream_job()) is not None:
             if self._nursery is not None:
                 self._nursery.start_soon(self._run_job, job)
+        changed = False
         while (event := core.next_event()) is not None:
+            changed = True
             self._log_event(event)
             if self.on_event is not None:
                 self.on_event(event)
+        now = trio.current_time()
+        if changed or now - self._assessed_at >= 1.0:
+            self._assess(now)
         self._wake.set()
+
+    def _assess(self, now: float) -> None:
+        """Who coordinates; claim the role if elected. A claim is a metadata
+        change, which goes out with the next gossip round."""
+        self._assessed_at = now
+        before = self.assessment
+        a = self.assessment = coordinator.step(self.core, now)
+        if before is None or (a.coordinator, a.term, a.majority) != (
+            before.coordinator,
+            before.term,
+            before.majority,
+        ):
+            log.info(
+                "coordinator: %s (term %d%s)",
+                a.coordinator[:12] if a.coordinator else "none",
+                a.term,
+                "" if a.majority else "; no majority of members alive, it may not act",
+            )
 
     def _log_event(self, event: MemberEvent) -> None:
         m = event.member
@@ -312,18 +337,22 @@ def members_view(service: GossipService) -> list[MemberView]:
     ]
 
 
-def gossip_figures(service: GossipService) -> dict[str, int]:
-    """Counters for CLUSTER INFO (keycafe_gossip_*)."""
+def gossip_figures(service: GossipService) -> dict[str, int | str]:
+    """Figures for CLUSTER INFO, which prints each as ``keycafe_<name>``."""
     states = [m.state for m in service.core.members.values()]
+    a = service.assessment
     return {
-        "members_alive": states.count(State.ALIVE),
-        "members_suspect": states.count(State.SUSPECT),
-        "members_dead": states.count(State.DEAD),
-        "health_score": service.core.awareness.score,
-        "incarnation": service.core.me.incarnation,
-        "datagrams_sent": service.counters.datagrams_sent,
-        "datagrams_received": service.counters.datagrams_received,
-        "bad_packets": service.counters.bad_packets,
-        "bad_frames": service.counters.bad_frames,
-        "stream_failures": service.counters.stream_failures,
+        "coordinator": (a.coordinator or "") if a else "",
+        "coordinator_term": a.term if a else 0,
+        "coordinator_majority": int(a.majority) if a else 0,
+        "gossip_members_alive": states.count(State.ALIVE),
+        "gossip_members_suspect": states.count(State.SUSPECT),
+        "gossip_members_dead": states.count(State.DEAD),
+        "gossip_health_score": service.core.awareness.score,
+        "gossip_incarnation": service.core.me.incarnation,
+        "gossip_datagrams_sent": service.counters.datagrams_sent,
+        "gossip_datagrams_received": service.counters.datagrams_received,
+        "gossip_bad_packets": service.counters.bad_packets,
+        "gossip_bad_frames": service.counters.bad_frames,
+        "gossip_stream_failures": service.counters.stream_failures,
     }

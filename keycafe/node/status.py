@@ -37,6 +37,8 @@ def render(nodes_text: str, info_text: str, target: str) -> str:
         f"({info.get('keycafe_gossip_members_alive', '?')} alive, "
         f"{info.get('keycafe_gossip_members_suspect', '?')} suspect, "
         f"{info.get('keycafe_gossip_members_dead', '?')} dead), "
+        f"coordinator {info.get('keycafe_coordinator', '?')[:12] or 'none'} "
+        f"(term {info.get('keycafe_coordinator_term', '?')}), "
         f"ring epoch {info.get('keycafe_ring_epoch', '?')}, "
         f"local health score {info.get('keycafe_gossip_health_score', '?')}",
         "",

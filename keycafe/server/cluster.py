@@ -62,7 +62,7 @@ def cluster_info(s: Session, a: list[bytes], slot: int) -> bytes:
         f"keycafe_ring_epoch:{table.epoch}",
     ]
     if s.state.gossip_probe is not None:
-        lines += [f"keycafe_gossip_{k}:{v}" for k, v in s.state.gossip_probe().items()]
+        lines += [f"keycafe_{k}:{v}" for k, v in s.state.gossip_probe().items()]
     return resp.encode(resp.Verbatim("\r\n".join(lines) + "\r\n"), s.proto)
 
 

@@ -78,7 +78,7 @@ class ServerState:
     process_probe: Callable[[], Mapping[str, float]] | None = None
     # The gossip member table and figures, supplied by the shell when gossip runs.
     members_probe: Callable[[], list[MemberView]] | None = None
-    gossip_probe: Callable[[], Mapping[str, int]] | None = None
+    gossip_probe: Callable[[], Mapping[str, int | str]] | None = None
     _next_client_id: int = 1
 
     @classmethod

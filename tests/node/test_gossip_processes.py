@@ -117,3 +117,33 @@ def test_a_seed_that_is_not_up_yet_is_retried_until_it_answers() -> None:
         with node_process("--gossip-profile", "local", "--cluster-port", str(later_port)):
             wait_until(lambda: len(cluster_nodes(early)) == 2, timeout=20)
         assert any("joined the cluster through seed" in line for line in early.lines)
+
+
+def test_killing_the_coordinator_elects_another() -> None:
+    with cluster(3) as nodes:
+        for node in nodes:
+            wait_until(lambda node=node: len(cluster_nodes(node)) == 3, timeout=15)
+        ids = {node.port: cluster_nodes(node)[f"{node.host}:{node.port}"][0] for node in nodes}
+        first = min(ids.values())
+
+        def agreed_term(group: list[NodeProcess], who: str) -> int | None:
+            """The term all of ``group`` agree ``who`` holds, if they agree."""
+            seen = [info(n) for n in group]
+            if any(x["keycafe_coordinator"] != who for x in seen):
+                return None
+            terms = {int(x["keycafe_coordinator_term"]) for x in seen}
+            return terms.pop() if len(terms) == 1 else None
+
+        wait_until(lambda: agreed_term(nodes, first) is not None, timeout=15)
+        before = agreed_term(nodes, first)
+        assert before is not None
+        assert before >= 1
+        victim = next(n for n in nodes if ids[n.port] == first)
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+        rest = [n for n in nodes if n is not victim]
+        second = min(ids[n.port] for n in rest)
+        wait_until(
+            lambda: (agreed_term(rest, second) or 0) > before, timeout=detection_bound(3) + 5
+        )
+        assert all(info(n)["keycafe_coordinator_majority"] == "1" for n in rest)
