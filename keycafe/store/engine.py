@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Iterable
 from itertools import islice
 
 import attrs
@@ -32,6 +33,22 @@ class StoreConfig:
     tombstone_grace_ms: int = 300_000
     # Rebuild the expiry heap when stale items outnumber live ones this much.
     heap_slack: float = 2.0
+
+
+@attrs.frozen
+class Exported:
+    """One entry as it travels between nodes (slot streaming, replication)."""
+
+    key: bytes
+    value: bytes | None  # None: a tombstone
+    expires_ms: int  # absolute unix ms, 0 for none; for a tombstone, when it was deleted
+    stamp: int  # hybrid logical clock
+    writer: str  # node id of the writer
+
+    @property
+    def version(self) -> tuple[int, str]:
+        """What last-writer-wins compares: the stamp, then the writer's id."""
+        return (self.stamp, self.writer)
 
 
 @attrs.define(eq=False)
@@ -56,6 +73,7 @@ class Store:
         self.clock = HybridClock()
         # Writer index -> node id; index 0 is this node.
         self.writers: list[str] = [node_id]
+        self._writer_index: dict[str, int] = {node_id: 0}
         self.slots: list[dict[bytes, bytes]] = [{} for _ in range(SLOT_COUNT)]
         self.tombstones: list[dict[bytes, bytes]] = [{} for _ in range(SLOT_COUNT)]
         self.stats = Stats()
@@ -165,6 +183,79 @@ class Store:
         self._heap.clear()
         self._tomb_fifo.clear()
         self._volatile = 0
+
+    # -- moving entries between nodes --------------------------------------------
+
+    def slot_keys(self, slot: int) -> list[bytes]:
+        """A snapshot of the keys of ``slot``, tombstoned ones included, to export
+        in batches (writes made meanwhile travel separately)."""
+        return [*self.slots[slot], *self.tombstones[slot]]
+
+    def export(self, slot: int, keys: Iterable[bytes]) -> list[Exported]:
+        """The current entries (or tombstones) of ``keys``; keys gone are skipped."""
+        live, tombs, writers = self.slots[slot], self.tombstones[slot], self.writers
+        out = []
+        for key in keys:
+            record = live.get(key)
+            value: bytes | None = None
+            if record is not None:
+                value = entry.value_of(record)
+            else:
+                record = tombs.get(key)
+                if record is None:
+                    continue
+            out.append(
+                Exported(
+                    key=key,
+                    value=value,
+                    expires_ms=entry.expires_of(record),
+                    stamp=entry.stamp_of(record),
+                    writer=writers[entry.writer_of(record)],
+                )
+            )
+        return out
+
+    def merge(self, slot: int, items: Iterable[Exported], now: int) -> int:
+        """Apply remote entries: last writer wins by (stamp, writer id), so every
+        replica that has seen the same writes holds the same entries, whatever
+        the order they came in. Returns how many changed something."""
+        live, tombs = self.slots[slot], self.tombstones[slot]
+        applied = 0
+        newest = 0
+        for item in items:
+            current = live.get(item.key)
+            if current is None:
+                current = tombs.get(item.key)
+            if current is not None:
+                ours = (entry.stamp_of(current), self.writers[entry.writer_of(current)])
+                if item.version <= ours:
+                    continue  # older or the same write: nothing to do
+            writer = self._writer(item.writer)
+            old = live.pop(item.key, None)
+            if item.value is None:
+                if old is not None and not old.startswith(entry.NO_EXPIRY):
+                    self._volatile -= 1
+                tombs[item.key] = entry.pack(b"", item.expires_ms, item.stamp, writer)
+                self._tomb_fifo.append((item.expires_ms, slot, item.key))
+            else:
+                tombs.pop(item.key, None)
+                live[item.key] = entry.pack(item.value, item.expires_ms, item.stamp, writer)
+                self._track_expiry(slot, item.key, old, item.expires_ms)
+            applied += 1
+            newest = max(newest, item.stamp)
+        if newest:
+            self.clock.observe(newest, now)  # our next writes come after what we saw
+        return applied
+
+    def _writer(self, node_id: str) -> int:
+        index = self._writer_index.get(node_id)
+        if index is None:
+            index = len(self.writers)
+            if index > 0xFFFF:
+                raise ValueError("more than 65536 distinct writers")
+            self.writers.append(node_id)
+            self._writer_index[node_id] = index
+        return index
 
     # -- expiry --------------------------------------------------------------------
 

@@ -1,0 +1,120 @@
+"""Moving entries between stores: last writer wins, in any order."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keycafe.store import entry
+from keycafe.store.engine import Exported, Store
+from keycafe.store.keyslot import key_slot
+
+SLOT = key_slot(b"{t}")
+KEYS = [b"{t}a", b"{t}b", b"{t}c"]
+WRITERS = ["w1", "w2", "w3"]
+
+
+def snapshot(store: Store) -> dict[bytes, tuple[bytes | None, int, int, str]]:
+    return {
+        x.key: (x.value, x.expires_ms, x.stamp, x.writer)
+        for x in store.export(SLOT, store.slot_keys(SLOT))
+    }
+
+
+writes = st.lists(
+    st.builds(
+        Exported,
+        key=st.sampled_from(KEYS),
+        value=st.none() | st.binary(max_size=8),
+        expires_ms=st.just(0),
+        stamp=st.integers(1, 50).map(lambda ms: (10_000 + ms) << 16),
+        writer=st.sampled_from(WRITERS),
+    ),
+    max_size=30,
+    # One stamp per writer is one write: a replay is the same write.
+    unique_by=lambda x: (x.stamp, x.writer),
+)
+
+
+@given(writes=writes, seed=st.integers(0, 1000))
+def test_replicas_converge_whatever_the_order(writes: list[Exported], seed: int) -> None:
+    rnd = random.Random(seed)
+    a, b = Store("a"), Store("b")
+    shuffled = writes[:]
+    rnd.shuffle(shuffled)
+    split = rnd.randint(0, len(writes))
+    a.merge(SLOT, writes[:split], now=1)
+    b.merge(SLOT, shuffled, now=1)
+    # Exchange what each holds, both ways (anti-entropy in miniature).
+    a.merge(SLOT, b.export(SLOT, b.slot_keys(SLOT)), now=1)
+    b.merge(SLOT, a.export(SLOT, a.slot_keys(SLOT)), now=1)
+    assert snapshot(a) == snapshot(b)
+    # And what they hold is, per key, the write with the greatest (stamp, writer).
+    winners: dict[bytes, Exported] = {}
+    for w in writes:
+        if w.key not in winners or w.version > winners[w.key].version:
+            winners[w.key] = w
+    assert snapshot(a) == {
+        k: (w.value, w.expires_ms, w.stamp, w.writer) for k, w in winners.items()
+    }
+
+
+@given(writes=writes)
+def test_merging_twice_changes_nothing(writes: list[Exported]) -> None:
+    store = Store("me")
+    store.merge(SLOT, writes, now=1)
+    before = snapshot(store)
+    assert store.merge(SLOT, writes, now=1) == 0
+    assert snapshot(store) == before
+
+
+def test_an_older_write_cannot_resurrect_a_deleted_key() -> None:
+    store = Store("me")
+    store.put(SLOT, b"{t}a", b"v", 0, now=1000)
+    store.remove(SLOT, b"{t}a", now=2000)
+    late = Exported(key=b"{t}a", value=b"old", expires_ms=0, stamp=1500 << 16, writer="other")
+    assert store.merge(SLOT, [late], now=3000) == 0
+    assert store.lookup(SLOT, b"{t}a", 3000) is None
+
+
+def test_local_writes_after_a_merge_come_later() -> None:
+    store = Store("me")
+    future = Exported(
+        key=b"{t}a", value=b"remote", expires_ms=0, stamp=9_000_000 << 16, writer="other"
+    )
+    store.merge(SLOT, [future], now=1000)  # the remote clock is far ahead of ours
+    store.put(SLOT, b"{t}a", b"local", 0, now=1000)
+    record = store.lookup(SLOT, b"{t}a", 1000)
+    assert record is not None
+    assert entry.value_of(record) == b"local"
+    assert entry.stamp_of(record) > future.stamp
+
+
+def test_merged_ttls_expire_and_tombstones_are_collected() -> None:
+    store = Store("me")
+    items = [
+        Exported(key=b"{t}a", value=b"v", expires_ms=5000, stamp=1000 << 16, writer="x"),
+        Exported(key=b"{t}b", value=None, expires_ms=1000, stamp=1000 << 16, writer="x"),
+    ]
+    assert store.merge(SLOT, items, now=1000) == 2
+    assert store.count_volatile() == 1
+    store.active_expire(now=5000, budget=100)
+    assert store.lookup(SLOT, b"{t}a", 5000) is None
+    store.active_expire(now=1000 + store.config.tombstone_grace_ms, budget=100)
+    assert b"{t}b" not in store.tombstones[SLOT]
+
+
+def test_export_in_batches_from_a_snapshot() -> None:
+    store = Store("me")
+    for i in range(25):
+        store.put(SLOT, b"{t}k%d" % i, b"v%d" % i, 0, now=1000)
+    keys = store.slot_keys(SLOT)
+    store.remove(SLOT, b"{t}k3", now=1001)  # deleted while streaming: goes as a tombstone
+    copy = Store("copy")
+    for i in range(0, len(keys), 10):
+        copy.merge(SLOT, store.export(SLOT, keys[i : i + 10]), now=1002)
+    assert snapshot(copy) == snapshot(store)
+    assert copy.lookup(SLOT, b"{t}k3", 1002) is None
+    assert copy.count() == 24
