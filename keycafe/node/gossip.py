@@ -251,7 +251,7 @@ class GossipService:
                 # the packet, which SWIM tolerates like any other loss.
                 udp.sendto(data, addr)
                 self.counters.datagrams_sent += 1
-            except (BlockingIOError, OSError) as exc:
+            except OSError as exc:
                 log.debug("udp send to %s:%s failed: %s", addr[0], addr[1], exc)
         while (job := core.next_stream_job()) is not None:
             if self._nursery is not None:
