@@ -12,7 +12,9 @@ noticed yet. And a coordinator may act only while it sees a majority of the
 voters alive (the keep-majority rule), so a minority side never claims a term
 or changes the ring.
 
-Pure: a function of member records, no I/O.
+Until slot streaming exists (issue 4), the coordinator admits a live member to
+the ring at once; then admission will wait until the member has loaded its
+slots. Pure: a function of member records, no I/O.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Final
 import attrs
 
 from keycafe.gossip.core import Gossip
-from keycafe.gossip.messages import MemberInfo, State
+from keycafe.gossip.messages import MemberInfo, Ring, State
 
 # Gossip metadata key holding the term a member claims as coordinator.
 TERM_KEY: Final = "coordinator-term"
@@ -34,7 +36,7 @@ class Assessment:
     coordinator: str | None  # the elected member, if any voter is alive
     term: int  # the term the elected member has claimed so far (0: none yet)
     highest_term: int  # the highest term any member has claimed
-    majority: bool  # a majority of the voters is alive in this view
+    majority: bool  # more than half of the voters is alive (not suspect) in this view
     claim: int | None  # for the member assessing: the term to claim now, if any
 
     @property
@@ -56,7 +58,11 @@ def assess(me: str, members: Iterable[MemberInfo], voters: set[str] | None = Non
     live = sorted(
         m.node for m in members if m.node in voters and m.state in (State.ALIVE, State.SUSPECT)
     )
-    majority = 2 * len(live) > len(voters)
+    # Acting needs more than half of the voters alive, not merely unsuspected
+    # of death: counting suspects would let a minority ratchet the ring down
+    # one death at a time and keep a "majority" of what is left.
+    alive = sum(1 for m in members if m.node in voters and m.state == State.ALIVE)
+    majority = 2 * alive > len(voters)
     terms = {m.node: claimed_term(m) for m in members}
     highest = max(terms.values(), default=0)
     coordinator = live[0] if live else None
@@ -76,9 +82,25 @@ def _tied(terms: dict[str, int], me: str) -> bool:
 
 
 def step(core: Gossip, now: float) -> Assessment:
-    """Assess ``core``'s view and, if it is elected and must, claim the role."""
-    a = assess(core.node, core.known_members())
+    """Assess ``core``'s view: claim the role if elected, and as the established
+    coordinator publish a new ring epoch when the live members differ from the
+    ring's (admit the alive, drop the dead and the departed)."""
+    voters = set(core.ring.members) if core.ring is not None else None
+    a = assess(core.node, core.known_members(), voters)
     if a.claim is not None:
         core.update_meta({**core.me.meta, TERM_KEY: str(a.claim)}, now)
-        a = assess(core.node, core.known_members())
+        a = assess(core.node, core.known_members(), voters)
+    if a.coordinator == core.node and a.established:
+        live = sorted(m.node for m in core.member_list() if m.state in (State.ALIVE, State.SUSPECT))
+        ring = core.ring
+        if ring is None or list(ring.members) != live:
+            core.propose_ring(
+                Ring(
+                    epoch=ring.epoch + 1 if ring is not None else 1,
+                    term=a.term,
+                    coordinator=core.node,
+                    members=tuple(live),
+                ),
+                now,
+            )
     return a

@@ -27,6 +27,7 @@ from keycafe.gossip.messages import (
     Nack,
     Ping,
     PushPull,
+    Ring,
     State,
     Suspect,
 )
@@ -41,6 +42,7 @@ SUSPECT: Final = 5
 ALIVE: Final = 6
 DEAD: Final = 7
 PUSH_PULL: Final = 8
+RING: Final = 9
 
 # Generous bounds for untrusted input: a packet can never make us allocate much.
 _LIMITS: Final = {
@@ -86,6 +88,8 @@ def encode_message(msg: Message) -> bytes:
             fields = [DEAD, msg.incarnation, msg.node, msg.source]
         case PushPull():
             fields = [PUSH_PULL, msg.join, [_member_fields(m) for m in msg.members]]
+        case Ring():
+            fields = [RING, msg.epoch, msg.term, msg.coordinator, list(msg.members)]
     return msgpack.packb(fields)  # type: ignore[no-any-return]
 
 
@@ -180,6 +184,15 @@ def _message(m: Any) -> Message:
         if type(m[1]) is not bool or type(m[2]) is not list:
             raise BadPacket("bad push-pull")
         return PushPull(join=m[1], members=tuple(_member(x) for x in m[2]))
+    if kind == RING and n == 5:
+        if type(m[4]) is not list:
+            raise BadPacket("bad ring members")
+        return Ring(
+            epoch=_int(m[1]),
+            term=_int(m[2]),
+            coordinator=_str(m[3]),
+            members=tuple(_str(x) for x in m[4]),
+        )
     raise BadPacket(f"unknown message type {kind!r} with {n} fields")
 
 

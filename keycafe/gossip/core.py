@@ -46,6 +46,7 @@ from keycafe.gossip.messages import (
     Nack,
     Ping,
     PushPull,
+    Ring,
     State,
     Suspect,
 )
@@ -54,6 +55,10 @@ from keycafe.gossip.suspicion import Suspicion, suspicion_timeout
 # memberlist's pushPullScaleThreshold: above this many members the push-pull
 # interval grows with log2(N) so the cluster-wide TCP load stays flat.
 PUSH_PULL_SCALE_THRESHOLD = 32
+# A ring piggybacks on datagrams only while its encoding leaves room for the
+# rest (about 20 members of 40-hex ids); a larger one travels by push-pull.
+RING_DATAGRAM_BUDGET = 900
+_RING_KEY = "\x00ring"  # its slot in the broadcast queue (no node id starts with NUL)
 
 
 class EventKind(enum.Enum):
@@ -156,6 +161,8 @@ class Gossip:
         self.stats = GossipStats()
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.leaving = False
+        # The ring's member set, as the coordinator last published it.
+        self.ring: Ring | None = None
         self._broadcasts = BroadcastQueue(config.retransmit_mult)
         self._suspicions: dict[str, Suspicion] = {}
         self._probe_order: list[str] = []
@@ -237,7 +244,7 @@ class Gossip:
         for msg in messages:
             if isinstance(msg, PushPull):
                 self._merge(msg, now)
-                reply = codec.packet([codec.encode_message(self._state_message(join=False))])
+                reply = self._state_packet(join=False)
             elif isinstance(msg, Ping) and msg.target == self.node:
                 reply = codec.packet([codec.encode_message(Ack(seq=msg.seq, source=self.node))])
             else:
@@ -265,8 +272,11 @@ class Gossip:
 
     def join_job(self, seed: Address) -> StreamJob:
         """The push-pull that joins through ``seed``, for a shell that retries it."""
-        payload = codec.packet([codec.encode_message(self._state_message(join=True))])
-        return StreamJob(kind="push-pull", addr=seed, payload=payload)
+        return StreamJob(kind="push-pull", addr=seed, payload=self._state_packet(join=True))
+
+    def propose_ring(self, ring: Ring, now: float) -> None:
+        """Publish a new ring (the coordinator's decision)."""
+        self._on_ring(ring, now)
 
     def leave(self, now: float) -> None:
         """Announce a graceful leave; the shell keeps running a little to send it."""
@@ -348,6 +358,13 @@ class Gossip:
 
     def _queue_alive(self, info: MemberInfo) -> None:
         self._broadcasts.queue(info.node, codec.encode_message(Alive(member=info)))
+
+    def _state_packet(self, join: bool) -> bytes:
+        """A push-pull: our member table, and the ring if we have one."""
+        msgs = [codec.encode_message(self._state_message(join))]
+        if self.ring is not None:
+            msgs.append(codec.encode_message(self.ring))
+        return codec.packet(msgs)
 
     def _state_message(self, join: bool) -> PushPull:
         # Reaped members go along as dead: a member buried during a partition
@@ -506,7 +523,7 @@ class Gossip:
         side has buried the other, and nothing but a direct attempt (serf calls
         it reconnect) would make them talk again.
         """
-        payload = codec.packet([codec.encode_message(self._state_message(join=False))])
+        payload = self._state_packet(join=False)
         for target in self._random_members(1, lambda m: m.state == State.ALIVE):
             self._jobs.append(StreamJob(kind="push-pull", addr=target.info.addr, payload=payload))
         failed = [m.info for m in self.members.values() if m.state == State.DEAD]
@@ -587,6 +604,17 @@ class Gossip:
                 self._on_dead(msg, now)
             case PushPull():
                 self._merge(msg, now)
+            case Ring():
+                self._on_ring(msg, now)
+
+    def _on_ring(self, ring: Ring, now: float) -> None:
+        """Keep the ring with the greatest (term, epoch) and pass it on."""
+        if self.ring is not None and ring.version <= self.ring.version:
+            return
+        self.ring = ring
+        encoded = codec.encode_message(ring)
+        if len(encoded) <= RING_DATAGRAM_BUDGET:
+            self._broadcasts.queue(_RING_KEY, encoded)
 
     def _refute(self, incarnation: int, now: float) -> None:
         """Someone suspects or buried us: outbid them (SWIM 4.2; Lifeguard counts it)."""

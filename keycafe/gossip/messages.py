@@ -89,4 +89,21 @@ class PushPull:
     members: tuple[MemberInfo, ...]
 
 
-Message: TypeAlias = Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | PushPull
+@attrs.frozen(kw_only=True)
+class Ring:
+    """The ring's member set as the coordinator published it.
+
+    Members keep the ring with the greatest (term, epoch): a higher term wins
+    whatever its epoch, which fences a stale coordinator's decisions."""
+
+    epoch: int
+    term: int
+    coordinator: str
+    members: tuple[str, ...]
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return (self.term, self.epoch)
+
+
+Message: TypeAlias = Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | PushPull | Ring

@@ -341,7 +341,11 @@ def gossip_figures(service: GossipService) -> dict[str, int | str]:
     """Figures for CLUSTER INFO, which prints each as ``keycafe_<name>``."""
     states = [m.state for m in service.core.members.values()]
     a = service.assessment
+    ring = service.core.ring
     return {
+        "ring_epoch": ring.epoch if ring else 0,
+        "ring_term": ring.term if ring else 0,
+        "ring_members": len(ring.members) if ring else 0,
         "coordinator": (a.coordinator or "") if a else "",
         "coordinator_term": a.term if a else 0,
         "coordinator_majority": int(a.majority) if a else 0,

@@ -39,7 +39,8 @@ def render(nodes_text: str, info_text: str, target: str) -> str:
         f"{info.get('keycafe_gossip_members_dead', '?')} dead), "
         f"coordinator {info.get('keycafe_coordinator', '?')[:12] or 'none'} "
         f"(term {info.get('keycafe_coordinator_term', '?')}), "
-        f"ring epoch {info.get('keycafe_ring_epoch', '?')}, "
+        f"ring epoch {info.get('keycafe_ring_epoch', '?')} "
+        f"({info.get('keycafe_ring_members', '?')} members), "
         f"local health score {info.get('keycafe_gossip_health_score', '?')}",
         "",
         f"{'NODE':14}{'CLIENT ADDRESS':22}{'CLUSTER PORT':14}{'STATE':9}{'FLAGS':16}SLOTS",

@@ -59,10 +59,11 @@ def cluster_info(s: Session, a: list[bytes], slot: int) -> bytes:
         f"cluster_size:{len({o[0] for o in table.owners if o})}",
         f"cluster_current_epoch:{table.epoch}",
         f"cluster_my_epoch:{table.epoch}",
-        f"keycafe_ring_epoch:{table.epoch}",
     ]
     if s.state.gossip_probe is not None:
         lines += [f"keycafe_{k}:{v}" for k, v in s.state.gossip_probe().items()]
+    else:
+        lines.append(f"keycafe_ring_epoch:{table.epoch}")
     return resp.encode(resp.Verbatim("\r\n".join(lines) + "\r\n"), s.proto)
 
 

@@ -16,7 +16,13 @@ def member(node: str, state: State = State.ALIVE, term: int = 0) -> MemberInfo:
 
 
 def test_the_lowest_live_id_is_elected_and_claims_above_every_term() -> None:
-    view = [member("c"), member("a", State.DEAD), member("b", State.SUSPECT), member("d", term=4)]
+    view = [
+        member("c"),
+        member("a", State.DEAD),
+        member("b", State.SUSPECT),
+        member("d", term=4),
+        member("e"),
+    ]
     a = assess("b", view)
     assert a.coordinator == "b"  # a is dead; a suspect is still live
     assert a.claim == 5
@@ -107,3 +113,75 @@ def test_a_minority_side_cannot_claim_the_role() -> None:
     # After the heal the lowest id is elected again, above every term seen.
     assert sim.run_until_true(lambda: agreed(sim, names[0]), limit=300)
     assert {a.term for a in views(sim).values()} == {3}
+
+
+def rings(sim: Simulator) -> set[tuple[int, int, tuple[str, ...]] | None]:
+    return {
+        None if x.core.ring is None else (x.core.ring.term, x.core.ring.epoch, x.core.ring.members)
+        for x in sim.live()
+    }
+
+
+def ring_is(sim: Simulator, members: list[str]) -> bool:
+    seen = rings(sim)
+    return len(seen) == 1 and None not in seen and next(iter(seen))[2] == tuple(members)  # type: ignore[index]
+
+
+def test_the_coordinator_publishes_the_ring_and_everyone_adopts_it() -> None:
+    sim = coordinated(10, seed=4)
+    names = [node_name(i) for i in range(10)]
+    assert sim.run_until_true(lambda: ring_is(sim, names), limit=30)
+
+
+def test_a_crash_and_a_join_each_make_a_new_epoch() -> None:
+    sim = coordinated(8, seed=5)
+    names = [node_name(i) for i in range(8)]
+    assert sim.run_until_true(lambda: ring_is(sim, names), limit=30)
+    epoch0 = next(iter(rings(sim)))[1]  # type: ignore[index]
+    sim.crash(names[5])
+    without = [x for x in names if x != names[5]]
+    assert sim.run_until_true(lambda: ring_is(sim, without), limit=90)
+    epoch1 = next(iter(rings(sim)))[1]  # type: ignore[index]
+    assert epoch1 > epoch0
+    newcomer = sim.add_node(8)
+    sim.join(newcomer, sim.nodes[names[0]])
+    assert sim.run_until_true(lambda: ring_is(sim, sorted([*without, newcomer.name])), limit=60)
+    assert next(iter(rings(sim)))[1] > epoch1  # type: ignore[index]
+
+
+def test_a_ring_from_an_older_term_is_ignored() -> None:
+    from keycafe.gossip.messages import Ring
+
+    sim = coordinated(5, seed=6)
+    assert sim.run_until_true(lambda: ring_is(sim, [node_name(i) for i in range(5)]), limit=30)
+    node = sim.nodes[node_name(3)]
+    current = node.core.ring
+    assert current is not None
+    stale = Ring(
+        epoch=current.epoch + 100, term=current.term - 1, coordinator="old", members=("x",)
+    )
+    node.core._on_ring(stale, sim.now)
+    assert node.core.ring == current
+
+
+def test_a_minority_cannot_ratchet_the_ring_down_to_itself() -> None:
+    sim = coordinated(9, seed=7)
+    names = [node_name(i) for i in range(9)]
+    assert sim.run_until_true(lambda: ring_is(sim, names), limit=30)
+    sim.partition(names[:3], names[3:])
+    sim.run_for(150)
+    minority = {sim.nodes[x].core.ring for x in names[:3]}
+    majority = {sim.nodes[x].core.ring for x in names[3:]}
+    assert len(majority) == 1
+    (theirs,) = majority
+    assert theirs is not None
+    assert theirs.members == tuple(names[3:])  # the majority dropped the cut-off three
+    for ours in minority:
+        assert ours is not None
+        # Right after the cut the minority may still see a majority and drop a
+        # member it already declared dead, but it can never shrink the ring to
+        # itself: each change needs more than half of the ring alive.
+        assert set(ours.members) - set(names[:3])
+        assert ours.term < theirs.term  # and the majority's decisions outrank it
+    sim.heal()
+    assert sim.run_until_true(lambda: ring_is(sim, names), limit=300)

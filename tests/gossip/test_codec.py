@@ -22,6 +22,7 @@ from keycafe.gossip.messages import (
     Nack,
     Ping,
     PushPull,
+    Ring,
     State,
     Suspect,
 )
@@ -44,6 +45,7 @@ ALL = [
     Alive(member=M),
     Dead(incarnation=6, node="n", source="n"),
     PushPull(join=True, members=(M, M)),
+    Ring(epoch=3, term=2, coordinator="n1", members=("n1", "n2")),
 ]
 
 
@@ -60,6 +62,7 @@ def test_type_numbers_are_the_protocol() -> None:
     # ONLY APPEND: these numbers are on the wire.
     assert (codec.PING, codec.INDIRECT_PING, codec.ACK, codec.NACK) == (1, 2, 3, 4)
     assert (codec.SUSPECT, codec.ALIVE, codec.DEAD, codec.PUSH_PULL) == (5, 6, 7, 8)
+    assert codec.RING == 9
 
 
 @pytest.mark.parametrize(

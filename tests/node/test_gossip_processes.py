@@ -147,3 +147,27 @@ def test_killing_the_coordinator_elects_another() -> None:
             lambda: (agreed_term(rest, second) or 0) > before, timeout=detection_bound(3) + 5
         )
         assert all(info(n)["keycafe_coordinator_majority"] == "1" for n in rest)
+
+
+def test_the_ring_follows_membership() -> None:
+    with cluster(3) as nodes:
+
+        def ring(group: list[NodeProcess]) -> tuple[int, int] | None:
+            """(epoch, members) if the whole group agrees on one ring."""
+            seen = {(info(n)["keycafe_ring_epoch"], info(n)["keycafe_ring_members"]) for n in group}
+            if len(seen) != 1:
+                return None
+            epoch, members = seen.pop()
+            return int(epoch), int(members)
+
+        wait_until(lambda: (ring(nodes) or (0, 0))[1] == 3, timeout=15)
+        first = ring(nodes)
+        assert first is not None
+        victim = nodes[1]
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+        rest = [nodes[0], nodes[2]]
+        wait_until(lambda: (ring(rest) or (0, 0))[1] == 2, timeout=detection_bound(3) + 5)
+        after = ring(rest)
+        assert after is not None
+        assert after[0] > first[0]
