@@ -615,6 +615,15 @@ class Gossip:
         encoded = codec.encode_message(ring)
         if len(encoded) <= RING_DATAGRAM_BUDGET:
             self._broadcasts.queue(_RING_KEY, encoded)
+            return
+        # Too big for a datagram: pass it on over TCP to a few members, who do
+        # the same when they adopt it, so it spreads epidemically (O(log N)
+        # rounds) instead of waiting for periodic push-pulls.
+        payload = self._state_packet(join=False)
+        for target in self._random_members(
+            self.config.gossip_nodes, lambda m: m.state == State.ALIVE
+        ):
+            self._jobs.append(StreamJob(kind="push-pull", addr=target.info.addr, payload=payload))
 
     def _refute(self, incarnation: int, now: float) -> None:
         """Someone suspects or buried us: outbid them (SWIM 4.2; Lifeguard counts it)."""

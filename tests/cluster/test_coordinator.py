@@ -185,3 +185,29 @@ def test_a_minority_cannot_ratchet_the_ring_down_to_itself() -> None:
         assert ours.term < theirs.term  # and the majority's decisions outrank it
     sim.heal()
     assert sim.run_until_true(lambda: ring_is(sim, names), limit=300)
+
+
+def test_a_ring_too_big_for_a_datagram_still_spreads_quickly() -> None:
+    sim = coordinated(160, seed=8)  # 160 members of 5-character ids: over the budget
+    names = [node_name(i) for i in range(160)]
+    from keycafe.gossip import codec
+    from keycafe.gossip.core import RING_DATAGRAM_BUDGET
+    from keycafe.gossip.messages import Ring
+
+    big = Ring(epoch=1, term=1, coordinator=names[0], members=tuple(names))
+    assert len(codec.encode_message(big)) > RING_DATAGRAM_BUDGET
+    # Forwarding once to 3 members reaches ~94% of members within seconds (the
+    # fixed point of x = 1 - e^(-3x)); periodic push-pull brings the rest.
+    published: list[float] = []
+
+    def adopted() -> float:
+        if not published and any(x.core.ring is not None for x in sim.live()):
+            published.append(sim.now)
+        full = [
+            x for x in sim.live() if x.core.ring is not None and len(x.core.ring.members) == 160
+        ]
+        return len(full) / len(sim.live())
+
+    assert sim.run_until_true(lambda: adopted() >= 0.85, limit=20, step=0.05)
+    assert sim.now - published[0] < 5.0
+    assert sim.run_until_true(lambda: ring_is(sim, names), limit=100)
