@@ -215,13 +215,16 @@ class Gossip:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self.stats.datagrams_received += 1
+        for msg in self._decode(data):
+            self._handle(msg, addr, now)
+
+    def _decode(self, data: bytes) -> list[Message]:
+        """Messages of an untrusted packet; none (and counted) if it is garbage."""
         try:
-            messages = codec.decode_packet_untrusted(data)
+            return codec.decode_packet_untrusted(data)
         except BadPacket:
             self.stats.bad_packets += 1
-            return
-        for msg in messages:
-            self._handle(msg, addr, now)
+            return []
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._out = self._out, []
@@ -235,13 +238,8 @@ class Gossip:
 
     def handle_stream(self, data: bytes, addr: Address, now: float) -> bytes | None:
         """Serve one TCP request: a push-pull (reply with our state) or a ping."""
-        try:
-            messages = codec.decode_packet_untrusted(data)
-        except BadPacket:
-            self.stats.bad_packets += 1
-            return None
         reply: bytes | None = None
-        for msg in messages:
+        for msg in self._decode(data):
             if isinstance(msg, PushPull):
                 self._merge(msg, now)
                 reply = self._state_packet(join=False)
@@ -252,16 +250,8 @@ class Gossip:
         return reply
 
     def receive_stream_reply(self, job: StreamJob, data: bytes, now: float) -> None:
-        try:
-            messages = codec.decode_packet_untrusted(data)
-        except BadPacket:
-            self.stats.bad_packets += 1
-            return
-        for msg in messages:
-            if isinstance(msg, PushPull):
-                self._merge(msg, now)
-            else:
-                self._handle(msg, job.addr, now)
+        for msg in self._decode(data):
+            self._handle(msg, job.addr, now)
 
     def stream_failed(self, job: StreamJob, now: float) -> None:
         """A TCP exchange failed; nothing to undo (probes time out by themselves)."""

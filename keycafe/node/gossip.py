@@ -14,7 +14,6 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -39,9 +38,9 @@ JOIN_BACKOFF: Final = (0.5, 30.0)  # first and longest wait between seed rounds
 
 @attrs.define(eq=False)
 class GossipCounters:
-    bad_packets: int = 0
+    """What only the shell sees (the core counts packets in ``core.stats``)."""
+
     bad_frames: int = 0
-    datagrams_received: int = 0
     datagrams_sent: int = 0
     stream_failures: int = 0
 
@@ -77,19 +76,15 @@ class GossipService:
         me: MemberInfo,
         config: GossipConfig,
         seeds: list[Address],
-        on_event: Callable[[MemberEvent], None] | None = None,
         links: PeerLinks | None = None,
     ) -> None:
-        self.config = config
         self.links = links
         self.seeds = seeds
-        self.on_event = on_event
         self.counters = GossipCounters()
         self.core = Gossip(me, config=config, rng=random.Random(), now=trio.current_time())
         self._udp: socket.socket | None = None
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
-        self.joined = trio.Event()
         self.assessment: coordinator.Assessment | None = None
         self._assessed_at = -1e9
 
@@ -114,8 +109,6 @@ class GossipService:
                 nursery.start_soon(self._timers)
                 if self.seeds:
                     nursery.start_soon(self._join)
-                else:
-                    self.joined.set()
                 self._flush()
                 task_status.started()
                 try:
@@ -145,12 +138,7 @@ class GossipService:
                 self._datagram(data, addr)
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.counters.datagrams_received += 1
-        before = self.core.stats.bad_packets
         self.core.receive_datagram(data, (addr[0], addr[1]), trio.current_time())
-        if self.core.stats.bad_packets != before:
-            self.counters.bad_packets += 1
-            log.debug("dropped a bad packet from %s:%s", addr[0], addr[1])
         self._flush()
 
     async def _timers(self) -> None:
@@ -224,7 +212,6 @@ class GossipService:
                     self.core.receive_stream_reply(job, reply, trio.current_time())
                     self._flush()
                     log.info("joined the cluster through seed %s:%d", *seed)
-                    self.joined.set()
                     return
             log.warning("no seed answered (%s); retrying in %.1fs", self._seed_text(), wait)
             await trio.sleep(wait)
@@ -260,8 +247,6 @@ class GossipService:
         while (event := core.next_event()) is not None:
             changed = True
             self._log_event(event)
-            if self.on_event is not None:
-                self.on_event(event)
         now = trio.current_time()
         if changed or now - self._assessed_at >= 1.0:
             self._assess(now)
@@ -355,8 +340,8 @@ def gossip_figures(service: GossipService) -> dict[str, int | str]:
         "gossip_health_score": service.core.awareness.score,
         "gossip_incarnation": service.core.me.incarnation,
         "gossip_datagrams_sent": service.counters.datagrams_sent,
-        "gossip_datagrams_received": service.counters.datagrams_received,
-        "gossip_bad_packets": service.counters.bad_packets,
+        "gossip_datagrams_received": service.core.stats.datagrams_received,
+        "gossip_bad_packets": service.core.stats.bad_packets,
         "gossip_bad_frames": service.counters.bad_frames,
         "gossip_stream_failures": service.counters.stream_failures,
     }
