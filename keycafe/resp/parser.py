@@ -174,12 +174,20 @@ class RequestParser:
         """
         buf = self._buf
         pos = 0
+        # hiredis would give back whatever holds a suspicious sequence, so hand
+        # over only past the next one; remembering where it is keeps a read
+        # full of them linear (re-scanning per request was quadratic).
+        suspect_at = -1
         try:
             while pos < len(buf):
                 if buf[pos] == _STAR and pos > 0 and len(buf) - pos <= self._fast_max:
-                    rest = bytes(buf[pos:])
-                    self._buf = bytearray()
-                    return rest
+                    if pos > suspect_at:
+                        found = _SUSPECT(buf, pos)
+                        suspect_at = len(buf) if found is None else found.start()
+                    if suspect_at == len(buf):
+                        rest = bytes(buf[pos:])
+                        self._buf = bytearray()
+                        return rest
                 parsed = self._parse_one(buf, pos)
                 if parsed is None:
                     break
