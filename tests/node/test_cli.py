@@ -6,26 +6,21 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import redis
 
 from keycafe.node.cli import build_parser, config_from_args
 from tests.conftest import node_process, wait_until
 
 
-def test_flags_and_environment(monkeypatch: object) -> None:
-    import pytest
-
-    mp = pytest.MonkeyPatch()
-    try:
-        mp.setenv("KEYCAFE_PORT", "9999")
-        mp.setenv("KEYCAFE_REQUIREPASS", "pw")
-        args = build_parser().parse_args(["--maxclients", "7"])
-        config = config_from_args(args)
-        assert (config.port, config.requirepass, config.maxclients) == (9999, "pw", 7)
-        args = build_parser().parse_args(["--port", "1234"])
-        assert config_from_args(args).port == 1234  # the flag wins
-    finally:
-        mp.undo()
+def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEYCAFE_PORT", "9999")
+    monkeypatch.setenv("KEYCAFE_REQUIREPASS", "pw")
+    args = build_parser().parse_args(["--maxclients", "7"])
+    config = config_from_args(args)
+    assert (config.port, config.requirepass, config.maxclients) == (9999, "pw", 7)
+    args = build_parser().parse_args(["--port", "1234"])
+    assert config_from_args(args).port == 1234  # the flag wins
 
 
 def test_bad_settings_exit_with_a_message() -> None:
@@ -55,11 +50,8 @@ def test_port_in_use_is_reported() -> None:
 def test_requirepass_flag() -> None:
     with node_process("--requirepass", "s3cret") as node:
         anon = redis.Redis(host=node.host, port=node.port)
-        try:
+        with pytest.raises(redis.AuthenticationError):
             anon.get("k")
-            raise AssertionError("expected NOAUTH")
-        except redis.AuthenticationError:
-            pass
         anon.close()
         r = redis.Redis(host=node.host, port=node.port, password="s3cret")
         assert r.set("k", "v")
