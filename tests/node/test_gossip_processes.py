@@ -134,6 +134,9 @@ def test_killing_the_coordinator_elects_another() -> None:
             terms = {int(x["keycafe_coordinator_term"]) for x in seen}
             return terms.pop() if len(terms) == 1 else None
 
+        # Kill only once every node holds the ring of all three: a node still
+        # on a two-member ring would rightly see no majority once one is dead.
+        wait_until(lambda: all(info(n)["keycafe_ring_members"] == "3" for n in nodes), timeout=15)
         wait_until(lambda: agreed_term(nodes, first) is not None, timeout=15)
         before = agreed_term(nodes, first)
         assert before is not None
