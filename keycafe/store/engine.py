@@ -80,6 +80,11 @@ class Store:
         self._heap: list[tuple[int, int, bytes]] = []  # (expires_ms, slot, key)
         self._volatile = 0  # live entries with an expiry
         self._tomb_fifo: deque[tuple[int, int, bytes]] = deque()  # (deleted_ms, slot, key)
+        # Slots whose local writes must also reach another node (a slot moving
+        # to a joiner, or being handed off by a leaver): 1 per watched slot. A
+        # write to one appends (slot, key) to ``dirty``, which the shell drains.
+        self.watched = bytearray(SLOT_COUNT)
+        self.dirty: list[tuple[int, bytes]] = []
 
     # -- reads ---------------------------------------------------------------------
 
@@ -155,12 +160,16 @@ class Store:
             tombs = self.tombstones[slot]
             if tombs:
                 tombs.pop(key, None)
+        if self.watched[slot]:
+            self.dirty.append((slot, key))
 
     def set_expiry(self, slot: int, key: bytes, record: bytes, expires_ms: int, now: int) -> None:
         """Give an existing live key a new expiry (0 removes it)."""
         stamp = self.clock.now(now)
         self.slots[slot][key] = entry.restamp(record, expires_ms, stamp, 0)
         self._track_expiry(slot, key, record, expires_ms)
+        if self.watched[slot]:
+            self.dirty.append((slot, key))
 
     def remove(self, slot: int, key: bytes, now: int) -> bool:
         """Delete ``key`` if it is live, leaving a tombstone. True if it was."""
@@ -173,6 +182,8 @@ class Store:
         stamp = self.clock.now(now)
         self.tombstones[slot][key] = entry.pack(b"", now, stamp, 0)
         self._tomb_fifo.append((now, slot, key))
+        if self.watched[slot]:
+            self.dirty.append((slot, key))
         return True
 
     def flush(self) -> None:
@@ -191,6 +202,17 @@ class Store:
         """A snapshot of the keys of ``slot``, tombstoned ones included, to export
         in batches (writes made meanwhile travel separately)."""
         return [*self.slots[slot], *self.tombstones[slot]]
+
+    def drop_slot(self, slot: int) -> int:
+        """Forget a slot this node no longer owns (entries and tombstones);
+        returns how many live keys went. Its heap items go stale and are skipped."""
+        bucket = self.slots[slot]
+        dropped = len(bucket)
+        self._volatile -= sum(1 for r in bucket.values() if not r.startswith(entry.NO_EXPIRY))
+        bucket.clear()
+        self.tombstones[slot].clear()
+        self.watched[slot] = 0
+        return dropped
 
     def export(self, slot: int, keys: Iterable[bytes]) -> list[Exported]:
         """The current entries (or tombstones) of ``keys``; keys gone are skipped."""

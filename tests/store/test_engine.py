@@ -10,6 +10,7 @@ from keycafe.store.engine import Store, StoreConfig
 from keycafe.store.keyslot import key_slot
 
 NODE = "a" * 40
+NOW = 1_000_000
 
 
 def put(store: Store, key: bytes, value: bytes, expires: int = 0, now: int = 1000) -> None:
@@ -146,3 +147,38 @@ def test_scan_skips_expired_keys() -> None:
     put(store, b"live", b"v")
     put(store, b"dead", b"v", expires=1500)
     assert scan_all(store, 10, now=2000) == [b"live"]
+
+
+def test_writes_to_watched_slots_are_recorded_for_forwarding() -> None:
+    store = Store(NODE)
+    slot = key_slot(b"k")
+    other = key_slot(b"other")
+    assert slot != other
+    store.watched[slot] = 1
+    store.put(slot, b"k", b"v", 0, NOW)
+    store.put(other, b"other", b"v", 0, NOW)
+    record = store.lookup(slot, b"k", NOW)
+    assert record is not None
+    store.set_expiry(slot, b"k", record, NOW + 1000, NOW)
+    store.remove(slot, b"k", NOW)
+    store.remove(other, b"other", NOW)
+    assert store.dirty == [(slot, b"k")] * 3
+
+
+def test_dropping_a_slot_forgets_its_entries_and_tombstones_only() -> None:
+    store = Store(NODE)
+    slot = key_slot(b"a")
+    store.watched[slot] = 1
+    store.put(slot, b"a", b"1", NOW + 5000, NOW)
+    store.put(slot, b"{a}b", b"2", 0, NOW)
+    store.put(slot, b"{a}c", b"3", 0, NOW)
+    store.remove(slot, b"{a}c", NOW)
+    store.put(key_slot(b"z"), b"z", b"4", NOW + 5000, NOW)
+    assert store.drop_slot(slot) == 2
+    assert store.count() == 1
+    assert store.count_volatile() == 1
+    assert store.slot_keys(slot) == []
+    assert not store.watched[slot]
+    # The dropped key's expiry item is stale: expiring it later changes nothing.
+    assert not store.active_expire(NOW + 10_000, 100)
+    assert store.count() == 0
