@@ -1,20 +1,28 @@
 """The coordinator: a role one member holds, elected from the gossip view.
 
 Every member computes the same answer from a converged view: the coordinator
-is the live voter with the lowest node id (voters are the ring's members; until
-the ring is wired in, every member not known to have left, the reaped dead
-included: forgetting the dead must not shrink the quorum). An elected member claims
+is the live voter with the lowest node id (voters are the ring's members; before
+the first ring, every member not known to have left, the reaped dead included:
+forgetting the dead must not shrink the quorum). An elected member claims
 the role by publishing a term in its gossip metadata, one above any term it has
-seen. Every decision the coordinator publishes (ring epochs, issue 4) will carry
+seen. Every decision the coordinator publishes (a ring epoch) carries
 that term, and members ignore decisions from a term below the highest they have
 seen: that fences a stale coordinator, one cut off in a minority that has not
 noticed yet. And a coordinator may act only while it sees a majority of the
 voters alive (the keep-majority rule), so a minority side never claims a term
 or changes the ring.
 
-Until slot streaming exists (issue 4), the coordinator admits a live member to
-the ring at once; then admission will wait until the member has loaded its
-slots. Pure: a function of member records, no I/O.
+Ring changes (``next_ring``) take two steps, so that no key is ever where
+clients are not sent. The first ring holds every live member (nobody holds
+data before a ring exists). After that, when the members the ring should have
+(the live ones, less those asking to leave, plus alive newcomers) differ from
+its members, the coordinator first publishes them as the ring's ``pending``
+set in a new epoch; every member then streams to their new owners the slots
+it holds that the change moves, and says so (``READY_KEY`` = that epoch, in
+its gossip metadata); once every live member of both sets has, the
+coordinator publishes the change itself as the next epoch. A new death or
+newcomer meanwhile makes a new proposal, which members handle afresh.
+Pure: a function of member records, no I/O.
 """
 
 from __future__ import annotations
@@ -29,6 +37,10 @@ from keycafe.gossip.messages import MemberInfo, Ring, State
 
 # Gossip metadata key holding the term a member claims as coordinator.
 TERM_KEY: Final = "coordinator-term"
+# The member has streamed out what the pending change of this epoch moves.
+READY_KEY: Final = "ready-epoch"
+# "1": the member asks to leave the ring (a graceful shutdown).
+LEAVING_KEY: Final = "leaving"
 
 
 @attrs.frozen(kw_only=True)
@@ -81,26 +93,64 @@ def _tied(terms: dict[str, int], me: str) -> bool:
     return any(t == mine for node, t in terms.items() if node != me)
 
 
+def next_ring(
+    ring: Ring | None, members: Iterable[MemberInfo], coordinator: str, term: int
+) -> Ring | None:
+    """The ring to publish next by the established ``coordinator``, or None."""
+    by_id = {m.node: m for m in members}
+    live = {n for n, m in by_id.items() if m.state in (State.ALIVE, State.SUSPECT)}
+    if ring is None:
+        founders = tuple(sorted(live))
+        return Ring(epoch=1, term=term, coordinator=coordinator, members=founders) if live else None
+    wanted = tuple(
+        sorted(
+            n
+            for n in live
+            if by_id[n].meta.get(LEAVING_KEY) != "1"
+            # A newcomer must be alive, not merely unsuspected of death.
+            and (n in ring.members or by_id[n].state == State.ALIVE)
+        )
+    )
+    if not wanted:
+        return None  # never an empty ring: the last member simply goes
+
+    def publish(members: tuple[str, ...], pending: tuple[str, ...] = ()) -> Ring:
+        return Ring(
+            epoch=ring.epoch + 1,
+            term=term,
+            coordinator=coordinator,
+            members=members,
+            pending=pending,
+        )
+
+    if not ring.pending:
+        return None if wanted == ring.members else publish(ring.members, wanted)
+    if wanted != ring.pending:
+        # Things changed while the last proposal was being carried out.
+        return publish(ring.members, () if wanted == ring.members else wanted)
+    epoch = str(ring.epoch)
+    involved = (set(ring.members) | set(ring.pending)) & live
+    if all(by_id[n].meta.get(READY_KEY) == epoch for n in involved):
+        return publish(ring.pending)
+    return None
+
+
+def announce(core: Gossip, key: str, epoch: int, now: float) -> None:
+    """Set ``key`` to ``epoch`` in our gossip metadata (a no-op if it is already)."""
+    if core.me.meta.get(key) != str(epoch):
+        core.update_meta({**core.me.meta, key: str(epoch)}, now)
+
+
 def step(core: Gossip, now: float) -> Assessment:
     """Assess ``core``'s view: claim the role if elected, and as the established
-    coordinator publish a new ring epoch when the live members differ from the
-    ring's (admit the alive, drop the dead and the departed)."""
+    coordinator publish a new ring epoch when ``next_ring`` says so."""
     voters = set(core.ring.members) if core.ring is not None else None
     a = assess(core.node, core.known_members(), voters)
     if a.claim is not None:
         core.update_meta({**core.me.meta, TERM_KEY: str(a.claim)}, now)
         a = assess(core.node, core.known_members(), voters)
     if a.coordinator == core.node and a.established:
-        live = sorted(m.node for m in core.member_list() if m.state in (State.ALIVE, State.SUSPECT))
-        ring = core.ring
-        if ring is None or list(ring.members) != live:
-            core.propose_ring(
-                Ring(
-                    epoch=ring.epoch + 1 if ring is not None else 1,
-                    term=a.term,
-                    coordinator=core.node,
-                    members=tuple(live),
-                ),
-                now,
-            )
+        ring = next_ring(core.ring, core.member_list(), core.node, a.term)
+        if ring is not None:
+            core.propose_ring(ring, now)
     return a

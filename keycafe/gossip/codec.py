@@ -90,6 +90,8 @@ def encode_message(msg: Message) -> bytes:
             fields = [PUSH_PULL, msg.join, [_member_fields(m) for m in msg.members]]
         case Ring():
             fields = [RING, msg.epoch, msg.term, msg.coordinator, list(msg.members)]
+            if msg.pending:
+                fields.append(list(msg.pending))
     return msgpack.packb(fields)  # type: ignore[no-any-return]
 
 
@@ -184,14 +186,16 @@ def _message(m: Any) -> Message:
         if type(m[1]) is not bool or type(m[2]) is not list:
             raise BadPacket("bad push-pull")
         return PushPull(join=m[1], members=tuple(_member(x) for x in m[2]))
-    if kind == RING and n == 5:
-        if type(m[4]) is not list:
+    if kind == RING and n in (5, 6):
+        # A sixth field (pending members) came later; a ring without one has none.
+        if any(type(x) is not list for x in m[4:]):
             raise BadPacket("bad ring members")
         return Ring(
             epoch=_int(m[1]),
             term=_int(m[2]),
             coordinator=_str(m[3]),
             members=tuple(_str(x) for x in m[4]),
+            pending=tuple(_str(x) for x in m[5]) if n == 6 else (),
         )
     raise BadPacket(f"unknown message type {kind!r} with {n} fields")
 

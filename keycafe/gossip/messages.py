@@ -94,12 +94,18 @@ class Ring:
     """The ring's member set as the coordinator published it.
 
     Members keep the ring with the greatest (term, epoch): a higher term wins
-    whatever its epoch, which fences a stale coordinator's decisions."""
+    whatever its epoch, which fences a stale coordinator's decisions.
+
+    ``pending``, when not empty, is the member set the coordinator means to
+    move to next: every member moves the slots it hands over in that change,
+    says so in its metadata, and only then does the change take effect (as the
+    next epoch, with ``members = pending``)."""
 
     epoch: int
     term: int
     coordinator: str
     members: tuple[str, ...]
+    pending: tuple[str, ...] = ()
 
     @property
     def version(self) -> tuple[int, int]:

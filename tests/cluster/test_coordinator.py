@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from keycafe.cluster.coordinator import TERM_KEY, Assessment, assess, step
-from keycafe.gossip.messages import MemberInfo, State
+from keycafe.cluster.coordinator import (
+    LEAVING_KEY,
+    READY_KEY,
+    TERM_KEY,
+    Assessment,
+    announce,
+    assess,
+    next_ring,
+    step,
+)
+from keycafe.gossip.core import Gossip
+from keycafe.gossip.messages import MemberInfo, Ring, State
 from keycafe.gossip.simulator import SimNode, Simulator, node_name
 from keycafe.gossip.suspicion import suspicion_timeout
 
 
-def member(node: str, state: State = State.ALIVE, term: int = 0) -> MemberInfo:
+def member(node: str, state: State = State.ALIVE, term: int = 0, **extra: str) -> MemberInfo:
     meta = {TERM_KEY: str(term)} if term else {}
+    meta.update(extra)
     return MemberInfo(
         node=node, addr=("h", 1), client_addr=("h", 2), incarnation=1, state=state, meta=meta
     )
@@ -52,10 +63,76 @@ def test_an_established_coordinator_does_not_claim_again_but_outbids_a_tie() -> 
     assert assess("a", tied).claim == 4
 
 
+def ring(*members: str, epoch: int = 5, pending: tuple[str, ...] = ()) -> Ring:
+    return Ring(epoch=epoch, term=1, coordinator=members[0], members=members, pending=pending)
+
+
+def test_the_first_ring_holds_every_live_member() -> None:
+    view = [member("b"), member("a"), member("c", State.DEAD), member("d", State.SUSPECT)]
+    first = next_ring(None, view, "a", 3)
+    assert first == Ring(epoch=1, term=3, coordinator="a", members=("a", "b", "d"))
+
+
+def test_a_change_is_proposed_first_then_made_once_everyone_involved_is_ready() -> None:
+    current = ring("a", "b", "c", "d")
+    view = [
+        member("a"),
+        member("b", State.DEAD),
+        member("c", **{LEAVING_KEY: "1"}),
+        member("d", State.SUSPECT),  # suspected is not confirmed dead: stays
+        member("e"),  # a newcomer
+        member("f", State.SUSPECT),  # a suspected newcomer waits
+    ]
+    proposal = next_ring(current, view, "a", 1)
+    assert proposal is not None
+    assert proposal.epoch == 6
+    assert proposal.members == current.members  # nothing moves yet
+    assert proposal.pending == ("a", "d", "e")
+    # Until every live member of either set has streamed its part, nothing changes.
+    ready = {READY_KEY: "6"}
+    almost = [
+        member("a", **ready),
+        member("b", State.DEAD),
+        member("c", **{LEAVING_KEY: "1"}, **ready),
+    ]
+    almost += [member("d", **ready), member("e")]
+    assert next_ring(proposal, almost, "a", 1) is None
+    done = [*almost[:4], member("e", **ready)]  # the dead cannot answer and need not
+    change = next_ring(proposal, done, "a", 1)
+    assert change == Ring(epoch=7, term=1, coordinator="a", members=("a", "d", "e"))
+    # Readiness for an older proposal does not count.
+    stale = [member(n, **{READY_KEY: "5"}) for n in ("a", "d", "e")]
+    assert next_ring(ring("a", "d", pending=("a", "d", "e"), epoch=6), stale, "a", 1) is None
+
+
+def test_a_new_event_during_a_change_makes_a_new_proposal() -> None:
+    proposal = ring("a", "b", pending=("a", "b", "c"), epoch=6)
+    view = [member("a"), member("b"), member("c"), member("d")]
+    again = next_ring(proposal, view, "a", 1)
+    assert again is not None
+    assert (again.epoch, again.members, again.pending) == (7, ("a", "b"), ("a", "b", "c", "d"))
+    # The newcomer went away again: the proposal is withdrawn.
+    withdrawn = next_ring(proposal, [member("a"), member("b")], "a", 1)
+    assert withdrawn is not None
+    assert (withdrawn.members, withdrawn.pending) == (("a", "b"), ())
+
+
+def test_nothing_to_change_and_never_an_empty_ring() -> None:
+    assert next_ring(ring("a", "b"), [member("a"), member("b")], "a", 1) is None
+    assert next_ring(ring("a"), [member("a", **{LEAVING_KEY: "1"})], "a", 1) is None
+
+
 def coordinated(n: int, seed: int) -> Simulator:
     sim = Simulator.converged(n, seed=seed)
-    sim.after_flush.append(lambda node, now: step(node.core, now))
+    sim.after_flush.append(lambda node, now: (ready_at_once(node.core, now), step(node.core, now)))
     return sim
+
+
+def ready_at_once(core: Gossip, now: float) -> None:
+    """Members hold no data here: each is ready for a proposal at once."""
+    ring = core.ring
+    if ring is not None and ring.pending:
+        announce(core, READY_KEY, ring.epoch, now)
 
 
 def view(x: SimNode) -> Assessment:

@@ -46,6 +46,7 @@ ALL = [
     Dead(incarnation=6, node="n", source="n"),
     PushPull(join=True, members=(M, M)),
     Ring(epoch=3, term=2, coordinator="n1", members=("n1", "n2")),
+    Ring(epoch=4, term=2, coordinator="n1", members=("n1", "n2"), pending=("n1", "n2", "n3")),
 ]
 
 
