@@ -29,7 +29,13 @@ MAX_FRAME: Final = 8 * 1024 * 1024
 HELLO: Final = 1  # body: [node id, protocol version]; the first frame either way
 PING: Final = 2  # body: any; answered by PONG with the same body
 PONG: Final = 3
-DATA: Final = 4  # body: application payload (replication, slot streaming: later)
+DATA: Final = 4  # body: application payload (replication: later)
+# Slot streaming (keycafe/node/slots.py). Entries travel as
+# [key, value or None, expires_ms, stamp, writer] (store.engine.Exported).
+BATCH: Final = 5  # [transfer id, slot, [entry, ...]]: part of a handed-over slot
+DONE: Final = 6  # [transfer id, batches sent, [slot, ...]]: the transfer's end
+ACK: Final = 7  # [transfer id, batches received]: the receiver's answer to DONE
+FORWARD: Final = 8  # [slot, [entry, ...]]: writes made meanwhile to a moving slot
 
 PROTOCOL_VERSION: Final = 1
 

@@ -115,3 +115,14 @@ def build_table(
 def moved(before: tuple[tuple[str, ...], ...], after: tuple[tuple[str, ...], ...]) -> int:
     """Slots whose primary differs between two tables."""
     return sum(1 for a, b in zip(before, after, strict=True) if (a[:1] != b[:1]))
+
+
+def outgoing(
+    before: tuple[tuple[str, ...], ...], after: tuple[tuple[str, ...], ...], me: str
+) -> dict[str, list[int]]:
+    """Slots ``me`` is primary of in ``before`` and hands over in ``after``, by new primary."""
+    out: dict[str, list[int]] = {}
+    for slot, (a, b) in enumerate(zip(before, after, strict=True)):
+        if a[:1] == (me,) and b and b[0] != me:
+            out.setdefault(b[0], []).append(slot)
+    return out

@@ -15,11 +15,12 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import trio
 
 import keycafe
+from keycafe.cluster.ring import RingConfig
 from keycafe.errors import ConfigError, StartupError
 from keycafe.gossip.config import GossipConfig
 from keycafe.node.node import NodeConfig, serve_node
@@ -63,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
         "gossip timers: lan (memberlist's defaults) or local (5x faster)",
         choices=["lan", "local"],
     )
+    ring = RingConfig()
+    add("vnodes", str(ring.vnodes), "ring tokens per node (default %(default)s)", type=int)
+    add(
+        "replicas",
+        str(ring.replicas),
+        "copies of each slot, primary included (default %(default)s)",
+        type=int,
+    )
+    add(
+        "leave-timeout",
+        "60",
+        "seconds a graceful shutdown waits for the data hand-over (default %(default)s)",
+        type=float,
+    )
     add("proto-max-bulk-len", str(limits.max_bulk_len), "largest argument in bytes", type=int)
     add(
         "proto-max-multibulk-len",
@@ -103,24 +118,43 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         ),
         seeds=tuple(args.seed),
         gossip=GossipConfig.local() if args.gossip_profile == "local" else GossipConfig.lan(),
+        ring=RingConfig(vnodes=args.vnodes, replicas=args.replicas),
+        leave_timeout=args.leave_timeout,
     )
 
 
 async def _run(config: NodeConfig) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        leave = trio.Event()
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_node, config)
+
+            async def node(*, task_status: trio.TaskStatus[object]) -> None:
+                await serve_node(config, leave=leave, task_status=task_status)
+                nursery.cancel_scope.cancel()  # it has left: stop waiting for signals
+
+            await nursery.start(node)
             # The store's 32768 per-slot dicts live as long as the process:
             # move them (and all start-up objects) out of the collector's
             # sight, or every full collection walks them (measured: ~0.5 us
             # per SET at 16-deep pipelines).
             gc.freeze()
-            async for signum in signals:
-                # Leaving: the gossip service announces it as the nursery
-                # unwinds (data hand-over comes with the ring, issue 4).
-                log.info("received %s: shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+            nursery.start_soon(_on_signals, signals, leave, nursery.cancel_scope)
+
+
+async def _on_signals(
+    signals: AsyncIterator[int], leave: trio.Event, scope: trio.CancelScope
+) -> None:
+    """The first signal is a graceful leave (hand the slots over, then go);
+    a second one stops at once."""
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not leave.is_set():
+            log.info("received %s: leaving the cluster (again to stop at once)", name)
+            leave.set()
+        else:
+            log.warning("received %s again: stopping now", name)
+            scope.cancel()
+            return
 
 
 def main(argv: Sequence[str] | None = None) -> int:

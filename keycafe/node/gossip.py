@@ -14,6 +14,7 @@ import random
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -87,6 +88,11 @@ class GossipService:
         self._wake = trio.Event()
         self.assessment: coordinator.Assessment | None = None
         self._assessed_at = -1e9
+        # A node started with seeds takes no part in elections until it has
+        # joined: alone, it would elect itself and found a ring of its own.
+        self.joined = not seeds
+        # Called after every flush (the slot service follows the ring from it).
+        self.after_flush: Callable[[], None] | None = None
 
     @staticmethod
     def initial_incarnation() -> int:
@@ -210,6 +216,7 @@ class GossipService:
                 reply = await self._exchange(job)
                 if reply is not None:
                     self.core.receive_stream_reply(job, reply, trio.current_time())
+                    self.joined = True
                     self._flush()
                     log.info("joined the cluster through seed %s:%d", *seed)
                     return
@@ -226,6 +233,10 @@ class GossipService:
         log.info("announced a graceful leave")
 
     # -- output ------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Send what the core has queued (after a change made from outside)."""
+        self._flush()
 
     def _flush(self) -> None:
         core = self.core
@@ -248,8 +259,10 @@ class GossipService:
             changed = True
             self._log_event(event)
         now = trio.current_time()
-        if changed or now - self._assessed_at >= 1.0:
+        if self.joined and (changed or now - self._assessed_at >= 1.0):
             self._assess(now)
+        if self.after_flush is not None:
+            self.after_flush()
         self._wake.set()
 
     def _assess(self, now: float) -> None:

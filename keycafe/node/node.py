@@ -12,15 +12,18 @@ import attrs
 import trio
 
 import keycafe
-from keycafe.cluster.slot_table import NodeAddr
+from keycafe.cluster.ring import RingConfig
+from keycafe.cluster.slot_table import NodeAddr, SlotTable
 from keycafe.errors import ConfigError, StartupError
 from keycafe.gossip.config import GossipConfig
 from keycafe.gossip.messages import MemberInfo, State
 from keycafe.node.gossip import GossipService, gossip_figures, members_view, open_cluster_port
 from keycafe.node.links import PeerLinks
 from keycafe.node.server import bind_listener, serve_clients
+from keycafe.node.slots import SlotService, slot_figures
 from keycafe.resp.parser import Limits
 from keycafe.server import ServerConfig, ServerState
+from keycafe.store.keyslot import SLOT_COUNT
 
 log = logging.getLogger("keycafe.node")
 
@@ -44,6 +47,9 @@ class NodeConfig:
     limits: Limits = attrs.field(factory=Limits)
     seeds: tuple[str, ...] = ()  # "host:port" of any members' cluster ports
     gossip: GossipConfig = attrs.field(factory=GossipConfig.lan)
+    ring: RingConfig = attrs.field(factory=RingConfig)
+    # A graceful leave waits this long for the hand-over before giving up.
+    leave_timeout: float = 60.0
 
     def validate(self) -> None:
         if self.node_id is not None and (
@@ -68,6 +74,10 @@ class NodeConfig:
             raise ConfigError("timeout must not be negative")
         for seed in self.seeds:
             parse_address(seed)
+        if not 1 <= self.ring.vnodes <= 4096:
+            raise ConfigError("vnodes must be between 1 and 4096")
+        if self.ring.replicas < 1:
+            raise ConfigError("replicas must be at least 1")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -103,12 +113,26 @@ async def _expiry_timer(state: ServerState) -> None:
         await trio.sleep(period / 4 if more else period)
 
 
+async def _leave_when(
+    asked: trio.Event, slots: SlotService, patience: float, scope: trio.CancelScope
+) -> None:
+    """A graceful leave: hand the slots over (for up to ``patience`` seconds), then stop."""
+    await asked.wait()
+    with trio.move_on_after(patience) as waited:
+        await slots.leave()
+    if waited.cancelled_caught:
+        log.warning("the hand-over did not finish within %.0fs; leaving anyway", patience)
+    scope.cancel()
+
+
 async def serve_node(
     config: NodeConfig,
     *,
+    leave: trio.Event | None = None,
     task_status: trio.TaskStatus[ServerState] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a node until cancelled; ``started`` reports its ``ServerState``."""
+    """Run a node until cancelled, or until ``leave`` is set and the node has
+    handed its slots over; ``started`` reports its ``ServerState``."""
     config.validate()
     try:
         listener = bind_listener(config.bind, config.port)
@@ -150,6 +174,12 @@ async def serve_node(
         limits=config.limits,
     )
     state = ServerState.create(server_config, _now_ms())
+    if config.seeds:
+        # Joining: nothing is ours, and where keys live is unknown until the
+        # ring arrives (CLUSTERDOWN meanwhile).
+        state.table = SlotTable(
+            epoch=0, my_id=me.node_id, nodes={me.node_id: me}, owners=((),) * SLOT_COUNT
+        )
     state.process_probe = process_probe
     links = PeerLinks(me.node_id)
     gossip = GossipService(
@@ -164,11 +194,16 @@ async def serve_node(
         seeds=[parse_address(s) for s in config.seeds],
         links=links,
     )
+    slots = SlotService(state, gossip, links, config.ring)
     state.members_probe = lambda: members_view(gossip)
-    state.gossip_probe = lambda: gossip_figures(gossip)
+    state.gossip_probe = lambda: {**gossip_figures(gossip), **slot_figures(slots)}
     async with trio.open_nursery() as nursery:
         await nursery.start(links.run)
+        await nursery.start(slots.run)
         await nursery.start(gossip.run, udp, stream_listener)
+        if leave is not None:
+            scope = nursery.cancel_scope
+            nursery.start_soon(_leave_when, leave, slots, config.leave_timeout, scope)
         await nursery.start(serve_clients, state, listener)
         nursery.start_soon(_expiry_timer, state)
         log.info(

@@ -14,6 +14,7 @@ import attrs
 from keycafe.cluster.slot_table import NodeAddr, SlotTable
 from keycafe.resp.parser import Limits
 from keycafe.store.engine import Store, StoreConfig
+from keycafe.store.keyslot import SLOT_COUNT
 
 if TYPE_CHECKING:
     from keycafe.server.session import Session
@@ -79,6 +80,9 @@ class ServerState:
     # The gossip member table and figures, supplied by the shell when gossip runs.
     members_probe: Callable[[], list[MemberView]] | None = None
     gossip_probe: Callable[[], Mapping[str, int | str]] | None = None
+    # 1 for a slot this node has received in a move but does not own yet: a
+    # request for it is told to try again rather than sent back to the old owner.
+    incoming: bytearray = attrs.field(factory=lambda: bytearray(SLOT_COUNT))
     _next_client_id: int = 1
 
     @classmethod

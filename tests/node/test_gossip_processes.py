@@ -2,61 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import socket
-from collections.abc import Iterator
 
 import redis
 
-from keycafe.gossip.config import GossipConfig
-from keycafe.gossip.suspicion import suspicion_timeout
 from tests.conftest import NodeProcess, node_process, wait_until
-
-LOCAL = GossipConfig.local()
-
-
-def cluster_nodes(node: NodeProcess) -> dict[str, list[str]]:
-    r = redis.Redis(host=node.host, port=node.port, decode_responses=True)
-    try:
-        text = r.execute_command("CLUSTER", "NODES")
-    finally:
-        r.close()
-    rows = [line.split() for line in str(text).splitlines() if line.strip()]
-    return {row[1].split("@")[0]: row for row in rows}
-
-
-def info(node: NodeProcess) -> dict[str, str]:
-    r = redis.Redis(host=node.host, port=node.port, decode_responses=True)
-    try:
-        text = str(r.execute_command("CLUSTER", "INFO"))
-    finally:
-        r.close()
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-
-
-@contextlib.contextmanager
-def cluster(n: int) -> Iterator[list[NodeProcess]]:
-    with contextlib.ExitStack() as stack:
-        seed = stack.enter_context(node_process("--gossip-profile", "local"))
-        nodes = [seed]
-        for _ in range(n - 1):
-            nodes.append(
-                stack.enter_context(
-                    node_process(
-                        "--gossip-profile", "local", "--seed", f"127.0.0.1:{seed.cluster_port}"
-                    )
-                )
-            )
-        yield nodes
-
-
-def detection_bound(n: int) -> float:
-    """The LOCAL profile's worst case: a full round-robin before anyone probes
-    the victim, one probe interval, the longest suspicion, and a second for the
-    news to spread and for polling."""
-    lo = suspicion_timeout(LOCAL.suspicion_mult, n, LOCAL.probe_interval)
-    return n * LOCAL.probe_interval + LOCAL.suspicion_max_timeout_mult * lo + 1.0
+from tests.node.helpers import cluster, cluster_nodes, detection_bound, info
 
 
 def test_five_nodes_join_through_one_seed_and_detect_a_kill() -> None:
