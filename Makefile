@@ -4,6 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 9814
+NODES ?= 3
 
 .PHONY: run test venv lint bench clean
 
@@ -17,9 +18,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
-# Start one node on 127.0.0.1:$(PORT): a complete cluster of one.
+# Start a local cluster of $(NODES) nodes on 127.0.0.1:$(PORT) and up (Ctrl-C stops it).
 run: venv
-	$(BIN)/python -m keycafe --port $(PORT)
+	$(BIN)/python -m keycafe launch --nodes $(NODES) --port $(PORT)
 
 # Install everything the tests need (Python packages and Debian's redis-tools
 # for redis-cli/redis-benchmark), lint, type-check and run the whole suite.

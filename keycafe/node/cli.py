@@ -1,6 +1,7 @@
 """Command line: ``python -m keycafe [flags]`` or ``keycafe [flags]``.
 
-``python -m keycafe status [-H host] [-p port]`` prints the member table.
+``python -m keycafe status [-H host] [-p port]`` prints the member table;
+``python -m keycafe launch [-n N]`` starts N local nodes as one cluster.
 
 Every flag can also come from an environment variable named ``KEYCAFE_`` plus
 the flag in upper case with dashes as underscores (``KEYCAFE_PORT=9815``); a flag
@@ -163,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from keycafe.node import status
 
         return status.main(argv[1:])
+    if argv[:1] == ["launch"]:
+        from keycafe.node import launcher
+
+        return launcher.main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
