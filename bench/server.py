@@ -6,10 +6,12 @@ Installs Debian's redis-server and redis-tools if missing, starts C Redis and a
 keycafe node, runs identical redis-benchmark loads against both (SET and GET at
 -c 50 -P 1, -c 50 -P 16 and -c 1 -P 1; medians over --reps runs, the two
 servers taking turns), records each server's CPU time per operation from
-/proc, then loads 1M keys (16-byte keys, 32-byte values) into a fresh pair of
-servers and compares memory per key: keycafe's RSS growth against Redis's
-used_memory growth (its RSS growth is shown too). Prints the table and writes
-docs/benchmarks.md. Not part of the test suite: timings never gate tests.
+/proc; does the same with `redis-benchmark --cluster` against a 3-node keycafe
+cluster and a 3-master Redis Cluster (-c 50 at -P 1 and -P 16); then loads 1M
+keys (16-byte keys, 32-byte values) into a fresh pair of servers and compares
+memory per key: keycafe's RSS growth against Redis's used_memory growth (its
+RSS growth is shown too). Prints the table and writes docs/benchmarks.md. Not
+part of the test suite: timings never gate tests.
 """
 
 from __future__ import annotations
@@ -220,6 +222,176 @@ def throughput(reps: int, scale: float) -> list[dict[str, object]]:
     return rows
 
 
+# (label, clients, pipeline, requests per run) for the 3-node cluster row.
+CLUSTER_LOADS = [
+    ("-c 50 -P 1", 50, 1, 300_000),
+    ("-c 50 -P 16", 50, 16, 2_000_000),
+]
+CLUSTER_NODES = 3
+
+
+def free_port_pair() -> int:
+    """A port P with P and P + 10000 free (Redis Cluster's bus, keycafe's gossip)."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+
+
+def cluster_info(port: int) -> dict[str, str]:
+    text = cli(port, "CLUSTER", "INFO")
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+@dataclass
+class Cluster:
+    name: str
+    ports: list[int]
+    procs: list[subprocess.Popen[bytes]]
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.procs)
+
+
+@contextmanager
+def clusters() -> Iterator[tuple[Cluster, Cluster]]:
+    """A 3-master Redis Cluster and a 3-node keycafe cluster."""
+    workdir = Path(tempfile.mkdtemp(prefix="keycafe-bench-"))
+    rports = [free_port_pair() for _ in range(CLUSTER_NODES)]
+    kports = [free_port_pair() for _ in range(CLUSTER_NODES)]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in rports:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+                        *("--cluster-enabled", "yes", "--save", "", "--appendonly", "no"),
+                        *("--cluster-config-file", str(workdir / f"nodes-{port}.conf")),
+                        *("--dir", str(workdir), "--logfile", ""),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+        for i, port in enumerate(kports):
+            seed = ["--seed", f"127.0.0.1:{kports[0] + 10000}"] if i else []
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", "keycafe", "--port", str(port)),
+                        *("--log-level", "error", *seed),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            wait_for(port)
+        for port in rports:
+            wait_for(port)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create"]
+            + [f"127.0.0.1:{p}" for p in rports]
+            + ["--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            check=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            redis_ok = all(cluster_info(p)["cluster_state"] == "ok" for p in rports)
+            rings = {
+                (i["keycafe_ring_epoch"], i["keycafe_ring_members"], i["keycafe_ring_pending"])
+                for i in map(cluster_info, kports)
+            }
+            ring_ok = len(rings) == 1 and rings.pop()[1:] == (str(CLUSTER_NODES), "0")
+            if redis_ok and ring_ok:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the clusters did not form")
+            time.sleep(0.1)
+        yield (
+            Cluster("redis", rports, procs[:CLUSTER_NODES]),
+            Cluster("keycafe", kports, procs[CLUSTER_NODES:]),
+        )
+    finally:
+        for p in procs:
+            p.send_signal(2)  # SIGINT; keycafe's second one below skips the hand-over
+        time.sleep(0.2)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(2)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cluster_benchmark(
+    cluster: Cluster, test: str, clients: int, pipeline: int, n: int
+) -> tuple[float, float]:
+    """(ops per second, CPU microseconds per op over all nodes) of one run."""
+    before = cluster.cpu()
+    out = subprocess.run(
+        [
+            *("redis-benchmark", "--cluster", "-p", str(cluster.ports[0]), "-t", test),
+            *("-n", str(n), "-c", str(clients), "-P", str(pipeline), "-r", str(KEYSPACE), "--csv"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cpu = cluster.cpu() - before
+    row = next(line for line in out.splitlines() if line.startswith(f'"{test.upper()}"'))
+    return float(row.split(",")[1].strip('"')), cpu / n * 1e6
+
+
+def cluster_throughput(reps: int, scale: float) -> list[dict[str, object]]:
+    rows = []
+    with clusters() as (redis, keycafe):
+        for label, clients, pipeline, n in CLUSTER_LOADS:
+            n = max(1000, int(n * scale))
+            for test in ("set", "get"):
+                runs: dict[str, list[tuple[float, float]]] = {"redis": [], "keycafe": []}
+                for rep in range(reps):
+                    order = (redis, keycafe) if rep % 2 == 0 else (keycafe, redis)
+                    for cluster in order:
+                        runs[cluster.name].append(
+                            cluster_benchmark(cluster, test, clients, pipeline, n)
+                        )
+                med = {
+                    name: (statistics.median(o for o, _ in r), statistics.median(c for _, c in r))
+                    for name, r in runs.items()
+                }
+                rows.append(
+                    {
+                        "load": label,
+                        "test": test.upper(),
+                        "redis_ops": med["redis"][0],
+                        "keycafe_ops": med["keycafe"][0],
+                        "ops_ratio": med["keycafe"][0] / med["redis"][0],
+                        "redis_cpu": med["redis"][1],
+                        "keycafe_cpu": med["keycafe"][1],
+                        "cpu_ratio": med["keycafe"][1] / med["redis"][1],
+                    }
+                )
+                r = rows[-1]
+                print(
+                    f"cluster {label:12} {test.upper():4} redis {r['redis_ops']:>10,.0f} ops/s  "
+                    f"keycafe {r['keycafe_ops']:>10,.0f} ops/s  x{r['ops_ratio']:.2f}  "
+                    f"cpu/op x{r['cpu_ratio']:.2f}",
+                    flush=True,
+                )
+    return rows
+
+
 def load_file(keys: int) -> Path:
     """SETs of 16-byte keys and 32-byte values as a RESP stream for redis-cli --pipe."""
     path = Path(tempfile.gettempdir()) / f"keycafe-bench-{keys}.resp"
@@ -272,7 +444,13 @@ def machine() -> str:
     )
 
 
-def report(rows: list[dict[str, object]], mem: dict[str, float], reps: int, cmd: str) -> str:
+def report(
+    rows: list[dict[str, object]],
+    cluster_rows: list[dict[str, object]],
+    mem: dict[str, float],
+    reps: int,
+    cmd: str,
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -289,6 +467,25 @@ def report(rows: list[dict[str, object]], mem: dict[str, float], reps: int, cmd:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        lines.append(
+            f"| `{r['load']}` | {r['test']} | {r['redis_ops']:,.0f} | {r['keycafe_ops']:,.0f} "
+            f"| **{r['ops_ratio']:.2f}×** | {r['redis_cpu']:.2f} | {r['keycafe_cpu']:.2f} "
+            f"| {r['cpu_ratio']:.2f}× |"
+        )
+    lines += [
+        "",
+        f"## {CLUSTER_NODES}-node cluster: keycafe vs a {CLUSTER_NODES}-master Redis Cluster",
+        "",
+        "`redis-benchmark --cluster` against each (Redis Cluster made with "
+        "`redis-cli --cluster create ... --cluster-replicas 0`; keycafe nodes joined through "
+        "the first one's seed). All six servers and the benchmark share the machine; CPU "
+        "per op adds up the three server processes of each cluster.",
+        "",
+        "| load | test | Redis Cluster ops/s | keycafe ops/s | keycafe / Redis "
+        "| Redis CPU µs/op | keycafe CPU µs/op | CPU ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in cluster_rows:
         lines.append(
             f"| `{r['load']}` | {r['test']} | {r['redis_ops']:,.0f} | {r['keycafe_ops']:,.0f} "
             f"| **{r['ops_ratio']:.2f}×** | {r['redis_cpu']:.2f} | {r['keycafe_cpu']:.2f} "
@@ -330,6 +527,7 @@ def main() -> None:
     ensure_tools()
     scale = 0.1 if args.quick else 1.0
     rows = throughput(args.reps, scale)
+    cluster_rows = cluster_throughput(args.reps, scale)
     mem = memory(MEMORY_KEYS)
     print(
         f"memory per key: redis {mem['redis_per_key']:.1f} B, "
@@ -340,7 +538,7 @@ def main() -> None:
         + (" --quick" if args.quick else "")
         + (f" --reps {args.reps}" if args.reps != 3 else "")
     )
-    text = report(rows, mem, args.reps, cmd)
+    text = report(rows, cluster_rows, mem, args.reps, cmd)
     args.output.write_text(text)
     print()
     print(text)

@@ -49,6 +49,9 @@ class SlotTable:
     my_id: str
     nodes: Mapping[str, NodeAddr]
     owners: tuple[tuple[str, ...], ...]  # indexed by slot; () = unowned
+    # Owners known to be dead: their slots get CLUSTERDOWN, not a redirect to
+    # a node that cannot answer, until the ring without them is in force.
+    down: frozenset[str] = frozenset()
     # Derived: 1 where this node is the slot's primary (one index per request).
     mine: bytes = attrs.field(init=False)
     _redirects: dict[int, bytes] = attrs.field(init=False, factory=dict, eq=False)
@@ -79,7 +82,7 @@ class SlotTable:
         reply = self._redirects.get(slot)
         if reply is None:
             owners = self.owners[slot]
-            if not owners:
+            if not owners or owners[0] in self.down:
                 reply = CLUSTERDOWN
             else:
                 addr = self.nodes[owners[0]]

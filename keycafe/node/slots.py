@@ -38,7 +38,7 @@ from keycafe.cluster import coordinator, frames
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.ring import RingConfig, outgoing, slot_owners
 from keycafe.cluster.slot_table import NodeAddr, SlotTable
-from keycafe.gossip.messages import Address, MemberInfo, Ring
+from keycafe.gossip.messages import Address, MemberInfo, Ring, State
 from keycafe.node.gossip import GossipService
 from keycafe.node.links import PeerLinks
 from keycafe.server.state import ServerState
@@ -140,6 +140,7 @@ class SlotService:
         self._push_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
+        self._moving = trio.Event()  # set when slots start moving out
         links.on_frame = self.on_frame
         gossip.after_flush = self.check
 
@@ -173,6 +174,8 @@ class SlotService:
     def check(self) -> None:
         """Act on a ring the gossip core adopted since the last look."""
         ring = self.gossip.core.ring
+        if ring is not None and ring is self.ring:
+            self._mark_down(ring)
         if ring is None or ring is self.ring or self._nursery is None:
             return
         previous = self.ring
@@ -187,6 +190,17 @@ class SlotService:
         if ring.pending and self.me in (*ring.members, *ring.pending):
             self._push_scope = trio.CancelScope()
             self._nursery.start_soon(self._carry_out, ring, self._push_scope)
+
+    def _mark_down(self, ring: Ring) -> None:
+        """Members of the ring this node knows are dead get CLUSTERDOWN for
+        their slots instead of redirects, until the ring drops them."""
+        members = self.gossip.core.members
+        down = frozenset(
+            n for n in ring.members if (m := members.get(n)) is None or m.info.state == State.DEAD
+        )
+        table = self.state.table
+        if down != table.down:
+            self.state.table = attrs.evolve(table, down=down)
 
     def _adopt(self, ring: Ring) -> bool:
         """Route by ``ring``'s members; drop the slots handed over."""
@@ -240,6 +254,7 @@ class SlotService:
                     self.subscribers.setdefault(slot, set()).add(dest)
                     self.store.watched[slot] = 1
             self.store.dirty.clear()  # what was written before is in the transfer
+            self._moving.set()
             async with trio.open_nursery() as nursery:
                 for dest, slots in plan.items():
                     nursery.start_soon(self._transfer, dest, slots)
@@ -305,6 +320,10 @@ class SlotService:
 
     async def _forward_loop(self) -> None:
         while True:
+            if not self.subscribers:
+                # Nothing is moving: sleep until something is (no idle wake-ups).
+                self._moving = trio.Event()
+                await self._moving.wait()
             await trio.sleep(FORWARD_PERIOD)
             if self.store.dirty:
                 self._collect_forwards()

@@ -14,7 +14,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from keycafe.store.keyslot import key_slot
 from tests.conftest import NodeProcess, node_process, require_tool, wait_until
-from tests.node.helpers import cluster, info, ring_settled
+from tests.node.helpers import cluster, detection_bound, info, ring_settled
 
 KEYS = 10_000
 
@@ -193,3 +193,22 @@ def test_a_graceful_leave_hands_every_key_over() -> None:
         assert values == [f"v{i}" for i in range(KEYS)]
         assert sum(dbsize(n) for n in rest) == KEYS
         assert time.monotonic() - started < 30
+
+
+def test_a_killed_node_leaves_the_ring_and_its_slots_are_served_again() -> None:
+    with cluster(3) as nodes:
+        wait_until(lambda: ring_settled(nodes, 3), timeout=20)
+        victim = nodes[2]
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+        rest = nodes[:2]
+        wait_until(lambda: ring_settled(rest, 2), timeout=detection_bound(3) + 10)
+        assert sum(slots_of(n) for n in rest) == 16384
+        # Every slot has a live owner again: writes and reads anywhere work
+        # (the victim's keys are lost until replication exists).
+        rc = client(rest[0])
+        write_keys(rc, 2000, prefix="after")
+        assert rc.mget_nonatomic([f"after:{i}" for i in range(2000)]) == [
+            f"v{i}" for i in range(2000)
+        ]
+        rc.close()

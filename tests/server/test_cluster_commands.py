@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import hiredis
 import pytest
 
@@ -72,6 +73,21 @@ def test_unowned_slot_is_clusterdown() -> None:
     reply = run_in(s, "GET", "k")
     assert isinstance(reply, hiredis.ReplyError)
     assert str(reply) == "CLUSTERDOWN Hash slot not served"
+
+
+def test_a_slot_of_a_dead_owner_is_clusterdown_and_a_moving_one_tryagain() -> None:
+    s = two_node_session()
+    key_there = next(b"k%d" % i for i in range(100) if key_slot(b"k%d" % i) >= 8192)
+    s.state.table = attrs.evolve(s.state.table, down=frozenset({OTHER.node_id}))
+    reply = run_in(s, "GET", key_there)
+    assert isinstance(reply, hiredis.ReplyError)
+    assert str(reply) == "CLUSTERDOWN Hash slot not served"
+    # A slot received in a move whose change this node has not heard of yet.
+    s.state.table = attrs.evolve(s.state.table, down=frozenset())
+    s.state.incoming[key_slot(key_there)] = 1
+    reply = run_in(s, "GET", key_there)
+    assert isinstance(reply, hiredis.ReplyError)
+    assert str(reply).startswith("TRYAGAIN ")
 
 
 def test_slots_shards_nodes_agree() -> None:
