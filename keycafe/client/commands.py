@@ -1,0 +1,229 @@
+"""The client's commands, defined once for every client flavour (sans-I/O).
+
+Each method builds a ``Call``: the requests to send, each with its slot (a
+multi-key command is split per slot, since a cluster serves one slot per
+request), and how to combine their replies into the result. ``Commands`` hands
+the call to ``_submit``, which the flavours implement: the plain client runs it
+and returns the result, a pipeline queues it, the trio client returns a
+coroutine. So ``kc.get(k)``, ``pipe.get(k)`` and ``await kc.get(k)`` share one
+definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from keycafe.client.routing import slot_of
+from keycafe.resp.client import Arg
+
+ANY_NODE = -1  # a Part's slot when any node may answer
+
+
+@attrs.frozen
+class Part:
+    slot: int
+    args: tuple[Arg, ...]
+
+
+@attrs.frozen
+class Call:
+    parts: tuple[Part, ...]
+    combine: Callable[[list[Any]], Any]
+
+
+def _first(replies: list[Any]) -> Any:
+    return replies[0]
+
+
+def _ok(replies: list[Any]) -> bool | None:
+    # SET answers +OK, or a null reply when NX/XX kept it from writing.
+    return True if replies[0] in (b"OK", "OK") else None
+
+
+def _sum(replies: list[Any]) -> int:
+    return sum(int(r) for r in replies)
+
+
+def _by_slot(keys: Iterable[Arg]) -> dict[int, list[int]]:
+    """Positions of ``keys`` grouped by slot, first appearance order kept."""
+    groups: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(slot_of(_key(key)), []).append(i)
+    return groups
+
+
+def _key(key: Arg) -> bytes | str:
+    if isinstance(key, (bytes, str)):
+        return key
+    raise TypeError(f"a key must be bytes or str, not {type(key).__name__}")
+
+
+def _single(
+    command: str, key: Arg, *rest: Arg, combine: Callable[[list[Any]], Any] = _first
+) -> Call:
+    return Call((Part(slot_of(_key(key)), (command, key, *rest)),), combine)
+
+
+def parse_info(text: Any) -> dict[str, str]:
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+@attrs.frozen(kw_only=True)
+class NodeInfo:
+    """One line of ``CLUSTER NODES``."""
+
+    node_id: str
+    host: str
+    port: int
+    flags: tuple[str, ...]
+    slots: int  # how many slots it is primary of
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_nodes(text: Any) -> list[NodeInfo]:
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        endpoint = fields[1].split("@")[0]
+        host, _, port = endpoint.rpartition(":")
+        slots = 0
+        for spec in fields[8:]:
+            if spec.startswith("["):
+                continue
+            start, _, end = spec.partition("-")
+            slots += int(end or start) - int(start) + 1
+        out.append(
+            NodeInfo(
+                node_id=fields[0],
+                host=host,
+                port=int(port),
+                flags=tuple(fields[2].split(",")),
+                slots=slots,
+            )
+        )
+    return out
+
+
+class Commands:
+    """Every command, as a call handed to ``_submit``."""
+
+    def _submit(self, call: Call) -> Any:
+        raise NotImplementedError
+
+    def get(self, key: Arg) -> Any:
+        """The value of ``key``, or None."""
+        return self._submit(_single("GET", key))
+
+    def set(
+        self,
+        key: Arg,
+        value: Arg,
+        *,
+        ex: int | None = None,
+        px: int | None = None,
+        nx: bool = False,
+        xx: bool = False,
+        keepttl: bool = False,
+    ) -> Any:
+        """Store ``value``; True, or None if ``nx``/``xx`` kept it from writing."""
+        args: list[Arg] = []
+        if ex is not None:
+            args += ["EX", int(ex)]
+        if px is not None:
+            args += ["PX", int(px)]
+        if nx:
+            args.append("NX")
+        if xx:
+            args.append("XX")
+        if keepttl:
+            args.append("KEEPTTL")
+        return self._submit(_single("SET", key, value, *args, combine=_ok))
+
+    def delete(self, *keys: Arg) -> Any:
+        """Delete ``keys`` (any slots); how many existed."""
+        return self._submit(self._per_slot("DEL", keys, _sum))
+
+    def exists(self, *keys: Arg) -> Any:
+        """How many of ``keys`` exist (a key named twice counts twice)."""
+        return self._submit(self._per_slot("EXISTS", keys, _sum))
+
+    def expire(self, key: Arg, seconds: int) -> Any:
+        """Give ``key`` a time to live; False if it does not exist."""
+        return self._submit(_single("EXPIRE", key, int(seconds), combine=lambda r: r[0] == 1))
+
+    def ttl(self, key: Arg) -> Any:
+        """Seconds left to live; -1 without expiry, -2 if missing."""
+        return self._submit(_single("TTL", key))
+
+    def incr(self, key: Arg, amount: int = 1) -> Any:
+        return self.incrby(key, amount)
+
+    def incrby(self, key: Arg, amount: int = 1) -> Any:
+        """Add ``amount`` to the integer at ``key``; the new value."""
+        return self._submit(_single("INCRBY", key, int(amount)))
+
+    def mget(self, keys: Iterable[Arg]) -> Any:
+        """Values of ``keys`` in order (None for missing), fetched per slot."""
+        keys = list(keys)
+        groups = _by_slot(keys)
+        order = list(groups.values())
+
+        def combine(replies: list[Any]) -> list[Any]:
+            out: list[Any] = [None] * len(keys)
+            for positions, values in zip(order, replies, strict=True):
+                for i, v in zip(positions, values, strict=True):
+                    out[i] = v
+            return out
+
+        parts = tuple(
+            Part(slot, ("MGET", *(keys[i] for i in positions)))
+            for slot, positions in groups.items()
+        )
+        return self._submit(Call(parts, combine))
+
+    def mset(self, mapping: Mapping[Any, Arg]) -> Any:
+        """Store every pair (split per slot: atomic per slot only); True."""
+        items = list(mapping.items())
+        groups = _by_slot(k for k, _ in items)
+        parts = tuple(
+            Part(slot, ("MSET", *(x for i in positions for x in items[i])))
+            for slot, positions in groups.items()
+        )
+        return self._submit(Call(parts, lambda replies: True))
+
+    def cluster_info(self) -> Any:
+        """``CLUSTER INFO`` of one node, as a dict."""
+        return self._submit(
+            Call((Part(ANY_NODE, ("CLUSTER", "INFO")),), lambda r: parse_info(r[0]))
+        )
+
+    def nodes(self) -> Any:
+        """The cluster's nodes (``CLUSTER NODES`` of one node)."""
+        return self._submit(
+            Call((Part(ANY_NODE, ("CLUSTER", "NODES")),), lambda r: parse_nodes(r[0]))
+        )
+
+    def execute_command(self, *args: Arg) -> Any:
+        """Any other command: routed by its first argument after the name,
+        taken as the key (a keyless command goes to any node)."""
+        slot = slot_of(_key(args[1])) if len(args) > 1 else ANY_NODE
+        return self._submit(Call((Part(slot, tuple(args)),), _first))
+
+    @staticmethod
+    def _per_slot(command: str, keys: tuple[Arg, ...], combine: Callable[[list[Any]], Any]) -> Call:
+        groups = _by_slot(keys)
+        parts = tuple(
+            Part(slot, (command, *(keys[i] for i in positions)))
+            for slot, positions in groups.items()
+        )
+        return Call(parts, combine)
