@@ -26,7 +26,7 @@ from redis.cluster import RedisCluster
 import keycafe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import server as bench  # noqa: E402 - the sibling script's helpers
+import server as bench  # the sibling script's helpers (after the path insert)
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- client-bench -->", "<!-- /client-bench -->"
@@ -42,8 +42,12 @@ def keycafe_cluster() -> Iterator[list[int]]:
             seed = ["--seed", f"127.0.0.1:{ports[0] + 10000}"] if i else []
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "keycafe", "--port", str(port), "--log-level", "error"]
-                    + seed,
+                    [
+                        *(sys.executable, "-m", "keycafe", "--port", str(port)),
+                        "--log-level",
+                        "error",
+                        *seed,
+                    ],
                 )
             )
             bench.wait_for(port)

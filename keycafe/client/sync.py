@@ -241,12 +241,14 @@ class Cluster(Commands):
                 again.extend(positions)
                 continue
             sent.append((conn, positions))
-        for conn, positions in sent:
+        for n, (conn, positions) in enumerate(sent):
             try:
                 got = conn.read(len(positions))
             except BaseException as exc:
                 conn.close()
                 if not isinstance(exc, _NET_ERRORS):
+                    for other, _ in sent[n + 1 :]:
+                        other.close()  # replies unread: never reuse
                     raise
                 again.extend(positions)
                 continue
