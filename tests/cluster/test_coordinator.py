@@ -226,6 +226,31 @@ def test_a_crash_and_a_join_each_make_a_new_epoch() -> None:
     assert next(iter(rings(sim)))[1] > epoch1  # type: ignore[index]
 
 
+def test_a_change_waits_for_every_live_member_to_have_streamed_its_part() -> None:
+    sim = Simulator.converged(6, seed=11)
+    names = [node_name(i) for i in range(6)]
+    slow = {names[3]}  # streams "slowly": ready only when the test says so
+
+    def hook(node: SimNode, now: float) -> None:
+        if node.name not in slow:
+            ready_at_once(node.core, now)
+        step(node.core, now)
+
+    sim.after_flush.append(hook)
+    assert sim.run_until_true(lambda: ring_is(sim, names), limit=30)
+    sim.crash(names[5])
+
+    def proposed() -> bool:
+        seen = {x.core.ring for x in sim.live()}
+        return len(seen) == 1 and all(r is not None and r.pending for r in seen)
+
+    assert sim.run_until_true(proposed, limit=120)
+    sim.run_for(30)  # long enough for gossip, but names[3] has not streamed its part
+    assert all(x.core.ring is not None and x.core.ring.members == tuple(names) for x in sim.live())
+    slow.clear()
+    assert sim.run_until_true(lambda: ring_is(sim, names[:5]), limit=30)
+
+
 def test_a_ring_from_an_older_term_is_ignored() -> None:
     from keycafe.gossip.messages import Ring
 
