@@ -54,6 +54,7 @@ class _Link:
     receive: trio.MemoryReceiveChannel[bytes]
     connected: bool = False
     established: bool = False  # connected at least once in the current attempt
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
 
 class PeerLinks:
@@ -93,6 +94,17 @@ class PeerLinks:
             self._nursery.start_soon(self._run_link, link)
         return link
 
+    def peers(self) -> list[str]:
+        return list(self._links)
+
+    def forget(self, peer: str) -> None:
+        """Close the link to a peer that is gone (dead or departed): no more
+        reconnecting; queued frames are dropped."""
+        link = self._links.pop(peer, None)
+        if link is not None:
+            link.scope.cancel()
+            link.send.close()
+
     async def send(self, peer: str, addr: Address, kind: int, body: Any) -> None:
         """Queue a frame for ``peer``; waits while its queue is full."""
         await self._link(peer, addr).send.send(frames.encode_frame(kind, body))
@@ -104,6 +116,10 @@ class PeerLinks:
     # -- outgoing ----------------------------------------------------------------------
 
     async def _run_link(self, link: _Link) -> None:
+        with link.scope:
+            await self._keep_linked(link)
+
+    async def _keep_linked(self, link: _Link) -> None:
         delay = self.backoff[0]
         while True:
             link.established = False

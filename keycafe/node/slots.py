@@ -181,6 +181,7 @@ class SlotService:
         previous = self.ring
         if (previous is None or previous.members != ring.members) and not self._adopt(ring):
             return  # a member we know nothing about yet: look again later
+        self._forget_departed()
         self.ring = ring
         self._changed.set()
         self._changed = trio.Event()
@@ -190,6 +191,14 @@ class SlotService:
         if ring.pending and self.me in (*ring.members, *ring.pending):
             self._push_scope = trio.CancelScope()
             self._nursery.start_soon(self._carry_out, ring, self._push_scope)
+
+    def _forget_departed(self) -> None:
+        """Stop reconnecting to peers that died or left (or were reaped)."""
+        members = self.gossip.core.members
+        for peer in self.links.peers():
+            m = members.get(peer)
+            if m is None or m.info.state in (State.DEAD, State.LEFT):
+                self.links.forget(peer)
 
     def _mark_down(self, ring: Ring) -> None:
         """Members of the ring this node knows are dead get CLUSTERDOWN for

@@ -106,6 +106,22 @@ async def test_queues_are_bounded_when_a_peer_is_down(nursery: trio.Nursery) -> 
     assert a.links.counters.frames_sent == 0
 
 
+async def test_forgetting_a_gone_peer_stops_its_reconnects(nursery: trio.Nursery) -> None:
+    a = Peer("a")
+    await a.start(nursery)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = s.getsockname()[1]
+    a.links.send_nowait("ghost", ("127.0.0.1", nobody), frames.DATA, 1)
+    await wait_for(lambda: a.links.counters.failures >= 2)  # it keeps trying
+    assert a.links.peers() == ["ghost"]
+    a.links.forget("ghost")
+    assert a.links.peers() == []
+    failures = a.links.counters.failures
+    await trio.sleep(0.5)  # more than two backoff periods (0.2 s at most here)
+    assert a.links.counters.failures == failures
+
+
 async def test_garbage_on_a_link_is_dropped_and_counted(nursery: trio.Nursery) -> None:
     a, b = Peer("a"), Peer("b")
     await a.start(nursery)
