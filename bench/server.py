@@ -28,10 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -185,41 +186,54 @@ def benchmark(
     return ops, cpu / n * 1e6
 
 
-def throughput(reps: int, scale: float) -> list[dict[str, object]]:
+def compare(
+    pair: tuple[Any, Any],
+    loads: list[tuple[str, int, int, int]],
+    reps: int,
+    scale: float,
+    run: Callable[[Any, str, int, int, int], tuple[float, float]],
+    prefix: str = "",
+) -> list[dict[str, object]]:
+    """Median ops/s and CPU per op of Redis (``pair[0]``) and keycafe
+    (``pair[1]``) for each load and test, the two taking turns."""
     rows = []
-    with servers() as (redis, keycafe):
-        for label, clients, pipeline, n in LOADS:
-            n = max(1000, int(n * scale))
-            for test in ("set", "get"):
-                runs: dict[str, list[tuple[float, float]]] = {"redis": [], "keycafe": []}
-                for rep in range(reps):
-                    order = (redis, keycafe) if rep % 2 == 0 else (keycafe, redis)
-                    for server in order:
-                        runs[server.name].append(benchmark(server, test, clients, pipeline, n))
-                med = {
-                    name: (statistics.median(o for o, _ in r), statistics.median(c for _, c in r))
-                    for name, r in runs.items()
+    for label, clients, pipeline, n in loads:
+        n = max(1000, int(n * scale))
+        for test in ("set", "get"):
+            runs: dict[str, list[tuple[float, float]]] = {"redis": [], "keycafe": []}
+            for rep in range(reps):
+                order = pair if rep % 2 == 0 else pair[::-1]
+                for target in order:
+                    runs[target.name].append(run(target, test, clients, pipeline, n))
+            med = {
+                name: (statistics.median(o for o, _ in r), statistics.median(c for _, c in r))
+                for name, r in runs.items()
+            }
+            rows.append(
+                {
+                    "load": label,
+                    "test": test.upper(),
+                    "redis_ops": med["redis"][0],
+                    "keycafe_ops": med["keycafe"][0],
+                    "ops_ratio": med["keycafe"][0] / med["redis"][0],
+                    "redis_cpu": med["redis"][1],
+                    "keycafe_cpu": med["keycafe"][1],
+                    "cpu_ratio": med["keycafe"][1] / med["redis"][1],
                 }
-                rows.append(
-                    {
-                        "load": label,
-                        "test": test.upper(),
-                        "redis_ops": med["redis"][0],
-                        "keycafe_ops": med["keycafe"][0],
-                        "ops_ratio": med["keycafe"][0] / med["redis"][0],
-                        "redis_cpu": med["redis"][1],
-                        "keycafe_cpu": med["keycafe"][1],
-                        "cpu_ratio": med["keycafe"][1] / med["redis"][1],
-                    }
-                )
-                r = rows[-1]
-                print(
-                    f"{label:12} {test.upper():4} redis {r['redis_ops']:>10,.0f} ops/s  "
-                    f"keycafe {r['keycafe_ops']:>10,.0f} ops/s  x{r['ops_ratio']:.2f}  "
-                    f"cpu/op x{r['cpu_ratio']:.2f}",
-                    flush=True,
-                )
+            )
+            r = rows[-1]
+            print(
+                f"{prefix}{label:12} {test.upper():4} redis {r['redis_ops']:>10,.0f} ops/s  "
+                f"keycafe {r['keycafe_ops']:>10,.0f} ops/s  x{r['ops_ratio']:.2f}  "
+                f"cpu/op x{r['cpu_ratio']:.2f}",
+                flush=True,
+            )
     return rows
+
+
+def throughput(reps: int, scale: float) -> list[dict[str, object]]:
+    with servers() as pair:
+        return compare(pair, LOADS, reps, scale, benchmark)
 
 
 # (label, clients, pipeline, requests per run) for the 3-node cluster row.
@@ -354,42 +368,8 @@ def cluster_benchmark(
 
 
 def cluster_throughput(reps: int, scale: float) -> list[dict[str, object]]:
-    rows = []
-    with clusters() as (redis, keycafe):
-        for label, clients, pipeline, n in CLUSTER_LOADS:
-            n = max(1000, int(n * scale))
-            for test in ("set", "get"):
-                runs: dict[str, list[tuple[float, float]]] = {"redis": [], "keycafe": []}
-                for rep in range(reps):
-                    order = (redis, keycafe) if rep % 2 == 0 else (keycafe, redis)
-                    for cluster in order:
-                        runs[cluster.name].append(
-                            cluster_benchmark(cluster, test, clients, pipeline, n)
-                        )
-                med = {
-                    name: (statistics.median(o for o, _ in r), statistics.median(c for _, c in r))
-                    for name, r in runs.items()
-                }
-                rows.append(
-                    {
-                        "load": label,
-                        "test": test.upper(),
-                        "redis_ops": med["redis"][0],
-                        "keycafe_ops": med["keycafe"][0],
-                        "ops_ratio": med["keycafe"][0] / med["redis"][0],
-                        "redis_cpu": med["redis"][1],
-                        "keycafe_cpu": med["keycafe"][1],
-                        "cpu_ratio": med["keycafe"][1] / med["redis"][1],
-                    }
-                )
-                r = rows[-1]
-                print(
-                    f"cluster {label:12} {test.upper():4} redis {r['redis_ops']:>10,.0f} ops/s  "
-                    f"keycafe {r['keycafe_ops']:>10,.0f} ops/s  x{r['ops_ratio']:.2f}  "
-                    f"cpu/op x{r['cpu_ratio']:.2f}",
-                    flush=True,
-                )
-    return rows
+    with clusters() as pair:
+        return compare(pair, CLUSTER_LOADS, reps, scale, cluster_benchmark, prefix="cluster ")
 
 
 def load_file(keys: int) -> Path:

@@ -11,12 +11,14 @@ definition.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from keycafe.client.routing import slot_of
+from keycafe.client.routing import Address, RetryPolicy, SlotMap, parse_seeds, slot_of
+from keycafe.errors import ResponseError
 from keycafe.resp.client import Arg
 
 ANY_NODE = -1  # a Part's slot when any node may answer
@@ -227,3 +229,70 @@ class Commands:
             for slot, positions in groups.items()
         )
         return Call(parts, combine)
+
+
+def finish(call: Call, replies: list[Any]) -> Any:
+    """A call's result from its parts' replies; an error reply is raised."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return call.combine(replies)
+
+
+def finish_all(calls: list[Call], replies: list[Any]) -> list[Any]:
+    """A pipeline's results, in order (raising the first error reply)."""
+    out = []
+    i = 0
+    for call in calls:
+        out.append(finish(call, replies[i : i + len(call.parts)]))
+        i += len(call.parts)
+    return out
+
+
+def retryable(reply: ResponseError) -> bool:
+    """A batched reply that must go through the one-by-one retry path."""
+    return str(reply).startswith(("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN"))
+
+
+class ClusterBase(Commands):
+    """What both client flavours hold: options, seeds, the slot map."""
+
+    def __init__(
+        self,
+        seeds: str | Sequence[str],
+        *,
+        decode_responses: bool = False,
+        socket_timeout: float = 5.0,
+        retry_deadline: float = 10.0,
+        password: str | None = None,
+        max_idle_per_node: int = 32,
+    ) -> None:
+        self.seeds = parse_seeds(seeds)
+        self.decode_responses = decode_responses
+        self.socket_timeout = socket_timeout
+        self.policy = RetryPolicy(deadline=retry_deadline)
+        self.password = password
+        self.max_idle_per_node = max_idle_per_node
+        self.slots = SlotMap()
+        self._rng = random.Random()
+        self._closed = False
+        self._setup()
+
+    def _setup(self) -> None:
+        """The flavour's own state (pool, locks), made at the end of ``__init__``."""
+
+    def _any_node(self) -> Address:
+        primaries = self.slots.primaries()
+        return self._rng.choice(primaries) if primaries else self.seeds[0]
+
+    def _refresh_order(self) -> list[Address]:
+        """Whom to ask for the slot map: known nodes first, then the seeds."""
+        return [*self.slots.primaries(), *self.seeds]
+
+    def _by_node(self, parts: Sequence[Part]) -> dict[Address, list[int]]:
+        """Positions of ``parts`` grouped by the node each goes to."""
+        by_node: dict[Address, list[int]] = {}
+        for i, part in enumerate(parts):
+            addr = self.slots.owner[part.slot] if part.slot != ANY_NODE else None
+            by_node.setdefault(addr or self._any_node(), []).append(i)
+        return by_node

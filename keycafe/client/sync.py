@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import random
 import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from keycafe.client.commands import ANY_NODE, Call, Commands, Part
-from keycafe.client.routing import (
-    Address,
-    Attempt,
-    Done,
-    RetryPolicy,
-    SlotMap,
-    parse_seeds,
+from keycafe.client.commands import (
+    ANY_NODE,
+    Call,
+    ClusterBase,
+    Commands,
+    Part,
+    finish,
+    finish_all,
+    retryable,
 )
+from keycafe.client.routing import Address, Attempt, Done, SlotMap
 from keycafe.errors import ConnectionError, ProtocolError, ResponseError
 from keycafe.errors import TimeoutError as KeycafeTimeout
 from keycafe.resp.client import NEED_DATA, ReplyParser, encode_command
@@ -77,36 +78,18 @@ class Connection:
         self.sock.close()
 
 
-class Cluster(Commands):
+class Cluster(ClusterBase):
     """A keycafe (or any Redis Cluster) client; bootstraps from any seed.
 
     ``seeds`` is ``"host:port"`` or a list of them, tried in turn until one
     answers. Safe to share between threads. Use as a context manager or call
-    ``close()``.
+    ``close()``. Options: see ``docs/client.md``.
     """
 
-    def __init__(
-        self,
-        seeds: str | Sequence[str],
-        *,
-        decode_responses: bool = False,
-        socket_timeout: float = 5.0,
-        retry_deadline: float = 10.0,
-        password: str | None = None,
-        max_idle_per_node: int = 32,
-    ) -> None:
-        self.seeds = parse_seeds(seeds)
-        self.decode_responses = decode_responses
-        self.socket_timeout = socket_timeout
-        self.policy = RetryPolicy(deadline=retry_deadline)
-        self.password = password
-        self.max_idle_per_node = max_idle_per_node
+    def _setup(self) -> None:
         self._idle: dict[Address, list[Connection]] = {}
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
-        self._rng = random.Random()
-        self._closed = False
-        self.slots = SlotMap()
         self.refresh()
 
     # -- connections -----------------------------------------------------------------
@@ -161,7 +144,7 @@ class Cluster(Commands):
         """Fetch the slot map from a known node or, failing that, a seed."""
         with self._refresh_lock:
             problems = []
-            for addr in [*self.slots.primaries(), *self.seeds]:
+            for addr in self._refresh_order():
                 try:
                     reply = self._call(addr, [encode_command(("CLUSTER", "SLOTS"))])[0]
                 except _NET_ERRORS as exc:
@@ -174,19 +157,11 @@ class Cluster(Commands):
                 return
             raise ConnectionError("no node answered: " + "; ".join(problems))
 
-    def _any_node(self) -> Address:
-        primaries = self.slots.primaries()
-        return self._rng.choice(primaries) if primaries else self.seeds[0]
-
     # -- running calls ---------------------------------------------------------------
 
     def _submit(self, call: Call) -> Any:
         parts = call.parts
-        replies = [self._one(parts[0])] if len(parts) == 1 else self._many(parts)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return call.combine(replies)
+        return finish(call, [self._one(parts[0])] if len(parts) == 1 else self._many(parts))
 
     def _one(self, part: Part) -> Any:
         """One request, through redirects and retries."""
@@ -218,10 +193,7 @@ class Cluster(Commands):
     def _many(self, parts: Sequence[Part]) -> list[Any]:
         """Several requests: one pipelined write per node, then anything
         redirected or failed again one by one."""
-        by_node: dict[Address, list[int]] = {}
-        for i, part in enumerate(parts):
-            addr = self.slots.node_for(part.slot) if part.slot != ANY_NODE else None
-            by_node.setdefault(addr or self._any_node(), []).append(i)
+        by_node = self._by_node(parts)
         replies: list[Any] = [None] * len(parts)
         again: list[int] = []
         # Write every node's batch first, then read them: the nodes work at once.
@@ -254,7 +226,7 @@ class Cluster(Commands):
                 continue
             self._release(conn)
             for i, reply in zip(positions, got, strict=True):
-                if isinstance(reply, ResponseError) and _retryable(reply):
+                if isinstance(reply, ResponseError) and retryable(reply):
                     again.append(i)
                 else:
                     replies[i] = reply
@@ -283,11 +255,6 @@ class Cluster(Commands):
                     break
 
 
-def _retryable(reply: ResponseError) -> bool:
-    text = str(reply)
-    return text.startswith(("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN"))
-
-
 class Pipeline(Commands):
     """Commands queued on a ``Cluster``; ``execute()`` returns their results."""
 
@@ -304,17 +271,7 @@ class Pipeline(Commands):
         reply, if any, after all have run."""
         calls, self.calls = self.calls, []
         parts = [p for c in calls for p in c.parts]
-        replies = self.cluster._many(parts) if parts else []
-        out = []
-        i = 0
-        for call in calls:
-            mine = replies[i : i + len(call.parts)]
-            i += len(call.parts)
-            for reply in mine:
-                if isinstance(reply, ResponseError):
-                    raise reply
-            out.append(call.combine(mine))
-        return out
+        return finish_all(calls, self.cluster._many(parts) if parts else [])
 
     def __enter__(self) -> Pipeline:
         return self

@@ -8,16 +8,23 @@ share the client.
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
-from keycafe.client.commands import ANY_NODE, Call, Commands, Part
-from keycafe.client.routing import Address, Attempt, Done, RetryPolicy, SlotMap, parse_seeds
-from keycafe.client.sync import _retryable
+from keycafe.client.commands import (
+    ANY_NODE,
+    Call,
+    ClusterBase,
+    Commands,
+    Part,
+    finish,
+    finish_all,
+    retryable,
+)
+from keycafe.client.routing import Address, Attempt, Done, SlotMap
 from keycafe.errors import ConnectionError, ProtocolError, ResponseError
 from keycafe.errors import TimeoutError as KeycafeTimeout
 from keycafe.resp.client import NEED_DATA, ReplyParser, encode_command
@@ -73,30 +80,12 @@ class TrioConnection:
         await self.stream.aclose()
 
 
-class TrioCluster(Commands):
+class TrioCluster(ClusterBase):
     """The trio client; made by ``open_cluster``. Every command is awaited."""
 
-    def __init__(
-        self,
-        seeds: str | Sequence[str],
-        *,
-        decode_responses: bool = False,
-        socket_timeout: float = 5.0,
-        retry_deadline: float = 10.0,
-        password: str | None = None,
-        max_idle_per_node: int = 32,
-    ) -> None:
-        self.seeds = parse_seeds(seeds)
-        self.decode_responses = decode_responses
-        self.socket_timeout = socket_timeout
-        self.policy = RetryPolicy(deadline=retry_deadline)
-        self.password = password
-        self.max_idle_per_node = max_idle_per_node
-        self.slots = SlotMap()
+    def _setup(self) -> None:
         self._idle: dict[Address, list[TrioConnection]] = {}
-        self._rng = random.Random()
         self._refresh_lock = trio.Lock()
-        self._closed = False
 
     async def _acquire(self, addr: Address) -> TrioConnection:
         idle = self._idle.get(addr)
@@ -136,7 +125,7 @@ class TrioCluster(Commands):
         """Fetch the slot map from a known node or, failing that, a seed."""
         async with self._refresh_lock:
             problems = []
-            for addr in [*self.slots.primaries(), *self.seeds]:
+            for addr in self._refresh_order():
                 try:
                     reply = (await self._call(addr, [encode_command(("CLUSTER", "SLOTS"))]))[0]
                 except _NET_ERRORS as exc:
@@ -149,17 +138,11 @@ class TrioCluster(Commands):
                 return
             raise ConnectionError("no node answered: " + "; ".join(problems))
 
-    def _any_node(self) -> Address:
-        primaries = self.slots.primaries()
-        return self._rng.choice(primaries) if primaries else self.seeds[0]
-
     async def _submit(self, call: Call) -> Any:
         parts = call.parts
-        replies = [await self._one(parts[0])] if len(parts) == 1 else await self._many(parts)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return call.combine(replies)
+        return finish(
+            call, [await self._one(parts[0])] if len(parts) == 1 else await self._many(parts)
+        )
 
     async def _one(self, part: Part) -> Any:
         attempt = Attempt(part.slot, self.policy, trio.current_time(), self._rng)
@@ -188,10 +171,7 @@ class TrioCluster(Commands):
                     pass  # the next try fails and backs off in turn
 
     async def _many(self, parts: Sequence[Part]) -> list[Any]:
-        by_node: dict[Address, list[int]] = {}
-        for i, part in enumerate(parts):
-            addr = self.slots.node_for(part.slot) if part.slot != ANY_NODE else None
-            by_node.setdefault(addr or self._any_node(), []).append(i)
+        by_node = self._by_node(parts)
         replies: list[Any] = [None] * len(parts)
         again: list[int] = []
 
@@ -202,7 +182,7 @@ class TrioCluster(Commands):
                 again.extend(positions)
                 return
             for i, reply in zip(positions, got, strict=True):
-                if isinstance(reply, ResponseError) and _retryable(reply):
+                if isinstance(reply, ResponseError) and retryable(reply):
                     again.append(i)
                 else:
                     replies[i] = reply
@@ -244,17 +224,7 @@ class TrioPipeline(Commands):
     async def execute(self) -> list[Any]:
         calls, self.calls = self.calls, []
         parts = [p for c in calls for p in c.parts]
-        replies = await self.cluster._many(parts) if parts else []
-        out = []
-        i = 0
-        for call in calls:
-            mine = replies[i : i + len(call.parts)]
-            i += len(call.parts)
-            for reply in mine:
-                if isinstance(reply, ResponseError):
-                    raise reply
-            out.append(call.combine(mine))
-        return out
+        return finish_all(calls, await self.cluster._many(parts) if parts else [])
 
 
 @asynccontextmanager
@@ -265,6 +235,7 @@ async def open_cluster(
     socket_timeout: float = 5.0,
     retry_deadline: float = 10.0,
     password: str | None = None,
+    max_idle_per_node: int = 32,
 ) -> AsyncIterator[TrioCluster]:
     """A trio client bootstrapped from ``seeds``; closed on exit."""
     kc = TrioCluster(
@@ -273,6 +244,7 @@ async def open_cluster(
         socket_timeout=socket_timeout,
         retry_deadline=retry_deadline,
         password=password,
+        max_idle_per_node=max_idle_per_node,
     )
     try:
         await kc.refresh()
