@@ -153,7 +153,7 @@ async def _on_signals(
             log.info("received %s: leaving the cluster (again to stop at once)", name)
             leave.set()
         else:
-            log.warning("received %s again: stopping now", name)
+            log.info("received %s again: stopping now", name)
             scope.cancel()
             return
 
