@@ -1,0 +1,113 @@
+"""Time a join and a graceful leave on real local processes, and check no key is lost.
+
+    python -m sims.join [--keys 10000] [--profile local|lan]
+
+Starts 3 nodes on free loopback ports, writes --keys keys with keycafe's own
+client, starts a 4th node and times it from process start until every node
+routes by the ring of 4, then SIGTERMs it and times the leave until the 3 others
+route by the ring of 3 again; after each step reads every key back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import keycafe
+from keycafe.node.status import query
+
+SERVING = re.compile(r"serving RESP on \S+:(\d+), gossip on \S+:(\d+)")
+
+
+def start(profile: str, seed: int | None) -> tuple[subprocess.Popen[str], int, int]:
+    args = [sys.executable, "-m", "keycafe", "--port", "0", "--gossip-profile", profile]
+    if seed is not None:
+        args += ["--seed", f"127.0.0.1:{seed}"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        m = SERVING.search(line)
+        if m:
+            return proc, int(m.group(1)), int(m.group(2))
+    raise RuntimeError("the node did not start")
+
+
+def info(port: int) -> dict[str, str]:
+    """CLUSTER INFO of the node on ``port`` itself."""
+    text = str(query("127.0.0.1", port, "CLUSTER", "INFO"))
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def settled(ports: list[int], members: int) -> bool:
+    keys = ("keycafe_ring_epoch", "keycafe_ring_members", "keycafe_ring_pending")
+    seen = {tuple(info(port)[k] for k in keys) for port in ports}
+    return len(seen) == 1 and seen.pop()[1:] == (str(members), "0")
+
+
+def wait(ports: list[int], members: int, limit: float = 60) -> float:
+    t0 = time.monotonic()
+    while not settled(ports, members):
+        if time.monotonic() - t0 > limit:
+            raise RuntimeError(f"no agreed ring of {members} within {limit}s")
+        time.sleep(0.005)
+    return time.monotonic() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--keys", type=int, default=10_000)
+    p.add_argument("--profile", default="local", choices=["local", "lan"])
+    args = p.parse_args()
+    procs = []
+    try:
+        first, port, cport = start(args.profile, None)
+        procs.append(first)
+        ports = [port]
+        for _ in range(2):
+            proc, port, _ = start(args.profile, cport)
+            procs.append(proc)
+            ports.append(port)
+        wait(ports, 3)
+        keys = [f"key:{i}" for i in range(args.keys)]
+        with keycafe.Cluster(f"127.0.0.1:{ports[0]}") as kc:
+            for i in range(0, len(keys), 1000):
+                kc.mset({k: k for k in keys[i : i + 1000]})
+            t0 = time.monotonic()
+            fourth, port4, _ = start(args.profile, cport)
+            procs.append(fourth)
+            joined = time.monotonic() - t0 + wait([*ports, port4], 4)
+            got = int(info(port4)["keycafe_slots_keys_received"])
+            share = next(n.slots for n in kc.nodes() if n.port == port4)
+            lost = sum(v is None for v in kc.mget(keys))
+            print(
+                f"join:  {joined:.2f}s from process start to a ring of 4 on every node; "
+                f"the new node received {got} keys and owns {share} slots "
+                f"({100 * share / 16384:.1f}%); keys missing afterwards: {lost}"
+            )
+            t0 = time.monotonic()
+            fourth.send_signal(signal.SIGTERM)
+            code = fourth.wait(timeout=120)
+            left = time.monotonic() - t0
+            wait(ports, 3)
+            lost = sum(v is None for v in kc.mget(keys))
+            print(
+                f"leave: {left:.2f}s from SIGTERM to exit (status {code}), "
+                f"{time.monotonic() - t0:.2f}s until every node routes by the ring of 3; "
+                f"keys missing afterwards: {lost}"
+            )
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                time.sleep(0.1)
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
