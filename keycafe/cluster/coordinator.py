@@ -41,6 +41,8 @@ TERM_KEY: Final = "coordinator-term"
 READY_KEY: Final = "ready-epoch"
 # "1": the member asks to leave the ring (a graceful shutdown).
 LEAVING_KEY: Final = "leaving"
+# "<term>.<epoch>" of the last ring the coordinator published: who is behind pulls it.
+RING_KEY: Final = "ring"
 
 
 @attrs.frozen(kw_only=True)
@@ -153,4 +155,15 @@ def step(core: Gossip, now: float) -> Assessment:
         ring = next_ring(core.ring, core.member_list(), core.node, a.term)
         if ring is not None:
             core.propose_ring(ring, now)
+            core.update_meta({**core.me.meta, RING_KEY: f"{ring.term}.{ring.epoch}"}, now)
+    elif a.coordinator is not None and a.coordinator != core.node:
+        holder = core.members.get(a.coordinator)
+        version = _ring_version(holder.info.meta.get(RING_KEY, "")) if holder else None
+        if holder is not None and version is not None:
+            core.pull_ring(version, holder.info.addr, now)
     return a
+
+
+def _ring_version(text: str) -> tuple[int, int] | None:
+    term, _, epoch = text.partition(".")
+    return (int(term), int(epoch)) if term.isdigit() and epoch.isdigit() else None

@@ -132,6 +132,7 @@ class GossipStats:
     failed_probes: int = 0
     refutations: int = 0
     largest_datagram: int = 0
+    ring_pulls: int = 0  # state exchanges made because our ring was behind
 
 
 def push_pull_scale(interval: float, n: int) -> float:
@@ -187,6 +188,8 @@ class Gossip:
         self._next_gossip = now + rng.uniform(0, config.gossip_interval)
         self._next_push_pull = now + rng.uniform(0.5, 1.0) * config.push_pull_interval
         self._next_reap = now + 1.0
+        self._next_ring_pull = now
+        self._behind: tuple[tuple[int, int], float] | None = None  # (ring version, noticed)
         self._queue_alive(me)
 
     # -- views ---------------------------------------------------------------------
@@ -267,6 +270,28 @@ class Gossip:
     def propose_ring(self, ring: Ring, now: float) -> None:
         """Publish a new ring (the coordinator's decision)."""
         self._on_ring(ring, now)
+
+    def pull_ring(self, version: tuple[int, int], addr: Address, now: float) -> None:
+        """Someone (the coordinator, by its metadata) holds a newer ring than
+        ours: exchange state with it over TCP, at most once a probe interval.
+        A ring too big for a datagram spreads over TCP from member to member
+        and misses a few; this brings them in at once instead of at their next
+        periodic push-pull."""
+        if self.ring is not None and self.ring.version >= version:
+            self._behind = None
+            return
+        if self._behind is None or self._behind[0] != version:
+            self._behind = (version, now)
+        # Give the epidemic spread two probe intervals first (~94% of members
+        # have it within seconds): only the few it missed pull, rather than
+        # every member from the coordinator at once.
+        if now - self._behind[1] < 2 * self.config.probe_interval or now < self._next_ring_pull:
+            return
+        self._next_ring_pull = now + self.config.probe_interval
+        self.stats.ring_pulls += 1
+        self._jobs.append(
+            StreamJob(kind="push-pull", addr=addr, payload=self._state_packet(join=False))
+        )
 
     def leave(self, now: float) -> None:
         """Announce a graceful leave; the shell keeps running a little to send it."""

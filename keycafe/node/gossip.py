@@ -356,5 +356,6 @@ def gossip_figures(service: GossipService) -> dict[str, int | str]:
         "gossip_datagrams_received": service.core.stats.datagrams_received,
         "gossip_bad_packets": service.core.stats.bad_packets,
         "gossip_bad_frames": service.counters.bad_frames,
+        "gossip_ring_pulls": service.core.stats.ring_pulls,
         "gossip_stream_failures": service.counters.stream_failures,
     }
