@@ -28,6 +28,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Iterable
+from functools import partial
 from typing import Any, Final
 
 import attrs
@@ -275,12 +276,19 @@ class SlotService:
                 sent = sum(map(len, plan.values()))
                 log.info("epoch %d: handed %d slots to %d nodes", ring.epoch, sent, len(plan))
 
-    async def _transfer(self, dest: str, slots: list[int]) -> None:
-        """Send ``slots`` to ``dest`` until it acknowledges all of them."""
+    async def _transfer(self, dest: str, slots: list[int], *, barrier: bool = False) -> None:
+        """Send ``slots`` to ``dest`` until it acknowledges all of them (with
+        ``barrier``, an empty transfer that only shows earlier frames arrived)."""
         while True:
             addr = self._addr(dest)
+            if addr is None and barrier:
+                return  # it is gone: nothing to wait for
             if addr is None:
-                return  # it is gone; the coordinator will propose again
+                # Not heard of yet (a newcomer whose news has not reached us) or
+                # reaped: wait. If it is gone, the coordinator's next proposal
+                # cancels this; never report ready without its acknowledgement.
+                await trio.sleep(RETRY_PAUSE)
+                continue
             tid = next(self._ids)
             got = trio.Event()
             answer: list[int] = []
@@ -417,7 +425,7 @@ class SlotService:
             await self._drained.wait()
         async with trio.open_nursery() as nursery:
             for peer in peers:
-                nursery.start_soon(self._transfer, peer, [])  # a barrier behind the forwards
+                nursery.start_soon(partial(self._transfer, peer, [], barrier=True))
         log.info("left the ring; slots handed over")
 
 
