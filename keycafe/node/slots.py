@@ -231,13 +231,17 @@ class SlotService:
         table = SlotTable(
             epoch=ring.epoch, my_id=self.me, nodes=nodes, owners=self.owners(ring.members)
         )
-        before = self.state.table
         # What was written to moving slots until now goes out before they go.
         self._collect_forwards()
+        # Drop every slot not ours now: those handed over, and any received for
+        # a proposal that was replaced before it took effect (left alone, a
+        # stale copy could resurrect deleted keys if the slot came back here
+        # after its tombstones were collected).
         dropped = 0
+        store = self.store
         for slot in range(SLOT_COUNT):
-            if before.mine[slot] and not table.mine[slot]:
-                dropped += self.store.drop_slot(slot)
+            if not table.mine[slot] and (store.slots[slot] or store.tombstones[slot]):
+                dropped += store.drop_slot(slot)
         self.store.watched[:] = bytes(SLOT_COUNT)
         self.subscribers.clear()
         self.state.incoming[:] = bytes(SLOT_COUNT)
@@ -248,7 +252,7 @@ class SlotService:
             ring.epoch,
             len(ring.members),
             sum(table.mine),
-            f", dropped {dropped} keys handed over" if dropped else "",
+            f", dropped {dropped} keys it no longer owns" if dropped else "",
         )
         return True
 
