@@ -91,8 +91,9 @@ class GossipService:
         # A node started with seeds takes no part in elections until it has
         # joined: alone, it would elect itself and found a ring of its own.
         self.joined = not seeds
-        # Called after every flush (the slot service follows the ring from it).
-        self.after_flush: Callable[[], None] | None = None
+        # Called after every flush with whether a member changed state (the
+        # slot service follows the ring and the dead from it).
+        self.after_flush: Callable[[bool], None] | None = None
 
     @staticmethod
     def initial_incarnation() -> int:
@@ -262,7 +263,7 @@ class GossipService:
         if self.joined and (changed or now - self._assessed_at >= 1.0):
             self._assess(now)
         if self.after_flush is not None:
-            self.after_flush()
+            self.after_flush(changed)
         self._wake.set()
 
     def _assess(self, now: float) -> None:

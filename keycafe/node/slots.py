@@ -172,17 +172,22 @@ class SlotService:
         m = self._member(node)
         return m.addr if m is not None else None
 
-    def check(self) -> None:
-        """Act on a ring the gossip core adopted since the last look."""
+    def check(self, members_changed: bool = True) -> None:
+        """Act on a ring the gossip core adopted since the last look (and on
+        members that died, when ``members_changed``)."""
         ring = self.gossip.core.ring
         if ring is not None and ring is self.ring:
-            self._mark_down(ring)
-        if ring is None or ring is self.ring or self._nursery is None:
+            if members_changed:
+                self._mark_down(ring)
+                self._forget_departed()
+            return
+        if ring is None or self._nursery is None:
             return
         previous = self.ring
         if (previous is None or previous.members != ring.members) and not self._adopt(ring):
             return  # a member we know nothing about yet: look again later
         self._forget_departed()
+        self._mark_down(ring)
         self.ring = ring
         self._changed.set()
         self._changed = trio.Event()
