@@ -424,6 +424,15 @@ def machine() -> str:
     )
 
 
+def table_rows(rows: list[dict[str, object]]) -> list[str]:
+    return [
+        f"| `{r['load']}` | {r['test']} | {r['redis_ops']:,.0f} | {r['keycafe_ops']:,.0f} "
+        f"| **{r['ops_ratio']:.2f}×** | {r['redis_cpu']:.2f} | {r['keycafe_cpu']:.2f} "
+        f"| {r['cpu_ratio']:.2f}× |"
+        for r in rows
+    ]
+
+
 def report(
     rows: list[dict[str, object]],
     cluster_rows: list[dict[str, object]],
@@ -446,12 +455,7 @@ def report(
         "| keycafe CPU µs/op | CPU ratio |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        lines.append(
-            f"| `{r['load']}` | {r['test']} | {r['redis_ops']:,.0f} | {r['keycafe_ops']:,.0f} "
-            f"| **{r['ops_ratio']:.2f}×** | {r['redis_cpu']:.2f} | {r['keycafe_cpu']:.2f} "
-            f"| {r['cpu_ratio']:.2f}× |"
-        )
+    lines += table_rows(rows)
     lines += [
         "",
         f"## {CLUSTER_NODES}-node cluster: keycafe vs a {CLUSTER_NODES}-master Redis Cluster",
@@ -465,12 +469,7 @@ def report(
         "| Redis CPU µs/op | keycafe CPU µs/op | CPU ratio |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in cluster_rows:
-        lines.append(
-            f"| `{r['load']}` | {r['test']} | {r['redis_ops']:,.0f} | {r['keycafe_ops']:,.0f} "
-            f"| **{r['ops_ratio']:.2f}×** | {r['redis_cpu']:.2f} | {r['keycafe_cpu']:.2f} "
-            f"| {r['cpu_ratio']:.2f}× |"
-        )
+    lines += table_rows(cluster_rows)
     lines += [
         "",
         f"## Memory per key ({MEMORY_KEYS:,} keys, 16-byte keys, 32-byte values)",

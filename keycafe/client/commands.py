@@ -249,6 +249,26 @@ def finish_all(calls: list[Call], replies: list[Any]) -> list[Any]:
     return out
 
 
+def scan_command(cursor: Any, match: str | None, count: int) -> tuple[Arg, ...]:
+    return ("SCAN", cursor, "COUNT", count, *(("MATCH", match) if match else ()))
+
+
+class PipelineBase(Commands):
+    """Commands queued for one batched ``execute()`` (both flavours)."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+
+    def _submit(self, call: Call) -> Any:
+        self.calls.append(call)
+        return self  # chainable: pipe.set(a, 1).get(a)
+
+    def _take(self) -> tuple[list[Call], list[Part]]:
+        """The queued calls (the queue is emptied) and all their parts."""
+        calls, self.calls = self.calls, []
+        return calls, [p for c in calls for p in c.parts]
+
+
 def retryable(reply: ResponseError) -> bool:
     """A batched reply that must go through the one-by-one retry path."""
     return str(reply).startswith(("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN"))

@@ -12,11 +12,12 @@ from keycafe.client.commands import (
     ANY_NODE,
     Call,
     ClusterBase,
-    Commands,
     Part,
+    PipelineBase,
     finish,
     finish_all,
     retryable,
+    scan_command,
 )
 from keycafe.client.routing import Address, Attempt, Done, SlotMap
 from keycafe.errors import ConnectionError, ProtocolError, ResponseError
@@ -242,11 +243,10 @@ class Cluster(ClusterBase):
 
     def scan_iter(self, match: str | None = None, count: int = 1000) -> Iterator[Any]:
         """Every key of every node (each node's ``SCAN`` walked to the end)."""
-        extra: tuple[str | int, ...] = ("COUNT", count) + (("MATCH", match) if match else ())
         for addr in self.slots.primaries():
             cursor: Any = 0
             while True:
-                reply = self._call(addr, [encode_command(("SCAN", cursor, *extra))])[0]
+                reply = self._call(addr, [encode_command(scan_command(cursor, match, count))])[0]
                 if isinstance(reply, ResponseError):
                     raise reply
                 cursor, keys = reply
@@ -255,22 +255,17 @@ class Cluster(ClusterBase):
                     break
 
 
-class Pipeline(Commands):
+class Pipeline(PipelineBase):
     """Commands queued on a ``Cluster``; ``execute()`` returns their results."""
 
     def __init__(self, cluster: Cluster) -> None:
+        super().__init__()
         self.cluster = cluster
-        self.calls: list[Call] = []
-
-    def _submit(self, call: Call) -> Pipeline:
-        self.calls.append(call)
-        return self
 
     def execute(self) -> list[Any]:
         """Run every queued command (batched per node); raises the first error
         reply, if any, after all have run."""
-        calls, self.calls = self.calls, []
-        parts = [p for c in calls for p in c.parts]
+        calls, parts = self._take()
         return finish_all(calls, self.cluster._many(parts) if parts else [])
 
     def __enter__(self) -> Pipeline:

@@ -18,11 +18,12 @@ from keycafe.client.commands import (
     ANY_NODE,
     Call,
     ClusterBase,
-    Commands,
     Part,
+    PipelineBase,
     finish,
     finish_all,
     retryable,
+    scan_command,
 )
 from keycafe.client.routing import Address, Attempt, Done, SlotMap
 from keycafe.errors import ConnectionError, ProtocolError, ResponseError
@@ -198,11 +199,12 @@ class TrioCluster(ClusterBase):
         return TrioPipeline(self)
 
     async def scan_iter(self, match: str | None = None, count: int = 1000) -> AsyncIterator[Any]:
-        extra: tuple[str | int, ...] = ("COUNT", count) + (("MATCH", match) if match else ())
+        """Every key of every node (each node's ``SCAN`` walked to the end)."""
         for addr in self.slots.primaries():
             cursor: Any = 0
             while True:
-                reply = (await self._call(addr, [encode_command(("SCAN", cursor, *extra))]))[0]
+                request = encode_command(scan_command(cursor, match, count))
+                reply = (await self._call(addr, [request]))[0]
                 if isinstance(reply, ResponseError):
                     raise reply
                 cursor, keys = reply
@@ -212,18 +214,15 @@ class TrioCluster(ClusterBase):
                     break
 
 
-class TrioPipeline(Commands):
-    def __init__(self, cluster: TrioCluster) -> None:
-        self.cluster = cluster
-        self.calls: list[Call] = []
+class TrioPipeline(PipelineBase):
+    """Commands queued on a ``TrioCluster``; ``await execute()`` returns their results."""
 
-    def _submit(self, call: Call) -> TrioPipeline:
-        self.calls.append(call)
-        return self
+    def __init__(self, cluster: TrioCluster) -> None:
+        super().__init__()
+        self.cluster = cluster
 
     async def execute(self) -> list[Any]:
-        calls, self.calls = self.calls, []
-        parts = [p for c in calls for p in c.parts]
+        calls, parts = self._take()
         return finish_all(calls, await self.cluster._many(parts) if parts else [])
 
 
