@@ -269,11 +269,6 @@ class PipelineBase(Commands):
         return calls, [p for c in calls for p in c.parts]
 
 
-def retryable(reply: ResponseError) -> bool:
-    """A batched reply that must go through the one-by-one retry path."""
-    return str(reply).startswith(("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN"))
-
-
 class ClusterBase(Commands):
     """What both client flavours hold: options, seeds, the slot map."""
 

@@ -36,6 +36,8 @@ Address = tuple[str, int]
 
 # MOVED replies after which the whole map is fetched again rather than mended.
 REFRESH_AFTER_MOVES: Final = 8
+TRYAGAIN: Final = "TRYAGAIN"  # a slot is moving: wait and retry
+CLUSTERDOWN: Final = "CLUSTERDOWN"  # no reachable owner: wait, refresh, retry
 
 
 def parse_seeds(seeds: str | Sequence[str]) -> list[Address]:
@@ -127,7 +129,6 @@ class Attempt:
     asking: Address | None = None  # set by ASK: the next try goes there, once
     tries: int = 0
     redirects: int = 0
-    last_error: BaseException | None = None
 
     def target(self, slots: SlotMap, fallback: Callable[[], Address]) -> tuple[Address, bool]:
         """Where to send the next try, and whether ASKING must precede it."""
@@ -140,21 +141,20 @@ class Attempt:
         if not isinstance(reply, ResponseError):
             return Done(reply)
         if isinstance(reply, RedirectError):
-            self.last_error = reply
             self._check_deadline(now, reply)
             self.redirects += 1
             # Redirects are followed at once; a long chain of them (nodes that
             # disagree for a moment) backs off like any other wait.
-            delay = 0.0 if self.redirects <= 5 else self._back_off(reply, now, refresh=False).delay
+            delay = 0.0 if self.redirects <= 5 else self._delay(now)
             if reply.ask:
                 self.asking = reply.address
                 return Retry(delay, refresh=False)
             refresh = slots.moved(reply.slot, reply.address) if asked is None else False
             return Retry(delay, refresh=refresh)
         text = str(reply)
-        if text.startswith("TRYAGAIN"):
+        if text.startswith(TRYAGAIN):
             return self._back_off(TryAgainError(text), now, refresh=False)
-        if text.startswith("CLUSTERDOWN"):
+        if text.startswith(CLUSTERDOWN):
             return self._back_off(ClusterDownError(text), now, refresh=True)
         return Done(reply)  # an ordinary error reply: the caller raises it
 
@@ -164,18 +164,24 @@ class Attempt:
         return self._back_off(ConnectionError(message), now, refresh=True)
 
     def _back_off(self, error: BaseException, now: float, *, refresh: bool) -> Retry:
-        self.last_error = error
         self._check_deadline(now, error)
+        return Retry(self._delay(now), refresh=refresh)
+
+    def _delay(self, now: float) -> float:
+        """Full jitter, the ceiling doubling per wait; never past the deadline
+        (one last try just before it)."""
         self.tries += 1
         p = self.policy
         ceiling = min(p.backoff_cap, p.backoff_base * 2 ** min(self.tries, 16))
-        delay = self.rng.uniform(0, ceiling)
-        # Never sleep past the deadline: one last try just before it.
-        delay = min(delay, max(0.0, self.started + p.deadline - now))
-        return Retry(delay, refresh=refresh)
+        return min(self.rng.uniform(0, ceiling), max(0.0, self.started + p.deadline - now))
 
     def _check_deadline(self, now: float, error: BaseException) -> None:
         if now - self.started >= self.policy.deadline:
             if isinstance(error, RedirectError):
                 raise ResponseError(f"too many redirects until the deadline; last: {error}")
             raise error
+
+
+def retryable(reply: ResponseError) -> bool:
+    """An error reply that ``Attempt`` retries rather than returns."""
+    return isinstance(reply, RedirectError) or str(reply).startswith((TRYAGAIN, CLUSTERDOWN))

@@ -22,10 +22,9 @@ from keycafe.client.commands import (
     PipelineBase,
     finish,
     finish_all,
-    retryable,
     scan_command,
 )
-from keycafe.client.routing import Address, Attempt, Done, SlotMap
+from keycafe.client.routing import Address, Attempt, Done, SlotMap, retryable
 from keycafe.errors import ConnectionError, ProtocolError, ResponseError
 from keycafe.errors import TimeoutError as KeycafeTimeout
 from keycafe.resp.client import NEED_DATA, ReplyParser, encode_command

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keycafe.client.routing import Attempt, Done, Retry, RetryPolicy, SlotMap, parse_seeds
+from keycafe.client.routing import (
+    Attempt,
+    Done,
+    Retry,
+    RetryPolicy,
+    SlotMap,
+    parse_seeds,
+    retryable,
+)
 from keycafe.errors import (
     ClusterDownError,
     ConfigError,
@@ -147,3 +155,10 @@ def test_lost_connections_retry_then_raise_connection_error() -> None:
 def test_an_ordinary_error_reply_is_returned_for_the_caller_to_raise() -> None:
     err = ResponseError("ERR value is not an integer or out of range")
     assert attempt().on_reply(err, slot_map(), 0.0) == Done(err)
+
+
+def test_which_error_replies_a_batch_sends_again_one_by_one() -> None:
+    again = [RedirectError("MOVED 1 h:2"), RedirectError("ASK 1 h:2")]
+    again += [ResponseError("TRYAGAIN moving"), ResponseError("CLUSTERDOWN down")]
+    assert all(retryable(r) for r in again)
+    assert not retryable(ResponseError("ERR wrong number of arguments"))
