@@ -137,10 +137,10 @@ def next_ring(
     return None
 
 
-def announce(core: Gossip, key: str, epoch: int, now: float) -> None:
-    """Set ``key`` to ``epoch`` in our gossip metadata (a no-op if it is already)."""
-    if core.me.meta.get(key) != str(epoch):
-        core.update_meta({**core.me.meta, key: str(epoch)}, now)
+def announce(core: Gossip, key: str, value: object, now: float) -> None:
+    """Set ``key`` to ``value`` in our gossip metadata (a no-op if it is already)."""
+    if core.me.meta.get(key) != str(value):
+        core.update_meta({**core.me.meta, key: str(value)}, now)
 
 
 def step(core: Gossip, now: float) -> Assessment:
@@ -149,13 +149,13 @@ def step(core: Gossip, now: float) -> Assessment:
     voters = set(core.ring.members) if core.ring is not None else None
     a = assess(core.node, core.known_members(), voters)
     if a.claim is not None:
-        core.update_meta({**core.me.meta, TERM_KEY: str(a.claim)}, now)
+        announce(core, TERM_KEY, a.claim, now)
         a = assess(core.node, core.known_members(), voters)
     if a.coordinator == core.node and a.established:
         ring = next_ring(core.ring, core.member_list(), core.node, a.term)
         if ring is not None:
             core.propose_ring(ring, now)
-            core.update_meta({**core.me.meta, RING_KEY: f"{ring.term}.{ring.epoch}"}, now)
+            announce(core, RING_KEY, f"{ring.term}.{ring.epoch}", now)
     elif a.coordinator is not None and a.coordinator != core.node:
         holder = core.members.get(a.coordinator)
         version = _ring_version(holder.info.meta.get(RING_KEY, "")) if holder else None

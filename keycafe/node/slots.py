@@ -66,8 +66,11 @@ class SlotCounters:
 
 
 @attrs.define(eq=False)
-class _Inbound:
-    batches: int = 0
+class _Waiting:
+    """A transfer waiting for its acknowledgement."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    got: int = -1  # batches the receiver says it got
 
 
 def _encode(items: list[Exported]) -> list[list[Any]]:
@@ -136,8 +139,9 @@ class SlotService:
         self._sending = False  # the outbox task holds a popped frame
         self._drained = trio.Event()  # set each time the outbox is sent in full
         self._ids = itertools.count(1)
-        self._acks: dict[int, tuple[trio.Event, list[int]]] = {}
-        self._inbound: dict[tuple[str, int], _Inbound] = {}
+        self._acks: dict[int, _Waiting] = {}
+        # Incoming transfers: batches received so far, by (sender, transfer id).
+        self._inbound: dict[tuple[str, int], int] = {}
         self._push_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
@@ -247,8 +251,7 @@ class SlotService:
         for slot in range(SLOT_COUNT):
             if not table.mine[slot] and (store.slots[slot] or store.tombstones[slot]):
                 dropped += store.drop_slot(slot)
-        self.store.watched[:] = bytes(SLOT_COUNT)
-        self.subscribers.clear()
+        self._unwatch()
         self.state.incoming[:] = bytes(SLOT_COUNT)
         self.state.table = table
         self.counters.keys_dropped += dropped
@@ -266,8 +269,7 @@ class SlotService:
     async def _carry_out(self, ring: Ring, scope: trio.CancelScope) -> None:
         with scope:
             plan = outgoing(self.owners(ring.members), self.owners(ring.pending), self.me)
-            self.store.watched[:] = bytes(SLOT_COUNT)
-            self.subscribers.clear()
+            self._unwatch()
             for dest, slots in plan.items():
                 for slot in slots:
                     self.subscribers.setdefault(slot, set()).add(dest)
@@ -299,9 +301,7 @@ class SlotService:
                 await trio.sleep(RETRY_PAUSE)
                 continue
             tid = next(self._ids)
-            got = trio.Event()
-            answer: list[int] = []
-            self._acks[tid] = (got, answer)
+            waiting = self._acks[tid] = _Waiting()
             sent_batches = 0
             try:
                 for slot in slots:
@@ -314,16 +314,21 @@ class SlotService:
                 await self.links.send(dest, addr, frames.DONE, [tid, sent_batches, slots])
                 self.counters.transfers_sent += 1
                 with trio.move_on_after(ACK_TIMEOUT):
-                    await got.wait()
+                    await waiting.done.wait()
             finally:
                 self._acks.pop(tid, None)
-            if answer == [sent_batches]:
+            if waiting.got == sent_batches:
                 return
             self.counters.transfers_retried += 1
             log.info("transfer to %s incomplete; sending it again", dest[:12])
             await trio.sleep(RETRY_PAUSE)
 
     # -- forwarding writes to moving slots --------------------------------------------
+
+    def _unwatch(self) -> None:
+        """No slot is moving out any more (a new plan sets its own)."""
+        self.store.watched[:] = bytes(SLOT_COUNT)
+        self.subscribers.clear()
 
     def _collect_forwards(self) -> None:
         dirty, self.store.dirty = self.store.dirty, []
@@ -387,10 +392,11 @@ class SlotService:
             items = _decode(raw)
             self.store.merge(slot, items, now)
             self.counters.keys_received += len(items)
-            self._inbound.setdefault((peer, int(tid)), _Inbound()).batches += 1
+            key = (peer, int(tid))
+            self._inbound[key] = self._inbound.get(key, 0) + 1
         elif frame.kind == frames.DONE:
             tid, batches, slots = body
-            got = self._inbound.pop((peer, int(tid)), _Inbound()).batches
+            got = self._inbound.pop((peer, int(tid)), 0)
             if got == batches:
                 for slot in slots:
                     self._check_slot(slot)
@@ -401,8 +407,8 @@ class SlotService:
             tid, got = body
             waiting = self._acks.get(int(tid))
             if waiting is not None:
-                waiting[1].append(int(got))
-                waiting[0].set()
+                waiting.got = int(got)
+                waiting.done.set()
         elif frame.kind == frames.FORWARD:
             slot, raw = body
             self._check_slot(slot)
