@@ -17,11 +17,16 @@ from typing import Any
 
 import attrs
 
-from keycafe.client.routing import Address, RetryPolicy, SlotMap, parse_seeds, slot_of
+from keycafe.client.routing import (
+    ANY_NODE,
+    Address,
+    RetryPolicy,
+    SlotMap,
+    parse_seeds,
+    slot_of,
+)
 from keycafe.errors import ResponseError
 from keycafe.resp.client import Arg
-
-ANY_NODE = -1  # a Part's slot when any node may answer
 
 
 @attrs.frozen

@@ -36,6 +36,7 @@ Address = tuple[str, int]
 
 # MOVED replies after which the whole map is fetched again rather than mended.
 REFRESH_AFTER_MOVES: Final = 8
+ANY_NODE: Final = -1  # the "slot" of a request any node may answer
 TRYAGAIN: Final = "TRYAGAIN"  # a slot is moving: wait and retry
 CLUSTERDOWN: Final = "CLUSTERDOWN"  # no reachable owner: wait, refresh, retry
 
@@ -134,6 +135,8 @@ class Attempt:
         """Where to send the next try, and whether ASKING must precede it."""
         if self.asking is not None:
             return self.asking, True
+        if self.slot == ANY_NODE:
+            return fallback(), False
         return slots.owner[self.slot] or fallback(), False
 
     def on_reply(self, reply: Any, slots: SlotMap, now: float) -> Done | Retry:

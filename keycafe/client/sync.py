@@ -9,7 +9,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from keycafe.client.commands import (
-    ANY_NODE,
     Call,
     ClusterBase,
     Part,
@@ -168,10 +167,7 @@ class Cluster(ClusterBase):
         attempt = Attempt(part.slot, self.policy, time.monotonic(), self._rng)
         request = encode_command(part.args)
         while True:
-            if part.slot == ANY_NODE:
-                addr, asking = self._any_node(), False
-            else:
-                addr, asking = attempt.target(self.slots, self._any_node)
+            addr, asking = attempt.target(self.slots, self._any_node)
             try:
                 if asking:
                     reply = self._call(addr, [encode_command(("ASKING",)), request])[1]
@@ -197,39 +193,42 @@ class Cluster(ClusterBase):
         replies: list[Any] = [None] * len(parts)
         again: list[int] = []
         # Write every node's batch first, then read them: the nodes work at once.
-        sent: list[tuple[Connection, list[int]]] = []
-        for addr, positions in by_node.items():
-            try:
-                conn = self._acquire(addr)
-            except _NET_ERRORS:
-                again.extend(positions)
-                continue
-            try:
-                conn.send([encode_command(parts[i].args) for i in positions])
-            except BaseException as exc:
+        # A connection leaves ``unread`` only when its replies are all read;
+        # whatever is left there on the way out is closed, never reused.
+        unread: list[tuple[Connection, list[int]]] = []
+        try:
+            for addr, positions in by_node.items():
+                try:
+                    conn = self._acquire(addr)
+                except _NET_ERRORS:
+                    again.extend(positions)
+                    continue
+                unread.append((conn, positions))
+                try:
+                    conn.send([encode_command(parts[i].args) for i in positions])
+                except _NET_ERRORS:
+                    unread.pop()
+                    conn.close()
+                    again.extend(positions)
+            while unread:
+                conn, positions = unread[0]
+                try:
+                    got = conn.read(len(positions))
+                except _NET_ERRORS:
+                    unread.pop(0)
+                    conn.close()
+                    again.extend(positions)
+                    continue
+                unread.pop(0)
+                self._release(conn)
+                for i, reply in zip(positions, got, strict=True):
+                    if isinstance(reply, ResponseError) and retryable(reply):
+                        again.append(i)
+                    else:
+                        replies[i] = reply
+        finally:
+            for conn, _ in unread:
                 conn.close()
-                if not isinstance(exc, _NET_ERRORS):
-                    raise
-                again.extend(positions)
-                continue
-            sent.append((conn, positions))
-        for n, (conn, positions) in enumerate(sent):
-            try:
-                got = conn.read(len(positions))
-            except BaseException as exc:
-                conn.close()
-                if not isinstance(exc, _NET_ERRORS):
-                    for other, _ in sent[n + 1 :]:
-                        other.close()  # replies unread: never reuse
-                    raise
-                again.extend(positions)
-                continue
-            self._release(conn)
-            for i, reply in zip(positions, got, strict=True):
-                if isinstance(reply, ResponseError) and retryable(reply):
-                    again.append(i)
-                else:
-                    replies[i] = reply
         for i in sorted(again):
             replies[i] = self._one(parts[i])
         return replies

@@ -15,7 +15,6 @@ from typing import Any
 import trio
 
 from keycafe.client.commands import (
-    ANY_NODE,
     Call,
     ClusterBase,
     Part,
@@ -148,10 +147,7 @@ class TrioCluster(ClusterBase):
         attempt = Attempt(part.slot, self.policy, trio.current_time(), self._rng)
         request = encode_command(part.args)
         while True:
-            if part.slot == ANY_NODE:
-                addr, asking = self._any_node(), False
-            else:
-                addr, asking = attempt.target(self.slots, self._any_node)
+            addr, asking = attempt.target(self.slots, self._any_node)
             try:
                 if asking:
                     reply = (await self._call(addr, [encode_command(("ASKING",)), request]))[1]

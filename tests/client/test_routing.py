@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keycafe.client.routing import (
+    ANY_NODE,
     Attempt,
     Done,
     Retry,
@@ -162,3 +163,8 @@ def test_which_error_replies_a_batch_sends_again_one_by_one() -> None:
     again += [ResponseError("TRYAGAIN moving"), ResponseError("CLUSTERDOWN down")]
     assert all(retryable(r) for r in again)
     assert not retryable(ResponseError("ERR wrong number of arguments"))
+
+
+def test_a_keyless_request_goes_to_the_fallback_node() -> None:
+    a = Attempt(ANY_NODE, RetryPolicy(), 0.0, random.Random(1))
+    assert a.target(slot_map(), lambda: B) == (B, False)
