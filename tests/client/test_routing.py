@@ -167,4 +167,5 @@ def test_which_error_replies_a_batch_sends_again_one_by_one() -> None:
 
 def test_a_keyless_request_goes_to_the_fallback_node() -> None:
     a = Attempt(ANY_NODE, RetryPolicy(), 0.0, random.Random(1))
-    assert a.target(slot_map(), lambda: B) == (B, False)
+    elsewhere = ("10.0.0.9", 7009)  # not the owner of any slot, the last one included
+    assert a.target(slot_map(), lambda: elsewhere) == (elsewhere, False)
