@@ -24,6 +24,7 @@ from pathlib import Path
 from redis.cluster import RedisCluster
 
 import keycafe
+from keycafe.node.launcher import stop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import server as bench  # the sibling script's helpers (after the path insert)
@@ -36,42 +37,13 @@ BATCH = 100
 @contextmanager
 def keycafe_cluster() -> Iterator[list[int]]:
     ports = [bench.free_port_pair() for _ in range(3)]
-    procs = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        for i, port in enumerate(ports):
-            seed = ["--seed", f"127.0.0.1:{ports[0] + 10000}"] if i else []
-            procs.append(
-                subprocess.Popen(
-                    [
-                        *(sys.executable, "-m", "keycafe", "--port", str(port)),
-                        "--log-level",
-                        "error",
-                        *seed,
-                    ],
-                )
-            )
-            bench.wait_for(port)
-        deadline = time.monotonic() + 60
-        while True:
-            rings = {
-                (i["keycafe_ring_epoch"], i["keycafe_ring_members"], i["keycafe_ring_pending"])
-                for i in map(bench.cluster_info, ports)
-            }
-            if len(rings) == 1 and rings.pop()[1:] == ("3", "0"):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the cluster did not form")
-            time.sleep(0.1)
+        bench.start_keycafe(ports, procs)
+        bench.wait_keycafe_ring(ports)
         yield ports
     finally:
-        for p in procs:
-            p.send_signal(2)
-        time.sleep(0.2)
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(2)
-        for p in procs:
-            p.wait(timeout=30)
+        stop(procs)
 
 
 def workloads(n: int) -> dict[str, Callable[[object], int]]:

@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keycafe.node.launcher import stop
+from keycafe.node.status import ring_settled
+
 ROOT = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -275,6 +278,25 @@ class Cluster:
         return sum(cpu_seconds(p.pid) for p in self.procs)
 
 
+def start_keycafe(ports: list[int], procs: list[subprocess.Popen[bytes]]) -> None:
+    """keycafe nodes on ``ports`` (cluster ports + 10000), joined through the
+    first; each is added to ``procs`` as it starts, for the caller to stop."""
+    for i, port in enumerate(ports):
+        args = [sys.executable, "-m", "keycafe", "--port", str(port), "--log-level", "error"]
+        if i:
+            args += ["--seed", f"127.0.0.1:{ports[0] + 10000}"]
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
+        wait_for(port)
+
+
+def wait_keycafe_ring(ports: list[int], limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while not ring_settled("127.0.0.1", ports, len(ports)):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the keycafe cluster did not agree on a ring")
+        time.sleep(0.1)
+
+
 @contextmanager
 def clusters() -> Iterator[tuple[Cluster, Cluster]]:
     """A 3-master Redis Cluster and a 3-node keycafe cluster."""
@@ -295,18 +317,7 @@ def clusters() -> Iterator[tuple[Cluster, Cluster]]:
                     stdout=subprocess.DEVNULL,
                 )
             )
-        for i, port in enumerate(kports):
-            seed = ["--seed", f"127.0.0.1:{kports[0] + 10000}"] if i else []
-            procs.append(
-                subprocess.Popen(
-                    [
-                        *(sys.executable, "-m", "keycafe", "--port", str(port)),
-                        *("--log-level", "error", *seed),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                )
-            )
-            wait_for(port)
+        start_keycafe(kports, procs)
         for port in rports:
             wait_for(port)
         subprocess.run(
@@ -317,34 +328,17 @@ def clusters() -> Iterator[tuple[Cluster, Cluster]]:
             check=True,
         )
         deadline = time.monotonic() + 60
-        while True:
-            redis_ok = all(cluster_info(p)["cluster_state"] == "ok" for p in rports)
-            rings = {
-                (i["keycafe_ring_epoch"], i["keycafe_ring_members"], i["keycafe_ring_pending"])
-                for i in map(cluster_info, kports)
-            }
-            ring_ok = len(rings) == 1 and rings.pop()[1:] == (str(CLUSTER_NODES), "0")
-            if redis_ok and ring_ok:
-                break
+        while not all(cluster_info(p)["cluster_state"] == "ok" for p in rports):
             if time.monotonic() > deadline:
-                raise RuntimeError("the clusters did not form")
+                raise RuntimeError("the Redis Cluster did not form")
             time.sleep(0.1)
+        wait_keycafe_ring(kports)
         yield (
             Cluster("redis", rports, procs[:CLUSTER_NODES]),
             Cluster("keycafe", kports, procs[CLUSTER_NODES:]),
         )
     finally:
-        for p in procs:
-            p.send_signal(2)  # SIGINT; keycafe's second one below skips the hand-over
-        time.sleep(0.2)
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(2)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)  # a second signal makes keycafe skip the hand-over
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 
 import keycafe
-from keycafe.node.status import query
+from keycafe.node.status import info, ring_settled
 
 SERVING = re.compile(r"serving RESP on \S+:(\d+), gossip on \S+:(\d+)")
 
@@ -36,21 +36,9 @@ def start(profile: str, seed: int | None) -> tuple[subprocess.Popen[str], int, i
     raise RuntimeError("the node did not start")
 
 
-def info(port: int) -> dict[str, str]:
-    """CLUSTER INFO of the node on ``port`` itself."""
-    text = str(query("127.0.0.1", port, "CLUSTER", "INFO"))
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-
-
-def settled(ports: list[int], members: int) -> bool:
-    keys = ("keycafe_ring_epoch", "keycafe_ring_members", "keycafe_ring_pending")
-    seen = {tuple(info(port)[k] for k in keys) for port in ports}
-    return len(seen) == 1 and seen.pop()[1:] == (str(members), "0")
-
-
 def wait(ports: list[int], members: int, limit: float = 60) -> float:
     t0 = time.monotonic()
-    while not settled(ports, members):
+    while not ring_settled("127.0.0.1", ports, members):
         if time.monotonic() - t0 > limit:
             raise RuntimeError(f"no agreed ring of {members} within {limit}s")
         time.sleep(0.005)
@@ -80,7 +68,7 @@ def main() -> None:
             fourth, port4, _ = start(args.profile, cport)
             procs.append(fourth)
             joined = time.monotonic() - t0 + wait([*ports, port4], 4)
-            got = int(info(port4)["keycafe_slots_keys_received"])
+            got = int(info("127.0.0.1", port4)["keycafe_slots_keys_received"])
             share = next(n.slots for n in kc.nodes() if n.port == port4)
             lost = sum(v is None for v in kc.mget(keys))
             print(

@@ -40,20 +40,6 @@ def node_args(i: int, args: argparse.Namespace) -> list[str]:
     return out
 
 
-def settled(host: str, ports: list[int]) -> bool:
-    """Every node routes by one ring of all of them, with no change pending."""
-    seen = set()
-    for port in ports:
-        try:
-            text = str(status.query(host, port, "CLUSTER", "INFO", timeout=1.0))
-        except OSError:
-            return False
-        info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        keys = ("keycafe_ring_epoch", "keycafe_ring_members", "keycafe_ring_pending")
-        seen.add(tuple(info.get(k) for k in keys))
-    return len(seen) == 1 and seen.pop()[1:] == (str(len(ports)), "0")
-
-
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
     """Stop every node now: the whole cluster goes, so no hand-over is wanted
     (a node's second SIGTERM skips it)."""
@@ -99,7 +85,7 @@ def main(argv: Sequence[str]) -> int:
             if i == 0:
                 time.sleep(0.3)  # the first node founds the cluster the others join
         deadline = time.monotonic() + args.wait
-        while not settled(args.bind, ports):
+        while not status.ring_settled(args.bind, ports, args.nodes):
             if any(proc.poll() is not None for proc in procs):
                 print("keycafe launch: a node exited; see its log above", file=sys.stderr)
                 return 1

@@ -3,29 +3,43 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 from collections.abc import Sequence
 
-import hiredis
+from keycafe.client.commands import parse_info
+from keycafe.client.sync import Connection
+from keycafe.errors import KeycafeError
+from keycafe.resp.client import encode_command
 
 STATES = {"fail?": "suspect", "fail": "dead"}
+# What a status query can fail with: the socket's errors, or the client's.
+QUERY_ERRORS = (OSError, KeycafeError)
 
 
 def query(host: str, port: int, *args: str, timeout: float = 5.0) -> object:
-    """One RESP command over a fresh connection; the decoded reply."""
-    request = b"*%d\r\n" % len(args) + b"".join(
-        b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args
-    )
-    reader = hiredis.Reader(encoding="utf-8")
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(request)
-        while (reply := reader.gets()) is False:
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError("connection closed before the reply")
-            reader.feed(data)
-    return reply
+    """One command to the node at ``host:port`` itself (no redirects followed);
+    the decoded reply."""
+    conn = Connection((host, port), timeout, decode=True, password=None)
+    try:
+        return conn.call([encode_command(args)])[0]
+    finally:
+        conn.close()
+
+
+def info(host: str, port: int, timeout: float = 5.0) -> dict[str, str]:
+    """``CLUSTER INFO`` of that node, as a dict."""
+    return parse_info(query(host, port, "CLUSTER", "INFO", timeout=timeout))
+
+
+def ring_settled(host: str, ports: Sequence[int], members: int, timeout: float = 1.0) -> bool:
+    """Every node on ``ports`` routes by the same ring of ``members``, with no
+    change pending (False if one does not answer)."""
+    keys = ("keycafe_ring_epoch", "keycafe_ring_members", "keycafe_ring_pending")
+    try:
+        seen = {tuple(info(host, port, timeout).get(k) for k in keys) for port in ports}
+    except QUERY_ERRORS:
+        return False
+    return len(seen) == 1 and seen.pop()[1:] == (str(members), "0")
 
 
 def slot_count(specs: list[str]) -> int:
@@ -41,22 +55,22 @@ def slot_count(specs: list[str]) -> int:
 
 def render(nodes_text: str, info_text: str, target: str, keys: dict[str, str] | None = None) -> str:
     """The status view; ``keys`` maps a node's client address to its key count."""
-    info = dict(line.split(":", 1) for line in info_text.splitlines() if ":" in line)
+    ci = parse_info(info_text)
     rows = [line.split() for line in nodes_text.splitlines() if line.strip()]
     keys = keys or {}
-    pending = info.get("keycafe_ring_pending", "0")
+    pending = ci.get("keycafe_ring_pending", "0")
     out = [
-        f"keycafe at {target}: cluster_state {info.get('cluster_state', '?')}, "
-        f"{info.get('cluster_known_nodes', '?')} members "
-        f"({info.get('keycafe_gossip_members_alive', '?')} alive, "
-        f"{info.get('keycafe_gossip_members_suspect', '?')} suspect, "
-        f"{info.get('keycafe_gossip_members_dead', '?')} dead), "
-        f"coordinator {info.get('keycafe_coordinator', '?')[:12] or 'none'} "
-        f"(term {info.get('keycafe_coordinator_term', '?')}), "
-        f"ring epoch {info.get('keycafe_ring_epoch', '?')} "
-        f"({info.get('keycafe_ring_members', '?')} members"
+        f"keycafe at {target}: cluster_state {ci.get('cluster_state', '?')}, "
+        f"{ci.get('cluster_known_nodes', '?')} members "
+        f"({ci.get('keycafe_gossip_members_alive', '?')} alive, "
+        f"{ci.get('keycafe_gossip_members_suspect', '?')} suspect, "
+        f"{ci.get('keycafe_gossip_members_dead', '?')} dead), "
+        f"coordinator {ci.get('keycafe_coordinator', '?')[:12] or 'none'} "
+        f"(term {ci.get('keycafe_coordinator_term', '?')}), "
+        f"ring epoch {ci.get('keycafe_ring_epoch', '?')} "
+        f"({ci.get('keycafe_ring_members', '?')} members"
         f"{f', moving to {pending}' if pending not in ('0', '?') else ''}), "
-        f"local health score {info.get('keycafe_gossip_health_score', '?')}",
+        f"local health score {ci.get('keycafe_gossip_health_score', '?')}",
         "",
         f"{'NODE':14}{'CLIENT ADDRESS':22}{'CLUSTER PORT':14}{'STATE':9}{'FLAGS':22}"
         f"{'SLOTS':>14}{'KEYS':>10}",
@@ -88,7 +102,7 @@ def key_counts(nodes_text: str) -> dict[str, str]:
         host, _, port = client.rpartition(":")
         try:
             counts[client] = str(query(host, int(port), "DBSIZE", timeout=1.0))
-        except (OSError, ValueError):
+        except (*QUERY_ERRORS, ValueError):
             counts[client] = "?"
     return counts
 
@@ -102,7 +116,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         nodes = query(args.host, args.port, "CLUSTER", "NODES")
         info = query(args.host, args.port, "CLUSTER", "INFO")
-    except OSError as exc:
+    except QUERY_ERRORS as exc:
         print(f"keycafe status: cannot reach {target}: {exc}", file=sys.stderr)
         return 1
     print(render(str(nodes), str(info), target, key_counts(str(nodes))))
