@@ -73,6 +73,11 @@ class SlotTable:
             owners=((me.node_id,),) * SLOT_COUNT,
         )
 
+    @classmethod
+    def unassigned(cls, me: NodeAddr) -> SlotTable:
+        """No ring yet (a node joining through a seed): every slot CLUSTERDOWN."""
+        return cls(epoch=0, my_id=me.node_id, nodes={me.node_id: me}, owners=((),) * SLOT_COUNT)
+
     @property
     def me(self) -> NodeAddr:
         return self.nodes[self.my_id]

@@ -23,7 +23,6 @@ from keycafe.node.server import bind_listener, serve_clients
 from keycafe.node.slots import SlotService, slot_figures
 from keycafe.resp.parser import Limits
 from keycafe.server import ServerConfig, ServerState
-from keycafe.store.keyslot import SLOT_COUNT
 
 log = logging.getLogger("keycafe.node")
 
@@ -177,9 +176,7 @@ async def serve_node(
     if config.seeds:
         # Joining: nothing is ours, and where keys live is unknown until the
         # ring arrives (CLUSTERDOWN meanwhile).
-        state.table = SlotTable(
-            epoch=0, my_id=me.node_id, nodes={me.node_id: me}, owners=((),) * SLOT_COUNT
-        )
+        state.table = SlotTable.unassigned(me)
     state.process_probe = process_probe
     links = PeerLinks(me.node_id)
     gossip = GossipService(
