@@ -51,6 +51,9 @@ log = logging.getLogger("keycafe.slots")
 BATCH_ENTRIES: Final = 512  # entries per frame (well under the frame limit for small values)
 BATCH_BYTES: Final = 1 << 20  # ... or about this many bytes of keys and values
 ACK_TIMEOUT: Final = 10.0  # a transfer not acknowledged in this long is sent again
+# A slot handed over waits at most this long for the new owner to acknowledge
+# its last forwards (a dead new owner never will; the next ring drops it).
+DRAIN_TIMEOUT: Final = 10.0
 RETRY_PAUSE: Final = 0.5  # seconds before sending a failed transfer again
 FORWARD_PERIOD: Final = 0.002  # how often writes to moving slots are collected
 
@@ -137,7 +140,7 @@ class SlotService:
         self._outbox: deque[tuple[str, int, Any]] = deque()
         self._outbox_ready = trio.Event()
         self._sending = False  # the outbox task holds a popped frame
-        self._drained = trio.Event()  # set each time the outbox is sent in full
+        self._outbox_empty = trio.Event()  # set each time the outbox is sent in full
         self._ids = itertools.count(1)
         self._acks: dict[int, _Waiting] = {}
         # Incoming transfers: batches received so far, by (sender, transfer id).
@@ -146,6 +149,11 @@ class SlotService:
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
         self._moving = trio.Event()  # set when slots start moving out
+        # Slots handed over, kept (answering TRYAGAIN) until the new owner has
+        # acknowledged the writes forwarded for them; ``_drained_some`` is set
+        # each time some are let go.
+        self._draining: set[int] = set()
+        self._drained_some = trio.Event()
         links.on_frame = self.on_frame
         gossip.after_flush = self.check
 
@@ -240,21 +248,38 @@ class SlotService:
         table = SlotTable(
             epoch=ring.epoch, my_id=self.me, nodes=nodes, owners=self.owners(ring.members)
         )
-        # What was written to moving slots until now goes out before they go.
+        # What was written to moving slots until now goes out first. Those
+        # slots (the ones with a destination) stay here, answering TRYAGAIN,
+        # until their new owner has acknowledged it all: a client redirected
+        # there at once could otherwise miss a write it just made here.
         self._collect_forwards()
-        # Drop every slot not ours now: those handed over, and any received for
-        # a proposal that was replaced before it took effect (left alone, a
-        # stale copy could resurrect deleted keys if the slot came back here
-        # after its tombstones were collected).
+        handing: dict[str, list[int]] = {}
+        for slot, dests in self.subscribers.items():
+            if not table.mine[slot]:
+                for dest in dests:
+                    handing.setdefault(dest, []).append(slot)
+        self._draining.update(slot for slots in handing.values() for slot in slots)
+        # Every other slot not ours now goes: those of a proposal that was
+        # replaced before it took effect, say (a stale copy could resurrect
+        # deleted keys if the slot came back after its tombstones were collected).
         dropped = 0
         store = self.store
         for slot in range(SLOT_COUNT):
-            if not table.mine[slot] and (store.slots[slot] or store.tombstones[slot]):
+            if (
+                not table.mine[slot]
+                and slot not in self._draining
+                and (store.slots[slot] or store.tombstones[slot])
+            ):
                 dropped += store.drop_slot(slot)
         self._unwatch()
-        self.state.incoming[:] = bytes(SLOT_COUNT)
+        moving = self.state.moving
+        moving[:] = bytes(SLOT_COUNT)
+        for slot in self._draining:
+            moving[slot] = 1
         self.state.table = table
         self.counters.keys_dropped += dropped
+        if handing and self._nursery is not None:
+            self._nursery.start_soon(self._drain, handing)
         log.info(
             "ring epoch %d: %d members, %d slots here%s",
             ring.epoch,
@@ -330,6 +355,34 @@ class SlotService:
         self.store.watched[:] = bytes(SLOT_COUNT)
         self.subscribers.clear()
 
+    async def _drain(self, handing: dict[str, list[int]]) -> None:
+        """Let go of handed-over slots once each new owner has acknowledged an
+        empty transfer sent behind their last forwards (frames on a link
+        arrive in order), or after ``DRAIN_TIMEOUT``."""
+        await self._outbox_sent()
+        with trio.move_on_after(DRAIN_TIMEOUT) as waited:
+            async with trio.open_nursery() as nursery:
+                for dest in handing:
+                    nursery.start_soon(partial(self._transfer, dest, [], barrier=True))
+        if waited.cancelled_caught:
+            log.warning("new owners did not confirm the last forwarded writes; letting go")
+        table = self.state.table
+        for slots in handing.values():
+            for slot in slots:
+                self._draining.discard(slot)
+                self.state.moving[slot] = 0
+                if not table.mine[slot]:  # a later ring may have given it back
+                    self.counters.keys_dropped += self.store.drop_slot(slot)
+        self._drained_some.set()
+        self._drained_some = trio.Event()
+
+    async def _outbox_sent(self) -> None:
+        """Wait until every frame queued so far is handed to the links."""
+        while self._outbox or self._sending:
+            self._outbox_empty = trio.Event()
+            self._outbox_ready.set()
+            await self._outbox_empty.wait()
+
     def _collect_forwards(self) -> None:
         dirty, self.store.dirty = self.store.dirty, []
         if not dirty:
@@ -372,7 +425,7 @@ class SlotService:
                         await self.links.send(dest, addr, kind, body)
                     finally:
                         self._sending = False
-            self._drained.set()
+            self._outbox_empty.set()
 
     # -- frames from peers -----------------------------------------------------------
 
@@ -400,7 +453,7 @@ class SlotService:
             if got == batches:
                 for slot in slots:
                     self._check_slot(slot)
-                    self.state.incoming[slot] = 1
+                    self.state.moving[slot] = 1
             self._outbox.append((peer, frames.ACK, [tid, got]))
             self._outbox_ready.set()
         elif frame.kind == frames.ACK:
@@ -432,15 +485,8 @@ class SlotService:
         self.gossip.flush()
         while self.ring is None or self.me in self.ring.members:
             await self._changed.wait()
-        self._collect_forwards()
-        peers = {dest for dest, _, _ in self._outbox}
-        while self._outbox or self._sending:
-            self._drained = trio.Event()
-            self._outbox_ready.set()
-            await self._drained.wait()
-        async with trio.open_nursery() as nursery:
-            for peer in peers:
-                nursery.start_soon(partial(self._transfer, peer, [], barrier=True))
+        while self._draining:  # the new owners confirm our last forwards
+            await self._drained_some.wait()
         log.info("left the ring; slots handed over")
 
 

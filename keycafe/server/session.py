@@ -18,9 +18,8 @@ from keycafe.store.keyslot import key_slot
 log = logging.getLogger("keycafe.server")
 
 NOAUTH: Final = b"-NOAUTH Authentication required.\r\n"
-# The slot is being handed to this node, which has not heard that the move is
-# in force yet (the node that redirected here has): clients retry shortly.
-TRYAGAIN: Final = b"-TRYAGAIN Slot is moving to this node; try again shortly\r\n"
+# The slot is between owners here (ServerState.moving): clients retry shortly.
+TRYAGAIN: Final = b"-TRYAGAIN Slot is moving; try again shortly\r\n"
 
 
 @attrs.define(eq=False)
@@ -93,7 +92,7 @@ class Session:
             table = self.state.table
             if not table.mine[slot]:
                 self.state.counters.error_replies += 1
-                if self.state.incoming[slot]:
+                if self.state.moving[slot]:
                     return TRYAGAIN
                 return table.redirect(slot)
         try:

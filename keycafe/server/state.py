@@ -80,9 +80,12 @@ class ServerState:
     # The gossip member table and figures, supplied by the shell when gossip runs.
     members_probe: Callable[[], list[MemberView]] | None = None
     gossip_probe: Callable[[], Mapping[str, int | str]] | None = None
-    # 1 for a slot this node has received in a move but does not own yet: a
-    # request for it is told to try again rather than sent back to the old owner.
-    incoming: bytearray = attrs.field(factory=lambda: bytearray(SLOT_COUNT))
+    # 1 for a slot between owners here, whose requests are told to try again
+    # (-TRYAGAIN) rather than redirected: one received in a move whose change
+    # this node has not heard of yet (redirecting would send the client back to
+    # the old owner), or one handed over whose last forwarded writes the new
+    # owner has not acknowledged yet (redirecting could read stale data there).
+    moving: bytearray = attrs.field(factory=lambda: bytearray(SLOT_COUNT))
     _next_client_id: int = 1
 
     @classmethod

@@ -84,7 +84,7 @@ def test_a_slot_of_a_dead_owner_is_clusterdown_and_a_moving_one_tryagain() -> No
     assert str(reply) == "CLUSTERDOWN Hash slot not served"
     # A slot received in a move whose change this node has not heard of yet.
     s.state.table = attrs.evolve(s.state.table, down=frozenset())
-    s.state.incoming[key_slot(key_there)] = 1
+    s.state.moving[key_slot(key_there)] = 1
     reply = run_in(s, "GET", key_there)
     assert isinstance(reply, hiredis.ReplyError)
     assert str(reply).startswith("TRYAGAIN ")
