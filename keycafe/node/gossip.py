@@ -236,7 +236,10 @@ class GossipService:
     # -- output ------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Send what the core has queued (after a change made from outside)."""
+        """Send what the core has queued after a change made from outside (our
+        own metadata), and assess again: a change of our own raises no member
+        event, and the coordinator may be us."""
+        self._assessed_at = -1e9
         self._flush()
 
     def _flush(self) -> None:
