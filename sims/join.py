@@ -15,11 +15,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import keycafe
 from keycafe.node.status import info, ring_settled
 
+LOGS: dict[int, list[str]] = {}  # each node's log lines after start-up, by pid
 SERVING = re.compile(r"serving RESP on \S+:(\d+), gossip on \S+:(\d+)")
 
 
@@ -32,6 +34,9 @@ def start(profile: str, seed: int | None) -> tuple[subprocess.Popen[str], int, i
     for line in proc.stderr:
         m = SERVING.search(line)
         if m:
+            # Keep reading its log, or a full pipe would stall the node.
+            log = LOGS.setdefault(proc.pid, [])
+            threading.Thread(target=log.extend, args=(proc.stderr,), daemon=True).start()
             return proc, int(m.group(1)), int(m.group(2))
     raise RuntimeError("the node did not start")
 
