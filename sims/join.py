@@ -17,12 +17,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 
 import keycafe
 from keycafe.node.status import info, ring_settled
 
-LOGS: dict[int, list[str]] = {}  # each node's log lines after start-up, by pid
 SERVING = re.compile(r"serving RESP on \S+:(\d+), gossip on \S+:(\d+)")
+
+
+def _discard(lines: Iterable[str]) -> None:
+    for _ in lines:
+        pass
 
 
 def start(profile: str, seed: int | None) -> tuple[subprocess.Popen[str], int, int]:
@@ -35,8 +40,7 @@ def start(profile: str, seed: int | None) -> tuple[subprocess.Popen[str], int, i
         m = SERVING.search(line)
         if m:
             # Keep reading its log, or a full pipe would stall the node.
-            log = LOGS.setdefault(proc.pid, [])
-            threading.Thread(target=log.extend, args=(proc.stderr,), daemon=True).start()
+            threading.Thread(target=_discard, args=(proc.stderr,), daemon=True).start()
             return proc, int(m.group(1)), int(m.group(2))
     raise RuntimeError("the node did not start")
 
