@@ -57,6 +57,13 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.kill()
 
 
+def _answers(host: str, port: int) -> bool:
+    try:
+        return status.query(host, port, "PING", timeout=1.0) == "PONG"
+    except status.QUERY_ERRORS:
+        return False
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -80,11 +87,16 @@ def main(argv: Sequence[str]) -> int:
     ports = [args.port + i for i in range(args.nodes)]
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        for i in range(args.nodes):
-            procs.append(subprocess.Popen(node_args(i, args)))
-            if i == 0:
-                time.sleep(0.3)  # the first node founds the cluster the others join
         deadline = time.monotonic() + args.wait
+        procs.append(subprocess.Popen(node_args(0, args)))
+        # The others join through the first: start them once it answers
+        # (they would retry their seed anyway, but only after a backoff).
+        while not _answers(args.bind, ports[0]) and procs[0].poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        for i in range(1, args.nodes):
+            procs.append(subprocess.Popen(node_args(i, args)))
         while not status.ring_settled(args.bind, ports, args.nodes):
             if any(proc.poll() is not None for proc in procs):
                 print("keycafe launch: a node exited; see its log above", file=sys.stderr)
