@@ -187,19 +187,19 @@ class Connection:
         """Run parsed requests until about ``OUTPUT_FLUSH_BYTES`` of replies are
         ready; return them and whether every request has run."""
         reqs = self.requests
-        execute = self.session.execute
+        execute = self.session.execute_many
         i = self.next_request
         if i == 0 and len(reqs) <= REPLY_CHUNK:
-            out = [execute(req) for req in reqs]  # the common case, one chunk
+            out = execute(reqs)  # the common case, one chunk
             i = len(reqs)
         else:
             out = []
             size = 0
             while i < len(reqs) and size <= OUTPUT_FLUSH_BYTES:
-                part = [execute(req) for req in reqs[i : i + REPLY_CHUNK]]
+                part = execute(reqs[i : i + REPLY_CHUNK])
                 out += part
                 size += sum(map(len, part))
-                i += len(part)
+                i += REPLY_CHUNK
         if i < len(reqs):
             self.next_request = i
             return b"".join(out), False

@@ -27,12 +27,23 @@ Request = list[bytes]
 _STAR: Final = 42  # b"*"
 _DOLLAR: Final = 36  # b"$"
 _PROBE: Final = b"*0\r\n"
+_join: Final = b"".join
 # hiredis returns simple strings (+), verbatim strings (=) and big numbers (()
 # as bytes, indistinguishable from bulk strings, and attributes (|) change what
 # follows. Every element header follows a CRLF, so a read with none of these
 # after a CRLF has none of them; a read that does (perhaps only inside a value)
 # goes to the Python engine, which rejects them as Redis does.
 _SUSPECT: Final = re.compile(rb"\r\n[+=(|]").search
+
+
+def _suspect(data: bytes) -> bool:
+    """Whether ``data`` may hold one of those headers. Four byte searches
+    (memchr: an int needle; a bytes needle costs several times more) settle
+    most reads in a twentieth of the regex's time."""
+    if not (43 in data or 61 in data or 40 in data or 124 in data):
+        return False  # none of + = ( | anywhere
+    return _SUSPECT(data) is not None
+
 
 # Redis's string2ll: optional '-', no '+', no leading zeros, at most 19 digits.
 _STRICT_INT = re.compile(rb"-?(?:0|[1-9][0-9]{0,18})")
@@ -126,7 +137,7 @@ class RequestParser:
 
         Returns the unparsed remainder (empty, or bytes for the Python engine).
         """
-        if _SUSPECT(data) is not None:
+        if _suspect(data):
             return data  # might hold an element hiredis would pass off as bulk
         reader = self._reader
         reader.feed(data)
@@ -147,13 +158,16 @@ class RequestParser:
                         return b""
                     break
                 if req.__class__ is list and req:
-                    for arg in req:
-                        if arg.__class__ is not bytes:
-                            break
-                    else:
-                        out.append(req)
-                        continue
-                break  # not an array of bulk strings: let the authority judge
+                    try:
+                        # Only bytes join: this rejects the ints, None, nested
+                        # lists and error objects hiredis makes of other
+                        # elements, at half the cost of a type check per item.
+                        _join(req)
+                    except TypeError:
+                        break  # not an array of bulk strings: the authority judges
+                    out.append(req)
+                    continue
+                break
         except hiredis.ProtocolError:
             pass
         # Hand over at the end of the last request hiredis got right.

@@ -13,6 +13,7 @@ from keycafe.resp import reply as resp
 from keycafe.server.registry import COMMANDS, CommandError, CommandSpec
 from keycafe.server.state import ServerState
 from keycafe.store.engine import Store
+from keycafe.store.entry import HEADER_SIZE, NO_EXPIRY
 from keycafe.store.keyslot import key_slot
 
 log = logging.getLogger("keycafe.server")
@@ -60,49 +61,82 @@ class Session:
         self.state.clients.pop(self.client_id, None)
 
     def execute(self, req: list[bytes]) -> bytes:
-        """Run one request; return its encoded reply (errors are replies too).
+        """Run one request; return its encoded reply (errors are replies too)."""
+        return self.execute_many([req])[0] if not self.closing else b""
 
-        This runs once per command: every lookup here is paid millions of times
-        a second under load, hence the inlined checks.
+    def execute_many(self, reqs: list[list[bytes]]) -> list[bytes]:
+        """Run pipelined requests in order; return one reply per request run.
+
+        This loop runs once per command: every lookup in it is paid millions of
+        times a second under load, hence the hoisted names, the inlined routing
+        and the plain GET and SET served without a handler call (measured: 10%
+        of a pipelined GET or SET). Requests after QUIT are not run, as Redis.
         """
-        if self.closing:
-            return b""  # pipelined after QUIT: Redis does not run these
-        spec = COMMANDS.get(req[0]) or COMMANDS.get(req[0].lower())
-        if spec is None:
-            return self._error(_unknown_command(req))
-        n = len(req)
-        arity = spec.arity
-        if n != arity and (arity > 0 or n < -arity):
-            return self._error(f"ERR wrong number of arguments for '{spec.name}' command")
-        if not self.authenticated and not spec.no_auth:
-            self.state.counters.error_replies += 1
-            return NOAUTH
-        slot = -1
-        first = spec.first_key
-        if first:
-            if spec.single_key:
-                key = req[first]
-                # key_slot without the call when there is no hashtag to honour.
-                slot = key_slot(key) if b"{" in key else crc_hqx(key, 0) & 16383
-            else:
-                slot = _common_slot(spec, req)
-                if slot < 0:
-                    self.state.counters.error_replies += 1
-                    return CROSSSLOT
-            table = self.state.table
-            if not table.mine[slot]:
-                self.state.counters.error_replies += 1
-                if self.state.moving[slot]:
-                    return TRYAGAIN
-                return table.redirect(slot)
-        try:
-            return spec.handler(self, req, slot)
-        except CommandError as exc:
-            return self._error(str(exc))
-        except Exception:
-            # A bug must cost one reply, not the node or the connection.
-            log.exception("command %r failed", spec.name)
-            return self._error("ERR internal error, see the server log")
+        out: list[bytes] = []
+        reply = out.append
+        lookup = COMMANDS.get
+        state = self.state
+        counters = state.counters
+        slots = self.store.slots
+        put = self.store.put
+        get_spec, set_spec = lookup(b"get"), lookup(b"set")  # from strings.py
+        for req in reqs:
+            if self.closing:
+                break
+            spec = lookup(req[0]) or lookup(req[0].lower())
+            if spec is None:
+                reply(self._error(_unknown_command(req)))
+                continue
+            n = len(req)
+            arity = spec.arity
+            if n != arity and (arity > 0 or n < -arity):
+                reply(self._error(f"ERR wrong number of arguments for '{spec.name}' command"))
+                continue
+            if not self.authenticated and not spec.no_auth:
+                counters.error_replies += 1
+                reply(NOAUTH)
+                continue
+            slot = -1
+            first = spec.first_key
+            if first:
+                if spec.single_key:
+                    key = req[first]
+                    # key_slot without the call when there is no hashtag to
+                    # honour. 123 is "{": an int needle is a memchr, ~8x faster.
+                    slot = key_slot(key) if 123 in key else crc_hqx(key, 0) & 16383
+                else:
+                    slot = _common_slot(spec, req)
+                    if slot < 0:
+                        counters.error_replies += 1
+                        reply(CROSSSLOT)
+                        continue
+                table = state.table
+                if not table.mine[slot]:
+                    counters.error_replies += 1
+                    reply(TRYAGAIN if state.moving[slot] else table.redirect(slot))
+                    continue
+                if spec is get_spec:
+                    # strings.get without the call, for a key with no TTL.
+                    record = slots[slot].get(key)
+                    if record is None:
+                        reply(resp.NULL3 if self.proto == 3 else resp.NULL2)
+                        continue
+                    if record.startswith(NO_EXPIRY):
+                        reply(record[HEADER_SIZE:])
+                        continue
+                elif spec is set_spec and n == 3:
+                    put(slot, key, req[2], 0, state.now_ms)  # strings.set_ without options
+                    reply(resp.OK)
+                    continue
+            try:
+                reply(spec.handler(self, req, slot))
+            except CommandError as exc:
+                reply(self._error(str(exc)))
+            except Exception:
+                # A bug must cost one reply, not the node or the connection.
+                log.exception("command %r failed", spec.name)
+                reply(self._error("ERR internal error, see the server log"))
+        return out
 
     def _error(self, message: str) -> bytes:
         self.state.counters.error_replies += 1

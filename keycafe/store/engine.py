@@ -151,9 +151,18 @@ class Store:
         if wall > stamp:
             stamp = wall
         clock.last = stamp
+        record = _pack(value, expires_ms, stamp, 0)
+        if expires_ms or self._volatile or self._tomb_fifo or self.watched[slot]:
+            self._put_tracked(slot, key, record, expires_ms)
+        else:
+            # No TTL anywhere (so the old entry had none), no tombstone, nobody
+            # watching: one dict store. Worth it: ~120 ns of a pipelined SET.
+            self.slots[slot][key] = record
+
+    def _put_tracked(self, slot: int, key: bytes, record: bytes, expires_ms: int) -> None:
         bucket = self.slots[slot]
         old = bucket.get(key)
-        bucket[key] = _pack(value, expires_ms, stamp, 0)
+        bucket[key] = record
         if expires_ms or (old is not None and not old.startswith(_NO_EXPIRY)):
             self._track_expiry(slot, key, old, expires_ms)
         if self._tomb_fifo:

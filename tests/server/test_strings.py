@@ -6,7 +6,7 @@ import hiredis
 import pytest
 
 from keycafe.server import Session
-from tests.server.conftest import Run
+from tests.server.conftest import Run, make_session
 
 
 def err(value: object) -> str:
@@ -221,3 +221,32 @@ def test_errors_for_unknown_and_wrong_arity(run: Run) -> None:
     )
     assert err(run("GET")) == "ERR wrong number of arguments for 'get' command"
     assert err(run("GET", "a", "b")) == "ERR wrong number of arguments for 'get' command"
+
+
+def test_a_pipelined_batch_matches_one_request_at_a_time(session: Session) -> None:
+    """execute_many serves plain GET and SET without their handlers: its replies
+    must equal running the same requests one by one, TTLs, RESP3, QUIT included."""
+    batch = [
+        [b"SET", b"k", b"v"],
+        [b"get", b"k"],
+        [b"SET", b"t", b"w", b"PX", b"5"],
+        [b"GET", b"t"],  # has a TTL: goes through the handler
+        [b"GET", b"missing"],
+        [b"SET", b"k"],  # wrong arity
+        [b"HELLO", b"3"],
+        [b"GET", b"missing"],  # RESP3 null now
+        [b"SET", b"k", b"v2"],
+        [b"GET", b"k"],
+        [b"QUIT"],
+        [b"SET", b"k", b"after-quit"],
+    ]
+    one_by_one = make_session(now=session.state.now_ms)
+    expected = [r for r in (one_by_one.execute(req) for req in batch) if r]
+    got = session.execute_many(batch)
+    assert got == expected
+    assert len(got) == len(batch) - 1  # nothing after QUIT runs
+    assert b"_\r\n" in got
+    assert b"$-1\r\n" in got
+    later = make_session(now=session.state.now_ms + 10)
+    later.state.store = later.store = session.store  # same data, 10 ms on
+    assert later.execute_many([[b"GET", b"t"], [b"GET", b"k"]]) == [b"$-1\r\n", b"$2\r\nv2\r\n"]

@@ -182,3 +182,59 @@ def test_dropping_a_slot_forgets_its_entries_and_tombstones_only() -> None:
     # The dropped key's expiry item is stale: expiring it later changes nothing.
     assert not store.active_expire(NOW + 10_000, 100)
     assert store.count() == 0
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "put_ttl", "remove", "expire", "tick", "watch", "drop"]),
+        st.sampled_from([b"a", b"b", b"{a}c", b"d"]),
+    ),
+    max_size=40,
+)
+
+
+@given(_OPS)
+@settings(max_examples=200, deadline=None)
+def test_writes_agree_with_a_model_of_values_and_ttls(ops: list[tuple[str, bytes]]) -> None:
+    """Whatever mix of plain writes (the fast path), TTL writes, deletes, expiry,
+    watching and dropping: every key reads as a dict model says, the volatile
+    count is exact, and watched slots record every write."""
+    store = Store(NODE, StoreConfig(tombstone_grace_ms=50))
+    model: dict[bytes, tuple[bytes, int]] = {}  # key -> (value, expires or 0)
+    now = 1000
+    for i, (op, key) in enumerate(ops):
+        now += 7
+        slot = key_slot(key)
+        value = b"v%d" % i
+        dirty = len(store.dirty)
+        if op == "put":
+            store.put(slot, key, value, 0, now)
+            model[key] = (value, 0)
+        elif op == "put_ttl":
+            store.put(slot, key, value, now + 20, now)
+            model[key] = (value, now + 20)
+        elif op == "remove":
+            store.remove(slot, key, now)
+            model.pop(key, None)
+        elif op == "expire":
+            store.active_expire(now, budget=100)
+        elif op == "tick":
+            now += 30
+            store.active_expire(now, budget=100)
+        elif op == "watch":
+            store.watched[slot] = 1
+        else:
+            store.drop_slot(slot)
+            model = {k: v for k, v in model.items() if key_slot(k) != slot}
+        if op in ("put", "put_ttl") and store.watched[slot]:
+            assert store.dirty[dirty:] == [(slot, key)]
+        model = {k: (v, e) for k, (v, e) in model.items() if not e or e > now}
+        live = {
+            k: (entry.value_of(r), entry.expires_of(r))
+            for bucket in store.slots
+            for k, r in bucket.items()
+            if not entry.expires_of(r) or entry.expires_of(r) > now
+        }
+        assert live == model
+        volatile = sum(1 for b in store.slots for r in b.values() if entry.expires_of(r))
+        assert store.count_volatile() == volatile
