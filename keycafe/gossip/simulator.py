@@ -45,7 +45,8 @@ class SimNode:
     up: bool = True
     starved: tuple[float, float] | None = None  # extra lag range for its events
     paused_until: float = 0.0  # a stopped process: nothing is handled before this
-    timer_at: float | None = None
+    timer_at: float | None = None  # when its pending timer wake-up is handled
+    timer_due: float | None = None  # the core's deadline that wake-up is for
     events: list[MemberEvent] = attrs.field(factory=list)
 
 
@@ -275,9 +276,15 @@ class Simulator:
         if t is None:
             return
         t = max(t, self.now)
-        if node.timer_at is None or t < node.timer_at or node.timer_at <= self.now:
-            node.timer_at = t + self._lag(node)
-            self._push(node.timer_at, "timer", node)
+        pending = node.timer_at is not None and node.timer_at > self.now
+        if pending and node.timer_due is not None and t >= node.timer_due:
+            # A wake-up for this deadline (or an earlier one) is on its way. A
+            # starved node's lag is drawn once per deadline: drawing it again
+            # on every packet it handles would put its timers off for ever.
+            return
+        node.timer_due = t
+        node.timer_at = t + self._lag(node)
+        self._push(node.timer_at, "timer", node)
 
     def _flush(self, node: SimNode) -> None:
         core = node.core
