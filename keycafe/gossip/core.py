@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+import zlib
 from collections import deque
 
 import attrs
@@ -153,8 +154,12 @@ class Gossip:
         config: GossipConfig,
         rng: random.Random,
         now: float,
+        wall_offset: float = 0.0,
     ) -> None:
         self.config = config
+        # now + wall_offset is about the wall clock, the same on every node
+        # (the simulator's nodes share one clock: 0): it numbers probe rounds.
+        self.wall_offset = wall_offset
         self.rng = rng
         self.node = me.node
         me = attrs.evolve(me, state=State.ALIVE)
@@ -178,6 +183,10 @@ class Gossip:
         # Live (alive or suspect) members, counted again after a transition:
         # every datagram needs N for its retransmit limit.
         self._live: int | None = None
+        # Live members (ourselves included) in the hashed order every member
+        # shares, and where each sits in it: the aligned probe schedule.
+        self._order: list[str] | None = None
+        self._position: dict[str, int] = {}
         self._seq = 0
         self._out: list[tuple[bytes, Address]] = []
         self._jobs: deque[StreamJob] = deque()
@@ -208,6 +217,11 @@ class Gossip:
 
     def alive_count(self) -> int:
         return sum(1 for m in self.members.values() if m.state in (State.ALIVE, State.SUSPECT))
+
+    def _view_changed(self) -> None:
+        """The live set may have changed: recount it and rebuild the order lazily."""
+        self._live = None
+        self._order = None
 
     def _estimated_n(self) -> int:
         if self._live is None:
@@ -296,7 +310,7 @@ class Gossip:
     def leave(self, now: float) -> None:
         """Announce a graceful leave; the shell keeps running a little to send it."""
         self.leaving = True
-        self._live = None
+        self._view_changed()
         me = self.members[self.node]
         dead = Dead(incarnation=me.info.incarnation, node=self.node, source=self.node)
         me.info = attrs.evolve(me.info, state=State.LEFT)
@@ -418,11 +432,35 @@ class Gossip:
                 return m
         return None
 
+    def _aligned_target(self, now: float) -> Member | None:
+        """The member this node probes in the current round.
+
+        Every member sorts the live members by a hash of their ids (the same
+        list everywhere once views agree) and, in round r, probes the one
+        ``1 + r mod (M - 1)`` places after itself. For one r that shift maps
+        members one-to-one onto the others, so each is probed exactly once a
+        round, instead of a Poisson number of times (memberlist), and over M - 1
+        rounds each node still probes every member once (SWIM's round-robin
+        bound). Views that disagree for a while only make the cover uneven.
+        """
+        if self._order is None:
+            live = [n for n, m in self.members.items() if m.state in (State.ALIVE, State.SUSPECT)]
+            live.sort(key=lambda n: (zlib.crc32(n.encode()), n))
+            self._order = live
+            self._position = {n: i for i, n in enumerate(live)}
+        order = self._order
+        size = len(order)
+        if size < 2 or self.node not in self._position:  # alone, or leaving
+            return None
+        rounds = math.floor((now + self.wall_offset) / self.config.probe_interval)
+        shift = 1 + rounds % (size - 1)
+        return self.members[order[(self._position[self.node] + shift) % size]]
+
     def _start_probe(self, now: float) -> None:
         cfg = self.config
         interval = self.awareness.scale(cfg.probe_interval)
         self._next_probe = now + interval
-        target = self._next_target()
+        target = self._aligned_target(now) if cfg.aligned_probes else self._next_target()
         if target is None:
             return
         self._seq += 1
@@ -530,6 +568,15 @@ class Gossip:
 
         for target in self._random_members(self.config.gossip_nodes, accept):
             self._send(target.info.addr, [], now)
+
+    def _gossip_soon(self, now: float) -> None:
+        """Gossip now rather than at the next tick, for news that starts a race:
+        a new suspicion (every member's timer then starts together, and the
+        suspect itself hears at once, so a live one refutes in time), our own
+        refutation, and a death. Each member forwards such news once as it
+        learns it, so it crosses the cluster in a few network hops rather than
+        a few gossip intervals; the retransmit budget is the same."""
+        self._next_gossip = min(self._next_gossip, now)
 
     def _push_pull(self, now: float) -> None:
         """Anti-entropy with one random live member, and one failed one.
@@ -645,6 +692,7 @@ class Gossip:
         me = self.members[self.node]
         me.info = attrs.evolve(me.info, incarnation=max(me.info.incarnation, incarnation) + 1)
         self._queue_alive(me.info)
+        self._gossip_soon(now)
         self.stats.refutations += 1
         if self.config.lifeguard:
             self.awareness.apply_delta(1)
@@ -660,7 +708,7 @@ class Gossip:
                 self._refute(info.incarnation, now)
             return
         m = self.members.get(info.node)
-        self._live = None
+        self._view_changed()
         if m is None:
             self.members[info.node] = Member(info, now)
             self._probe_order.insert(self.rng.randint(0, len(self._probe_order)), info.node)
@@ -711,6 +759,7 @@ class Gossip:
             # Lifeguard: each independent confirmation shortens the timeout.
             if suspicion.confirm(s.source, now):
                 self._broadcasts.queue(s.node, codec.encode_message(s))
+                self._gossip_soon(now)  # at most k times a suspicion
             return
         # A new suspicion, or one about a later incarnation (the member refuted
         # and was suspected again): the old timer must not kill it for an
@@ -730,6 +779,7 @@ class Gossip:
         m.state_changed = now
         self._suspicions[s.node] = Suspicion(started=now, k=k, lo=lo, hi=hi, confirmers={s.source})
         self._broadcasts.queue(s.node, codec.encode_message(s))
+        self._gossip_soon(now)
         self._events.append(MemberEvent(kind=EventKind.SUSPECTED, member=m.info, at=now))
 
     def _suspicion_expired(self, node: str, now: float) -> None:
@@ -748,8 +798,9 @@ class Gossip:
         )
         m.state_changed = now
         self._buried[d.node] = now
-        self._live = None
+        self._view_changed()
         self._suspicions.pop(d.node, None)
         self._broadcasts.queue(d.node, codec.encode_message(d))
+        self._gossip_soon(now)
         kind = EventKind.LEFT if left else EventKind.FAILED
         self._events.append(MemberEvent(kind=kind, member=m.info, at=now))

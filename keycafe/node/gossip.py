@@ -82,7 +82,12 @@ class GossipService:
         self.links = links
         self.seeds = seeds
         self.counters = GossipCounters()
-        self.core = Gossip(me, config=config, rng=random.Random(), now=trio.current_time())
+        now = trio.current_time()
+        # The core numbers probe rounds by the wall clock, so that nodes on
+        # different hosts (NTP-synchronised) share them; trio's clock is per process.
+        self.core = Gossip(
+            me, config=config, rng=random.Random(), now=now, wall_offset=time.time() - now
+        )
         self._udp: socket.socket | None = None
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Callable
+
 import attrs
 
 from keycafe.gossip.config import GossipConfig
-from keycafe.gossip.core import EventKind
+from keycafe.gossip.core import EventKind, Gossip
 from keycafe.gossip.messages import State, Suspect
 from keycafe.gossip.simulator import Link, Simulator, failed_by, node_name
 from keycafe.gossip.suspicion import suspicion_timeout
@@ -169,3 +173,109 @@ def test_same_seed_same_trace() -> None:
 
     assert run(7) == run(7)
     assert run(7) != run(8)
+
+
+def _probes(sim: Simulator) -> list[tuple[float, str, str]]:
+    """Record (time, prober, target) of every probe the cluster starts from now on."""
+    seen: list[tuple[float, str, str]] = []
+    for node in sim.nodes.values():
+        core = node.core
+        start = core._start_probe
+
+        def probe(now: float, core: Gossip = core, start: Callable[[float], None] = start) -> None:
+            before = core.stats.probes
+            start(now)
+            if core.stats.probes > before and core._probe is not None:
+                seen.append((now, core.node, core._probe.target))
+
+        core._start_probe = probe  # type: ignore[method-assign]
+    return seen
+
+
+def test_aligned_probes_cover_every_member_once_a_round() -> None:
+    """Each member is probed exactly once per probe interval, and each node
+    still walks every other member once in N - 1 rounds (SWIM's bound)."""
+    n = 12
+    sim = Simulator.converged(n, seed=4)
+    seen = _probes(sim)
+    sim.run_for(2 * (n - 1) + 1.5)
+    per_round: dict[int, list[str]] = {}
+    walks: dict[str, list[str]] = {name: [] for name in sim.nodes}
+    for at, prober, target in seen:
+        per_round.setdefault(math.floor(at), []).append(target)
+        if 1 <= at < n:  # n - 1 whole rounds
+            walks[prober].append(target)
+    for r in range(1, 2 * (n - 1)):
+        assert sorted(per_round[r]) == sorted(sim.nodes), f"round {r}: {per_round[r]}"
+    for prober, targets in walks.items():
+        assert sorted(targets) == sorted(set(sim.nodes) - {prober})
+
+
+def test_shuffled_probes_leave_some_members_unprobed_for_a_round() -> None:
+    """The contrast, memberlist's independent shuffles (aligned_probes=False)."""
+    n = 12
+    sim = Simulator.converged(
+        n, seed=4, config=attrs.evolve(GossipConfig.lan(), aligned_probes=False)
+    )
+    seen = _probes(sim)
+    sim.run_for(2 * (n - 1) + 1.5)
+    per_round: dict[int, set[str]] = {}
+    for at, _, target in seen:
+        per_round.setdefault(math.floor(at), set()).add(target)
+    assert any(len(per_round[r]) < n for r in range(1, 2 * (n - 1)))
+
+
+def test_a_crash_is_first_probed_within_two_intervals() -> None:
+    """With probes aligned, no crash waits long for its first failed probe
+    (shuffled lists: 1 in 7 crashes waits more than two intervals)."""
+    sim = Simulator.converged(40, seed=21)
+    sim.run_for(5)
+    waits = []
+    for _ in range(20):
+        victim = sim.rng.choice([x.name for x in sim.live()])
+        sim.run_for(sim.rng.uniform(0, 1))
+        sim.crash(victim)
+        t0 = sim.now
+        assert sim.run_until_true(
+            lambda v=victim: any(sim.state_of(x, v) == State.SUSPECT for x in sim.live()),
+            limit=30,
+            step=0.01,
+        )
+        waits.append(sim.now - t0)
+        sim.run_for(30)
+    interval = GossipConfig.lan().probe_interval
+    # Two intervals to be probed, one for the probe to fail.
+    assert max(waits) <= 3 * interval + 0.05, sorted(waits)
+
+
+def test_a_death_floods_the_cluster_at_once() -> None:
+    """Whoever learns of a death passes it on at once, not at its next gossip
+    round: nearly every member knows within a few network hops."""
+    sim = Simulator.converged(50, seed=12)
+    sim.run_for(5)
+    sim.crash("n0030")
+    assert sim.run_until_true(lambda: bool(failed_by(sim, "n0030")), limit=60, step=0.001)
+    first = min(failed_by(sim, "n0030").values())
+    sim.run_until(first + 0.02)  # 20 ms: a few hops at 0.5 ms, no gossip tick
+    knew = sum(1 for x in sim.live() if sim.state_of(x, "n0030") == State.DEAD)
+    assert knew >= 0.8 * len(sim.live()), knew
+
+
+def test_a_starved_node_still_runs_its_timers() -> None:
+    """A starved node handles each timer late, but handles it: the lag is not
+    drawn again for every packet that arrives meanwhile."""
+    sim = Simulator.converged(30, seed=6)
+    node = sim.nodes["n0001"]
+    sim.starve("n0001", (0.5, 2.5))
+    fired: list[float] = []
+    handle = node.core.handle_timer
+
+    def timer(now: float) -> None:
+        fired.append(now)
+        handle(now)
+
+    node.core.handle_timer = timer  # type: ignore[method-assign]
+    sim.run_for(60)
+    gaps = [b - a for a, b in itertools.pairwise(fired)]
+    assert len(fired) > 20
+    assert max(gaps) <= 2.5 + GossipConfig.lan().gossip_interval + 0.01, max(gaps)
