@@ -455,6 +455,17 @@ def table_rows(rows: list[dict[str, object]]) -> list[str]:
     ]
 
 
+def _over_floor(rows: list[dict[str, object]], floor_rows: list[dict[str, object]]) -> str:
+    """keycafe's CPU per request at -c 1 above the trio floor's, per test."""
+    floor = {r["test"]: r["keycafe_cpu"] for r in floor_rows}
+    parts = [
+        f"{float(r['keycafe_cpu']) - float(floor[r['test']]):.1f} ({r['test']})"  # type: ignore[arg-type]
+        for r in rows
+        if r["load"] == FLOOR_LOADS[0][0] and r["test"] in floor
+    ]
+    return " and ".join(parts) or "some"
+
+
 def report(
     rows: list[dict[str, object]],
     floor_rows: list[dict[str, object]],
@@ -529,8 +540,9 @@ def report(
         "- At `-c 1` a request's latency is one round trip through each server's event "
         "loop, and CPU per op is mostly the wake-up: the trio floor above, a trio server "
         "doing no work at all, already uses about twice Redis's CPU per request; "
-        "keycafe's parsing, routing and store add a few µs to it. Those loads are "
-        "noisy: a lone request per wake-up leaves CPU frequency and cache warmth to chance.",
+        f"keycafe's hub, parsing, routing and store add {_over_floor(rows, floor_rows)} "
+        "µs to it. Those loads are noisy: a lone request per wake-up leaves CPU "
+        "frequency and cache warmth to chance.",
         "- The cluster rows: each keycafe node does the same work per command as a lone "
         "node, and three nodes plus the benchmark share two cores, so CPU per op decides: "
         "at `-P 16` the ratio stays near the single node's; at `-P 1` round trips bound both.",
