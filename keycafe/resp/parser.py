@@ -27,7 +27,6 @@ Request = list[bytes]
 _STAR: Final = 42  # b"*"
 _DOLLAR: Final = 36  # b"$"
 _PROBE: Final = b"*0\r\n"
-_join: Final = b"".join
 # hiredis returns simple strings (+), verbatim strings (=) and big numbers (()
 # as bytes, indistinguishable from bulk strings, and attributes (|) change what
 # follows. Every element header follows a CRLF, so a read with none of these
@@ -158,16 +157,13 @@ class RequestParser:
                         return b""
                     break
                 if req.__class__ is list and req:
-                    try:
-                        # Only bytes join: this rejects the ints, None, nested
-                        # lists and error objects hiredis makes of other
-                        # elements, at half the cost of a type check per item.
-                        _join(req)
-                    except TypeError:
-                        break  # not an array of bulk strings: the authority judges
-                    out.append(req)
-                    continue
-                break
+                    for arg in req:
+                        if arg.__class__ is not bytes:
+                            break
+                    else:
+                        out.append(req)
+                        continue
+                break  # not an array of bulk strings: let the authority judge
         except hiredis.ProtocolError:
             pass
         # Hand over at the end of the last request hiredis got right.
