@@ -64,6 +64,26 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
+def _ring_view(host: str, port: int) -> str:
+    """One node's ring and membership in a line, for a launch that did not settle."""
+    try:
+        ci = status.info(host, port, timeout=1.0)
+    except status.QUERY_ERRORS as exc:
+        return f"{host}:{port}: no answer ({exc})"
+    fields = (
+        "cluster_state",
+        "keycafe_ring_epoch",
+        "keycafe_ring_members",
+        "keycafe_ring_pending",
+        "keycafe_coordinator",
+        "keycafe_gossip_members_alive",
+        "keycafe_gossip_members_suspect",
+        "keycafe_gossip_members_dead",
+    )
+    shown = " ".join(f"{f.removeprefix('keycafe_')}={ci.get(f)}" for f in fields)
+    return f"{host}:{port}: {shown}"
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -103,6 +123,8 @@ def main(argv: Sequence[str]) -> int:
                 return 1
             if time.monotonic() > deadline:
                 print(f"keycafe launch: no agreed ring after {args.wait:.0f}s", file=sys.stderr)
+                for port in ports:
+                    print(f"  {_ring_view(args.bind, port)}", file=sys.stderr)
                 return 1
             time.sleep(0.1)
         status.main(["-H", args.bind, "-p", str(ports[0])])
