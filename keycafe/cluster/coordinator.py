@@ -130,11 +130,22 @@ def next_ring(
     if wanted != ring.pending:
         # Things changed while the last proposal was being carried out.
         return publish(ring.members, () if wanted == ring.members else wanted)
-    epoch = str(ring.epoch)
-    involved = (set(ring.members) | set(ring.pending)) & live
-    if all(by_id[n].meta.get(READY_KEY) == epoch for n in involved):
+    if not not_ready(ring, by_id.values()):
         return publish(ring.pending)
     return None
+
+
+def not_ready(ring: Ring, members: Iterable[MemberInfo]) -> frozenset[str]:
+    """Live members involved in ``ring``'s proposal that have not yet said they
+    streamed their part of it."""
+    epoch = str(ring.epoch)
+    return frozenset(
+        m.node
+        for m in members
+        if m.state in (State.ALIVE, State.SUSPECT)
+        and (m.node in ring.members or m.node in ring.pending)
+        and m.meta.get(READY_KEY) != epoch
+    )
 
 
 def announce(core: Gossip, key: str, value: object, now: float) -> None:

@@ -93,6 +93,7 @@ class GossipService:
         self._wake = trio.Event()
         self.assessment: coordinator.Assessment | None = None
         self._assessed_at = -1e9
+        self._waiting_on: frozenset[str] = frozenset()  # members a proposal waits for
         # A node started with seeds takes no part in elections until it has
         # joined: alone, it would elect itself and found a ring of its own.
         self.joined = not seeds
@@ -280,6 +281,12 @@ class GossipService:
         self._assessed_at = now
         before = self.assessment
         a = self.assessment = coordinator.step(self.core, now)
+        ring = self.core.ring
+        if a.coordinator == self.core.node and ring is not None and ring.pending:
+            waiting = coordinator.not_ready(ring, self.core.member_list())
+            if waiting != self._waiting_on:
+                log.debug("epoch %d waits for %s", ring.epoch, sorted(n[:12] for n in waiting))
+                self._waiting_on = waiting
         if before is None or (a.coordinator, a.term, a.majority) != (
             before.coordinator,
             before.term,

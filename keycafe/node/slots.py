@@ -198,6 +198,13 @@ class SlotService:
         previous = self.ring
         if (previous is None or previous.members != ring.members) and not self._adopt(ring):
             return  # a member we know nothing about yet: look again later
+        log.debug(
+            "ring %d.%d: %d members, %d pending",
+            ring.term,
+            ring.epoch,
+            len(ring.members),
+            len(ring.pending),
+        )
         self._forget_departed()
         self._mark_down(ring)
         self.ring = ring
@@ -304,10 +311,17 @@ class SlotService:
             async with trio.open_nursery() as nursery:
                 for dest, slots in plan.items():
                     nursery.start_soon(self._transfer, dest, slots)
+            if self.ring is not ring:
+                # Replaced meanwhile. With nothing to send there was no
+                # checkpoint for the cancellation to land on, and announcing
+                # now would overwrite the newer proposal's readiness with this
+                # epoch's, leaving the coordinator waiting for ever.
+                return
             coordinator.announce(
                 self.gossip.core, coordinator.READY_KEY, ring.epoch, trio.current_time()
             )
             self.gossip.flush()
+            log.debug("epoch %d: ready (streamed what the proposal moves)", ring.epoch)
             if plan:
                 sent = sum(map(len, plan.values()))
                 log.info("epoch %d: handed %d slots to %d nodes", ring.epoch, sent, len(plan))

@@ -14,10 +14,13 @@ from tests.conftest import require_tool, wait_until
 KEYCAFE = [sys.executable, "-m", "keycafe"]
 
 
-def free_run(count: int) -> int:
-    """A base port such that base..base+count-1 are free for TCP and UDP."""
+def free_run(count: int, avoid: range = range(0)) -> int:
+    """A base port such that base..base+count-1 are free for TCP and UDP (and
+    outside ``avoid``, a run already handed out)."""
     for _ in range(200):
         base = random.randrange(20_000, 30_000)
+        if base + count > avoid.start and base < avoid.stop:
+            continue
         try:
             for port in range(base, base + count):
                 for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
@@ -31,7 +34,7 @@ def free_run(count: int) -> int:
 
 def test_launch_starts_a_cluster_that_redis_benchmark_cluster_uses() -> None:
     port = free_run(3)
-    cluster_port = free_run(3)
+    cluster_port = free_run(3, avoid=range(port, port + 3))
     launcher = subprocess.Popen(
         [*KEYCAFE, "launch", "-n", "3", "-p", str(port), "--cluster-port", str(cluster_port)],
         stdout=subprocess.PIPE,

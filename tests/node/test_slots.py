@@ -1,0 +1,63 @@
+"""The slot service's part in ring changes, in process (no sockets)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from keycafe.cluster import coordinator
+from keycafe.cluster.slot_table import NodeAddr
+from keycafe.gossip.config import GossipConfig
+from keycafe.gossip.messages import MemberInfo, Ring, State
+from keycafe.node.gossip import GossipService
+from keycafe.node.links import PeerLinks
+from keycafe.node.slots import SlotService
+from keycafe.server.state import ServerConfig, ServerState
+
+OLD = "a" * 40  # the member that holds every slot
+ME = "b" * 40  # a joiner
+OTHER = "c" * 40  # another joiner
+
+
+def info(node: str, port: int) -> MemberInfo:
+    return MemberInfo(
+        node=node,
+        addr=("127.0.0.1", port + 10000),
+        client_addr=("127.0.0.1", port),
+        incarnation=1,
+        state=State.ALIVE,
+    )
+
+
+async def test_a_replaced_proposal_never_reports_ready_after_its_successor() -> None:
+    """Two proposals reach a joiner in one go (epoch 2 for two members, then
+    epoch 3 for three): it must end ready for 3. It used to announce 2 last,
+    as the replaced proposal had nothing to send, so no checkpoint to cancel
+    at, and the coordinator waited for ever (a launch hung ~1 in 200). trio
+    runs the two proposals' tasks in a random order; 20 rounds see both."""
+    for _ in range(20):
+        await _two_proposals_in_one_go()
+
+
+async def _two_proposals_in_one_go() -> None:
+    me = info(ME, 20001)
+    gossip = GossipService(me=me, config=GossipConfig.local(), seeds=[])
+    for member in (info(OLD, 20000), info(OTHER, 20002)):
+        gossip.core._on_alive(member, trio.current_time())
+    addr = NodeAddr(node_id=ME, host="127.0.0.1", port=20001, cluster_port=30001)
+    state = ServerState.create(ServerConfig(me=addr), 0)
+    slots = SlotService(state, gossip, PeerLinks(ME))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(slots.run)
+        now = trio.current_time()
+        gossip.core.propose_ring(
+            Ring(epoch=2, term=1, coordinator=OLD, members=(OLD,), pending=(OLD, ME)), now
+        )
+        slots.check()
+        gossip.core.propose_ring(
+            Ring(epoch=3, term=1, coordinator=OLD, members=(OLD,), pending=(OLD, ME, OTHER)), now
+        )
+        slots.check()
+        await trio.testing.wait_all_tasks_blocked()  # both proposals' tasks have run
+        assert gossip.core.me.meta.get(coordinator.READY_KEY) == "3"
+        nursery.cancel_scope.cancel()
