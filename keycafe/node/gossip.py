@@ -282,7 +282,12 @@ class GossipService:
         before = self.assessment
         a = self.assessment = coordinator.step(self.core, now)
         ring = self.core.ring
-        if a.coordinator == self.core.node and ring is not None and ring.pending:
+        if (
+            log.isEnabledFor(logging.DEBUG)
+            and a.coordinator == self.core.node
+            and ring is not None
+            and ring.pending
+        ):
             waiting = coordinator.not_ready(ring, self.core.member_list())
             if waiting != self._waiting_on:
                 log.debug("epoch %d waits for %s", ring.epoch, sorted(n[:12] for n in waiting))
