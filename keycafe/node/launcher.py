@@ -64,7 +64,7 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
-def _ring_view(host: str, port: int) -> str:
+def ring_view(host: str, port: int) -> str:
     """One node's ring and membership in a line, for a launch that did not settle."""
     try:
         ci = status.info(host, port, timeout=1.0)
@@ -124,7 +124,7 @@ def main(argv: Sequence[str]) -> int:
             if time.monotonic() > deadline:
                 print(f"keycafe launch: no agreed ring after {args.wait:.0f}s", file=sys.stderr)
                 for port in ports:
-                    print(f"  {_ring_view(args.bind, port)}", file=sys.stderr)
+                    print(f"  {ring_view(args.bind, port)}", file=sys.stderr)
                 return 1
             time.sleep(0.1)
         status.main(["-H", args.bind, "-p", str(ports[0])])
