@@ -708,8 +708,8 @@ class Gossip:
                 self._refute(info.incarnation, now)
             return
         m = self.members.get(info.node)
-        self._view_changed()
         if m is None:
+            self._view_changed()
             self.members[info.node] = Member(info, now)
             self._probe_order.insert(self.rng.randint(0, len(self._probe_order)), info.node)
             self._queue_alive(info)
@@ -720,6 +720,7 @@ class Gossip:
             return  # old or already known news
         m.info = info
         if old.state != State.ALIVE:
+            self._view_changed()  # a dead or left member is live again
             m.state_changed = now
         self._suspicions.pop(info.node, None)
         self._queue_alive(info)
