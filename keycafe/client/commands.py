@@ -258,6 +258,14 @@ def scan_command(cursor: Any, match: str | None, count: int) -> tuple[Arg, ...]:
     return ("SCAN", cursor, "COUNT", count, *(("MATCH", match) if match else ()))
 
 
+def scan_page(reply: Any) -> tuple[Any, list[Any]]:
+    """A SCAN reply as (next cursor, keys); an error reply is raised."""
+    if isinstance(reply, ResponseError):
+        raise reply
+    cursor, keys = reply
+    return cursor, keys
+
+
 class PipelineBase(Commands):
     """Commands queued for one batched ``execute()`` (both flavours)."""
 

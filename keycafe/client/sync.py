@@ -16,6 +16,7 @@ from keycafe.client.commands import (
     finish,
     finish_all,
     scan_command,
+    scan_page,
 )
 from keycafe.client.routing import Address, Attempt, Done, SlotMap, retryable
 from keycafe.errors import ConnectionError, ProtocolError, ResponseError
@@ -244,10 +245,8 @@ class Cluster(ClusterBase):
         for addr in self.slots.primaries():
             cursor: Any = 0
             while True:
-                reply = self._call(addr, [encode_command(scan_command(cursor, match, count))])[0]
-                if isinstance(reply, ResponseError):
-                    raise reply
-                cursor, keys = reply
+                request = encode_command(scan_command(cursor, match, count))
+                cursor, keys = scan_page(self._call(addr, [request])[0])
                 yield from keys
                 if int(cursor) == 0:
                     break

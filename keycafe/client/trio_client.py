@@ -22,6 +22,7 @@ from keycafe.client.commands import (
     finish,
     finish_all,
     scan_command,
+    scan_page,
 )
 from keycafe.client.routing import Address, Attempt, Done, SlotMap, retryable
 from keycafe.errors import ConnectionError, ProtocolError, ResponseError
@@ -199,10 +200,7 @@ class TrioCluster(ClusterBase):
             cursor: Any = 0
             while True:
                 request = encode_command(scan_command(cursor, match, count))
-                reply = (await self._call(addr, [request]))[0]
-                if isinstance(reply, ResponseError):
-                    raise reply
-                cursor, keys = reply
+                cursor, keys = scan_page((await self._call(addr, [request]))[0])
                 for key in keys:
                     yield key
                 if int(cursor) == 0:
