@@ -84,11 +84,11 @@ def cli(port: int, *args: str) -> str:
     return out.stdout.strip()
 
 
-def wait_for(port: int, timeout: float = 20) -> None:
+def wait_for(port: int, answer: str = "PONG", timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if cli(port, "PING") == "PONG":
+            if cli(port, "PING") == answer:
                 return
         except subprocess.CalledProcessError:
             pass
@@ -111,46 +111,31 @@ class Server:
 
 
 @contextmanager
-def servers() -> Iterator[tuple[Server, Server]]:
+def servers(other: str = "keycafe") -> Iterator[tuple[Server, Server]]:
+    """C Redis and, next to it, a keycafe node or (``other="trio floor"``) the
+    bare trio responder of bench/trio_floor.py."""
     rport, kport = free_port(), free_port()
     redis = subprocess.Popen(
         [
-            "redis-server",
-            "--port",
-            str(rport),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--bind",
-            "127.0.0.1",
-            "--logfile",
-            "",
+            *("redis-server", "--port", str(rport), "--save", "", "--appendonly", "no"),
+            *("--bind", "127.0.0.1", "--logfile", ""),
         ],
         stdout=subprocess.DEVNULL,
     )
-    keycafe = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "keycafe",
-            "--port",
-            str(kport),
-            "--cluster-port",
-            "0",
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    if other == "keycafe":
+        argv = [sys.executable, "-m", "keycafe", "--port", str(kport), "--cluster-port", "0"]
+        argv += ["--log-level", "warning"]
+    else:
+        argv = [sys.executable, str(ROOT / "bench/trio_floor.py"), str(kport)]
+    second = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     try:
         wait_for(rport)
-        wait_for(kport)
-        yield Server("redis", rport, redis), Server("keycafe", kport, keycafe)
+        wait_for(kport, "PONG" if other == "keycafe" else "OK")  # the floor says OK to all
+        yield Server("redis", rport, redis), Server(other, kport, second)
     finally:
-        for p in (redis, keycafe):
+        for p in (redis, second):
             p.terminate()
-        for p in (redis, keycafe):
+        for p in (redis, second):
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -247,24 +232,8 @@ FLOOR_LOADS = [load for load in LOADS if load[1] == 1]
 
 def trio_floor(reps: int, scale: float) -> list[dict[str, object]]:
     """Redis against bench/trio_floor.py (a trio responder that does no work)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench/trio_floor.py"), str(port)])
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        with servers() as (redis, _):
-            floor = Server("trio floor", port, proc)
-            return compare((redis, floor), FLOOR_LOADS, reps, scale, benchmark, "floor ")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with servers("trio floor") as pair:
+        return compare(pair, FLOOR_LOADS, reps, scale, benchmark, "floor ")
 
 
 # (label, clients, pipeline, requests per run) for the 3-node cluster row.
