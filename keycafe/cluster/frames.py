@@ -30,14 +30,16 @@ HELLO: Final = 1  # body: [node id, protocol version]; the first frame either wa
 PING: Final = 2  # body: any; answered by PONG with the same body
 PONG: Final = 3
 DATA: Final = 4  # body: application payload (replication: later)
-# Slot streaming (keycafe/node/slots.py). Entries travel as
-# [key, value or None, expires_ms, stamp, writer] (store.engine.Exported).
-BATCH: Final = 5  # [transfer id, slot, [entry, ...]]: part of a handed-over slot
-DONE: Final = 6  # [transfer id, batches sent, [slot, ...]]: the transfer's end
+# Slot hand-off (keycafe/cluster/handoff.py). Entries travel as
+# [key, value or None, expires_ms, stamp, writer] (store.engine.Exported);
+# (term, epoch) is the version of the ring proposal the frame belongs to.
+BATCH: Final = 5  # [transfer id, term, epoch, slot, [entry, ...]]: part of a handed-over slot
+DONE: Final = 6  # [transfer id, term, epoch, batches sent, [slot, ...]]: the transfer's end
 ACK: Final = 7  # [transfer id, batches received]: the receiver's answer to DONE
-FORWARD: Final = 8  # [slot, [entry, ...]]: writes made meanwhile to a moving slot
+FORWARD: Final = 8  # [term, epoch, slot, [entry, ...]]: writes made meanwhile to a moving slot
 
-PROTOCOL_VERSION: Final = 1
+# 2: hand-off frames carry the proposal's (term, epoch).
+PROTOCOL_VERSION: Final = 2
 
 _LIMITS: Final = {
     "max_str_len": MAX_FRAME,

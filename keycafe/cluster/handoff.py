@@ -1,0 +1,620 @@
+"""Slot hand-off: the sans-I/O state machine that moves data when the ring changes.
+
+The coordinator changes the ring in two steps (``keycafe.cluster.coordinator``):
+a *proposal* (a ring whose ``pending`` set differs from its ``members``), then
+the *change* (the next epoch, with ``members = pending``). This core is one
+node's part in both, in the shape of the gossip core::
+
+    core.set_ring(ring, nodes, now)            # a ring adopted (nodes: addresses)
+    core.set_down(down, now)                   # ring members known dead
+    core.receive_frame(peer, frame, now, wall_ms)
+    core.link_broken(peer, now)                # frames queued to peer may be lost
+    core.frames_to_send(limit) -> list[Outgoing]
+    core.handle_timer(now); core.get_timer()
+    core.next_event() -> Ready | RoutingChanged | Left | None
+    core.leave(now)
+
+On a proposal, each member streams the slots it is primary of that the change
+gives to another node (``BATCH`` frames, then ``DONE`` with the number of
+batches), watches them so every later write to them is forwarded
+(``FORWARD``), and reports ``Ready(epoch)`` once every transfer is
+acknowledged (``ACK`` with the batches received: delivery on a link is at
+most once, so a short count or a silence sends the transfer again; merging
+is idempotent, last writer wins by stamp). On the change, the old owner keeps
+each handed-over slot, answering TRYAGAIN, until the new owner acknowledges an
+empty transfer sent behind the last forwards (frames on a link arrive in
+order): a client redirected at once then cannot read past its own write.
+
+Every frame about a proposal carries its version (term, epoch). A receiver
+keeps what it received for a slot it gains in its ring's ``pending`` set, or
+for a proposal newer than any ring it has heard of (the link is faster than
+gossip, and a node can skip a ring); everything else not owned is dropped, so
+a withdrawn proposal leaves no stale copies behind. Time comes in as ``now``
+(seconds, for timers) and ``wall_ms`` (for the store's clock).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final, Protocol
+
+import attrs
+
+from keycafe.cluster import frames
+from keycafe.cluster.frames import Frame
+from keycafe.cluster.ring import outgoing
+from keycafe.cluster.slot_table import NodeAddr, SlotTable
+from keycafe.store.engine import Exported, Store
+from keycafe.store.keyslot import SLOT_COUNT
+
+Owners = tuple[tuple[str, ...], ...]
+Version = tuple[int, int]  # (term, epoch) of a ring
+
+BATCH_ENTRIES: Final = 512  # entries per frame (well under the frame limit for small values)
+BATCH_BYTES: Final = 1 << 20  # ... or about this many bytes of keys and values
+ACK_TIMEOUT: Final = 10.0  # a transfer not acknowledged in this long is sent again
+RETRY_PAUSE: Final = 0.5  # seconds before sending a failed transfer again
+# A slot handed over waits at most this long for the new owner to acknowledge
+# its last forwards (a dead new owner never will; the next ring drops it).
+DRAIN_TIMEOUT: Final = 10.0
+FORWARD_PERIOD: Final = 0.002  # how often writes to moving slots are collected
+# Largest term or epoch accepted in a frame: far beyond any honest value, and
+# small enough that every arithmetic on it stays in msgpack's int64.
+MAX_VERSION: Final = (1 << 62) - 1
+
+
+class RingLike(Protocol):
+    """What this core reads of a ring (``keycafe.cluster``'s ring record)."""
+
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def term(self) -> int: ...
+    @property
+    def members(self) -> tuple[str, ...]: ...
+    @property
+    def pending(self) -> tuple[str, ...]: ...
+
+
+@attrs.frozen(kw_only=True)
+class Outgoing:
+    peer: str
+    kind: int
+    body: Any
+
+
+@attrs.frozen(kw_only=True)
+class Ready:
+    """This node streamed what the proposal of ``epoch`` moves: say so."""
+
+    epoch: int
+
+
+@attrs.frozen(kw_only=True)
+class RoutingChanged:
+    """Route clients by ``table``; answer TRYAGAIN where ``moving`` is 1."""
+
+    table: SlotTable
+    moving: bytes
+
+
+@attrs.frozen(kw_only=True)
+class Left:
+    """A leave is complete: the ring no longer has us and every drain is done."""
+
+
+Event = Ready | RoutingChanged | Left
+
+
+@attrs.define(eq=False)
+class HandoffCounters:
+    keys_sent: int = 0
+    keys_received: int = 0
+    keys_dropped: int = 0
+    transfers_sent: int = 0
+    transfers_retried: int = 0
+    forwarded: int = 0
+    bad_frames: int = 0
+    stale_frames: int = 0  # about a slot this node neither owns nor gains
+
+
+@attrs.define(eq=False)
+class _Transfer:
+    """Slots on their way to one peer, sent until it acknowledges all of them."""
+
+    peer: str
+    slots: list[int]
+    version: Version
+    # A drain's barrier: no data, it only shows that the forwards sent before
+    # it arrived; after a broken link it carries ``slots`` whole (``full``).
+    barrier: bool = False
+    full: bool = True
+    tid: int = 0
+    sent: int = 0  # batches of the current attempt
+    batches: Iterator[tuple[int, list[Exported]]] | None = None
+    waiting_until: float | None = None  # awaiting the ACK until then
+    retry_at: float | None = None  # paused until then before the next attempt
+    done: bool = False
+
+
+@attrs.define(eq=False)
+class _Inbound:
+    version: Version
+    batches: int = 0
+
+
+def encode_entries(items: list[Exported]) -> list[list[Any]]:
+    return [[e.key, e.value, e.expires_ms, e.stamp, e.writer] for e in items]
+
+
+def decode_entries_untrusted(raw: Any) -> list[Exported]:
+    """Entries of an untrusted frame body; ``ValueError`` if malformed."""
+    if type(raw) is not list:
+        raise ValueError("entries must be a list")
+    out = []
+    for e in raw:
+        if type(e) is not list or len(e) != 5:
+            raise ValueError("an entry has five fields")
+        key, value, expires, stamp, writer = e
+        if (
+            type(key) is not bytes
+            or (value is not None and type(value) is not bytes)
+            or type(expires) is not int
+            or type(stamp) is not int
+            or type(writer) is not str
+            or not 0 <= expires < 1 << 63
+            or not 0 <= stamp < 1 << 64
+        ):
+            raise ValueError("bad entry")
+        out.append(Exported(key=key, value=value, expires_ms=expires, stamp=stamp, writer=writer))
+    return out
+
+
+def _batches(items: Iterable[Exported]) -> Iterator[list[Exported]]:
+    batch: list[Exported] = []
+    size = 0
+    for item in items:
+        batch.append(item)
+        size += len(item.key) + len(item.value or b"")
+        if len(batch) >= BATCH_ENTRIES or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _slot(value: object) -> int:
+    if type(value) is not int or not 0 <= value < SLOT_COUNT:
+        raise ValueError(f"bad slot {value!r}")
+    return value
+
+
+def _count(value: object) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_VERSION:
+        raise ValueError(f"bad number {value!r}")
+    return value
+
+
+def _version(term: object, epoch: object) -> Version:
+    return (_count(term), _count(epoch))
+
+
+class Handoff:
+    """One node's slot hand-off: routing table, transfers, forwards, drains."""
+
+    def __init__(
+        self, *, me: NodeAddr, store: Store, owners: Callable[[tuple[str, ...]], Owners]
+    ) -> None:
+        self.me = me
+        self.node = me.node_id
+        self.store = store
+        self.owners = owners  # the ring's slot table for a member set (cached by the caller)
+        self.counters = HandoffCounters()
+        self.ring: RingLike | None = None
+        self.table = SlotTable.unassigned(me)
+        self._pending_mine = bytes(SLOT_COUNT)  # 1: ours in the ring's pending set
+        self._down: frozenset[str] = frozenset()
+        self._ids = itertools.count(1)
+        self._transfers: list[_Transfer] = []  # the proposal's and the drains' transfers
+        self._ready_for: int | None = None  # the proposal epoch Ready was reported for
+        # Outgoing: who receives the writes to each watched slot.
+        self._subscribers: dict[int, set[str]] = {}
+        self._forward_at: float | None = None
+        # Handed-over slots kept (TRYAGAIN) until their new owner confirms.
+        self._draining: dict[int, str] = {}
+        self._drain_deadline: dict[str, float] = {}
+        # Incoming: batches received per (sender, transfer id); slots whose
+        # transfer completed, with the proposal version it belonged to.
+        self._inbound: dict[tuple[str, int], _Inbound] = {}
+        self._received: dict[int, Version] = {}
+        self._out: deque[Outgoing] = deque()
+        self._events: deque[Event] = deque()
+        self.leaving = False
+        self._left = False
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def set_ring(self, ring: RingLike, nodes: Mapping[str, NodeAddr], now: float) -> bool:
+        """Adopt ``ring`` (newer than any before); ``nodes`` must have an address
+        for each of its members, else nothing happens and this returns False
+        (adopt it once gossip has told us of them)."""
+        if any(n != self.node and n not in nodes for n in ring.members):
+            return False
+        previous = self.ring
+        self.ring = ring
+        if previous is None or previous.members != ring.members:
+            self._adopt_members(ring, nodes, now)
+        pending = self.owners(ring.pending) if ring.pending else None
+        self._pending_mine = (
+            bytes(1 if o and o[0] == self.node else 0 for o in pending)
+            if pending is not None
+            else bytes(SLOT_COUNT)
+        )
+        # Receipts of proposals this ring supersedes are history now.
+        version = (ring.term, ring.epoch)
+        self._inbound = {k: v for k, v in self._inbound.items() if v.version >= version}
+        self._drop_unowned()
+        self._plan(ring, pending, now)
+        self._route()
+        self._check_left()
+        return True
+
+    def set_down(self, down: frozenset[str], now: float) -> None:
+        """Ring members this node knows are dead: their slots get CLUSTERDOWN
+        rather than a redirect, and drains waiting on them end."""
+        if down == self._down:
+            return
+        self._down = down
+        for peer in down:
+            if peer in self._drain_deadline:
+                self._release(peer)
+        self._route()
+
+    def link_broken(self, peer: str, now: float) -> None:
+        """Frames to ``peer`` may have been lost (forwards are not acknowledged
+        one by one): send its transfers again, whole, and the slots it was
+        given by a transfer that already finished too."""
+        self._out = deque(o for o in self._out if o.peer != peer)
+        active = set()
+        for t in self._transfers:
+            if t.peer == peer and not t.done:
+                t.full = True
+                active.update(t.slots)
+                self._restart(t, now)
+        subscribed = self._subscribers.items()
+        again = sorted(s for s, subs in subscribed if peer in subs and s not in active)
+        if again and self.ring is not None:
+            t = _Transfer(peer=peer, slots=again, version=(self.ring.term, self.ring.epoch))
+            self._transfers.append(t)
+            self._restart(t, now)
+
+    def leave(self, now: float) -> bool:
+        """Start a graceful leave; False if there is nothing to hand over."""
+        ring = self.ring
+        if ring is None or self.node not in ring.members or len(ring.members) == 1:
+            return False
+        self.leaving = True
+        return True
+
+    @property
+    def has_left(self) -> bool:
+        return self._left
+
+    def receive_frame(self, peer: str, frame: Frame, now: float, wall_ms: int) -> None:
+        """A frame from a peer link; a malformed one is counted and dropped."""
+        try:
+            self._on_frame(peer, frame, now, wall_ms)
+        except (ValueError, TypeError, IndexError):
+            self.counters.bad_frames += 1
+
+    # -- outputs --------------------------------------------------------------------------
+
+    def frames_to_send(self, now: float, limit: int = 64) -> list[Outgoing]:
+        """Up to ``limit`` frames; slot data is exported lazily, a batch at a time."""
+        out: list[Outgoing] = []
+        while self._out and len(out) < limit:
+            out.append(self._out.popleft())
+        for t in self._transfers:
+            while len(out) < limit and t.batches is not None:
+                item = next(t.batches, None)
+                if item is None:
+                    t.batches = None
+                    t.waiting_until = now + ACK_TIMEOUT
+                    body = [t.tid, t.version[0], t.version[1], t.sent, t.slots]
+                    out.append(Outgoing(peer=t.peer, kind=frames.DONE, body=body))
+                    self.counters.transfers_sent += 1
+                    break
+                slot, batch = item
+                body = [t.tid, t.version[0], t.version[1], slot, encode_entries(batch)]
+                out.append(Outgoing(peer=t.peer, kind=frames.BATCH, body=body))
+                t.sent += 1
+                self.counters.keys_sent += len(batch)
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        times = [t.retry_at for t in self._transfers if t.retry_at is not None]
+        times += [t.waiting_until for t in self._transfers if t.waiting_until is not None]
+        times += self._drain_deadline.values()
+        if self._forward_at is not None:
+            times.append(self._forward_at)
+        return min(times, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        if self._forward_at is not None and now >= self._forward_at:
+            self.collect_forwards()
+            self._forward_at = now + FORWARD_PERIOD if self._subscribers else None
+        for t in self._transfers:
+            if t.done:
+                continue
+            if t.retry_at is not None and now >= t.retry_at:
+                self._start(t)
+            elif t.waiting_until is not None and now >= t.waiting_until:
+                self.counters.transfers_retried += 1
+                self._restart(t, now)
+        for peer, deadline in list(self._drain_deadline.items()):
+            if now >= deadline:
+                self._release(peer)
+
+    def collect_forwards(self) -> None:
+        """Queue the writes made to watched slots since the last collection."""
+        store = self.store
+        dirty, store.dirty = store.dirty, []
+        if not dirty or self.ring is None:
+            return
+        by_slot: dict[int, set[bytes]] = {}
+        for slot, key in dirty:
+            by_slot.setdefault(slot, set()).add(key)
+        term, epoch = self.ring.term, self.ring.epoch
+        for slot, keys in by_slot.items():
+            subs = self._subscribers.get(slot)
+            if not subs:
+                continue
+            for batch in _batches(store.export(slot, keys)):
+                body = [term, epoch, slot, encode_entries(batch)]
+                for dest in sorted(subs):
+                    self._out.append(Outgoing(peer=dest, kind=frames.FORWARD, body=body))
+                    self.counters.forwarded += len(batch)
+
+    # -- following the ring ---------------------------------------------------------------
+
+    def _adopt_members(self, ring: RingLike, nodes: Mapping[str, NodeAddr], now: float) -> None:
+        """Route by the new members; keep handed-over slots until drained."""
+        known = {self.node: self.me, **{n: nodes[n] for n in ring.members if n in nodes}}
+        self.table = SlotTable(
+            epoch=ring.epoch, my_id=self.node, nodes=known, owners=self.owners(ring.members)
+        )
+        # What was written to moving slots until now goes out first, then a
+        # barrier each new owner acknowledges once it has it all.
+        self.collect_forwards()
+        mine = self.table.mine
+        handing: dict[str, list[int]] = {}
+        for slot, dests in self._subscribers.items():
+            if not mine[slot]:
+                for dest in dests:
+                    handing.setdefault(dest, []).append(slot)
+        self._unwatch()
+        version = (ring.term, ring.epoch)
+        for dest, slots in handing.items():
+            for slot in slots:
+                self._draining[slot] = dest
+            if dest in self._down:
+                self._release(dest)
+                continue
+            self._drain_deadline[dest] = now + DRAIN_TIMEOUT
+            barrier = _Transfer(peer=dest, slots=slots, version=version, barrier=True, full=False)
+            self._transfers.append(barrier)
+            self._start(barrier)
+
+    def _drop_unowned(self) -> None:
+        """Forget every slot this node neither owns, gains in the pending set,
+        holds for a newer proposal, nor is draining: a stale copy could bring
+        back deleted keys if the slot returned after their tombstones went."""
+        ring = self.ring
+        assert ring is not None
+        version = (ring.term, ring.epoch)
+        mine, gaining = self.table.mine, self._pending_mine
+        for slot, got in list(self._received.items()):
+            if got <= version and (mine[slot] or not gaining[slot]):
+                del self._received[slot]  # owned now, or the proposal was withdrawn
+        store = self.store
+        dropped = 0
+        for slot in range(SLOT_COUNT):
+            if (
+                not mine[slot]
+                and not gaining[slot]
+                and slot not in self._received
+                and slot not in self._draining
+                and (store.slots[slot] or store.tombstones[slot])
+            ):
+                dropped += store.drop_slot(slot)
+        self.counters.keys_dropped += dropped
+
+    def _plan(self, ring: RingLike, pending: Owners | None, now: float) -> None:
+        """Stream out what a proposal moves (a new proposal replaces the old plan)."""
+        self._transfers = [t for t in self._transfers if t.barrier and not t.done]
+        self._unwatch()
+        if pending is None or self.node not in (*ring.members, *ring.pending):
+            return
+        plan = outgoing(self.owners(ring.members), pending, self.node)
+        version = (ring.term, ring.epoch)
+        for dest, slots in plan.items():
+            for slot in slots:
+                self._subscribers.setdefault(slot, set()).add(dest)
+                self.store.watched[slot] = 1
+            transfer = _Transfer(peer=dest, slots=slots, version=version)
+            self._transfers.append(transfer)
+            self._start(transfer)
+        self.store.dirty.clear()  # what was written before is in the transfers
+        if self._subscribers:
+            self._forward_at = now + FORWARD_PERIOD
+        self._check_ready()
+
+    def _unwatch(self) -> None:
+        self.store.watched[:] = bytes(SLOT_COUNT)
+        self._subscribers.clear()
+        self._forward_at = None
+
+    def _route(self) -> None:
+        moving = bytearray(SLOT_COUNT)
+        for slot in self._draining:
+            moving[slot] = 1
+        for slot in self._received:
+            if not self.table.mine[slot]:
+                moving[slot] = 1
+        table = self.table
+        if table.down != self._down:
+            table = self.table = attrs.evolve(table, down=self._down)
+        self._events.append(RoutingChanged(table=table, moving=bytes(moving)))
+
+    # -- transfers ------------------------------------------------------------------------
+
+    def _start(self, t: _Transfer) -> None:
+        t.tid = next(self._ids)
+        t.sent = 0
+        t.retry_at = None
+        t.waiting_until = None
+        t.batches = self._export(t.slots if t.full else [])
+
+    def _export(self, slots: list[int]) -> Iterator[tuple[int, list[Exported]]]:
+        store = self.store
+        for slot in slots:
+            keys = store.slot_keys(slot)  # a snapshot; later writes are forwarded
+            for batch in _batches(store.export(slot, keys)):
+                yield slot, batch
+
+    def _restart(self, t: _Transfer, now: float) -> None:
+        t.batches = None
+        t.waiting_until = None
+        t.retry_at = now + RETRY_PAUSE
+
+    def _acknowledged(self, t: _Transfer, got: int, now: float) -> None:
+        if t.batches is not None or t.waiting_until is None:
+            return  # an answer to an attempt we have given up on
+        if got != t.sent:
+            self.counters.transfers_retried += 1
+            self._restart(t, now)
+            return
+        t.done = True
+        t.waiting_until = None
+        if t.barrier:
+            self._release(t.peer)
+        self._transfers = [x for x in self._transfers if not x.done]
+        self._check_ready()
+
+    def _check_ready(self) -> None:
+        ring = self.ring
+        if ring is None or not ring.pending or self._ready_for == ring.epoch:
+            return
+        if self.node not in (*ring.members, *ring.pending):
+            return
+        if any(not t.barrier for t in self._transfers):
+            return
+        self._ready_for = ring.epoch
+        self._events.append(Ready(epoch=ring.epoch))
+
+    def _release(self, peer: str) -> None:
+        """Let go of the slots handed to ``peer``: confirmed, dead or timed out."""
+        self._drain_deadline.pop(peer, None)
+        for t in self._transfers:
+            if t.barrier and t.peer == peer:
+                t.done = True
+        self._transfers = [t for t in self._transfers if not t.done]
+        mine = self.table.mine
+        for slot in [s for s, dest in self._draining.items() if dest == peer]:
+            del self._draining[slot]
+            if not mine[slot] and not self._pending_mine[slot] and slot not in self._received:
+                self.counters.keys_dropped += self.store.drop_slot(slot)
+        self._route()
+        self._check_left()
+
+    def _check_left(self) -> None:
+        ring = self.ring
+        if (
+            self.leaving
+            and not self._left
+            and ring is not None
+            and self.node not in ring.members
+            and not self._draining
+        ):
+            self._left = True
+            self._events.append(Left())
+
+    # -- frames from peers ----------------------------------------------------------------
+
+    def _gains(self, slot: int, version: Version) -> bool:
+        """Whether data for ``slot`` about proposal ``version`` is ours to keep."""
+        ring = self.ring
+        if ring is None or version > (ring.term, ring.epoch):
+            return True  # a proposal we have not heard of yet: keep it until we do
+        return bool(self.table.mine[slot] or self._pending_mine[slot])
+
+    def _on_frame(self, peer: str, frame: Frame, now: float, wall_ms: int) -> None:
+        body = frame.body
+        if frame.kind == frames.BATCH:
+            tid, term, epoch, slot, raw = body
+            version, slot = _version(term, epoch), _slot(slot)
+            items = decode_entries_untrusted(raw)
+            key = (peer, _count(tid))
+            inbound = self._inbound.get(key)
+            if inbound is None:
+                inbound = self._inbound[key] = _Inbound(version=version)
+            inbound.batches += 1
+            if not self._gains(slot, version):
+                self.counters.stale_frames += 1
+                return
+            self.store.merge(slot, items, wall_ms)
+            self.counters.keys_received += len(items)
+        elif frame.kind == frames.DONE:
+            tid, term, epoch, batches, slots = body
+            version, tid = _version(term, epoch), _count(tid)
+            if type(slots) is not list:
+                raise ValueError("slots must be a list")
+            slots = [_slot(s) for s in slots]
+            entry = self._inbound.pop((peer, tid), None)
+            got = entry.batches if entry is not None else 0
+            # Earlier transfers from this peer were given up by it: forget them.
+            for k in [k for k in self._inbound if k[0] == peer and k[1] < tid]:
+                del self._inbound[k]
+            if got == batches:
+                gained = [s for s in slots if self._gains(s, version)]
+                for slot in gained:
+                    self._received[slot] = max(version, self._received.get(slot, version))
+                if gained:
+                    self._route()
+            self._out.append(Outgoing(peer=peer, kind=frames.ACK, body=[tid, got]))
+        elif frame.kind == frames.ACK:
+            tid, got = _count(body[0]), _count(body[1])
+            for t in self._transfers:
+                if t.peer == peer and t.tid == tid and not t.done:
+                    self._acknowledged(t, got, now)
+                    break
+        elif frame.kind == frames.FORWARD:
+            term, epoch, slot, raw = body
+            version, slot = _version(term, epoch), _slot(slot)
+            items = decode_entries_untrusted(raw)
+            if not self._gains(slot, version):
+                self.counters.stale_frames += 1
+                return
+            self.store.merge(slot, items, wall_ms)
+
+
+def figures(core: Handoff) -> dict[str, int | str]:
+    """Figures for CLUSTER INFO (``keycafe_<name>``)."""
+    c = core.counters
+    ring = core.ring
+    return {
+        "ring_pending": len(ring.pending) if ring is not None else 0,
+        "slots_keys_sent": c.keys_sent,
+        "slots_keys_received": c.keys_received,
+        "slots_keys_dropped": c.keys_dropped,
+        "slots_transfers_sent": c.transfers_sent,
+        "slots_transfers_retried": c.transfers_retried,
+        "slots_writes_forwarded": c.forwarded,
+        "slots_bad_frames": c.bad_frames,
+        "slots_stale_frames": c.stale_frames,
+    }

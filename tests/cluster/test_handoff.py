@@ -1,0 +1,348 @@
+"""The slot hand-off core, driven by hand: rings in, frames between cores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cache
+
+import attrs
+import pytest
+
+from keycafe.cluster import frames
+from keycafe.cluster.frames import Frame
+from keycafe.cluster.handoff import (
+    ACK_TIMEOUT,
+    RETRY_PAUSE,
+    Event,
+    Handoff,
+    Left,
+    Outgoing,
+    Ready,
+    RoutingChanged,
+)
+from keycafe.cluster.ring import RingConfig, slot_owners
+from keycafe.cluster.slot_table import NodeAddr
+from keycafe.store.engine import Store
+from keycafe.store.keyslot import SLOT_COUNT, key_slot
+
+A, B, C = "a" * 40, "b" * 40, "c" * 40
+WALL = 1_700_000_000_000
+
+
+@attrs.frozen(kw_only=True)
+class R:
+    epoch: int
+    term: int = 1
+    members: tuple[str, ...]
+    pending: tuple[str, ...] = ()
+
+
+@cache
+def owners(members: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    return slot_owners(members, RingConfig(vnodes=32))
+
+
+def addr(node: str) -> NodeAddr:
+    port = 7000 + ord(node[0])
+    return NodeAddr(node_id=node, host="127.0.0.1", port=port, cluster_port=port + 10000)
+
+
+NODES = {n: addr(n) for n in (A, B, C)}
+
+
+class Cluster:
+    """Cores joined by in-order links; frames wait in ``wire`` until delivered."""
+
+    def __init__(self, *names: str) -> None:
+        self.now = 0.0
+        self.cores = {n: Handoff(me=addr(n), store=Store(n), owners=owners) for n in names}
+        self.wire: list[tuple[str, Outgoing]] = []  # (sender, frame) in send order
+        self.events: dict[str, list[Event]] = {n: [] for n in names}
+
+    def ring(self, ring: R, *names: str) -> None:
+        for n in names or self.cores:
+            assert self.cores[n].set_ring(ring, NODES, self.now)
+        self.collect()
+
+    def collect(self) -> None:
+        for n, core in self.cores.items():
+            while (ev := core.next_event()) is not None:
+                self.events[n].append(ev)
+            self.wire += [(n, o) for o in core.frames_to_send(self.now, limit=10_000)]
+
+    def deliver(self, only: Iterable[str] | None = None, kinds: set[int] | None = None) -> int:
+        """Deliver what is on the wire (to ``only`` receivers, of ``kinds``) until quiet."""
+        total = 0
+        while True:
+            keep, go = [], []
+            for src, o in self.wire:
+                ok = (only is None or o.peer in only) and (kinds is None or o.kind in kinds)
+                (go if ok else keep).append((src, o))
+            if not go:
+                return total
+            self.wire = keep
+            for src, o in go:
+                self.cores[o.peer].receive_frame(src, Frame(o.kind, o.body), self.now, WALL)
+            total += len(go)
+            self.collect()
+
+    def drop(self, to: str) -> None:
+        self.wire = [(s, o) for s, o in self.wire if o.peer != to]
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while True:
+            due = [t for c in self.cores.values() if (t := c.get_timer()) is not None]
+            if not due or min(due) > end:
+                break
+            self.now = max(self.now, min(due))
+            for core in self.cores.values():
+                t = core.get_timer()
+                if t is not None and t <= self.now:
+                    core.handle_timer(self.now)
+            self.collect()
+        self.now = end
+
+    def routing(self, n: str) -> RoutingChanged:
+        return [e for e in self.events[n] if isinstance(e, RoutingChanged)][-1]
+
+    def ready(self, n: str) -> list[int]:
+        return [e.epoch for e in self.events[n] if isinstance(e, Ready)]
+
+
+def fill(store: Store, count: int, prefix: bytes = b"k") -> list[bytes]:
+    keys = [prefix + b"%d" % i for i in range(count)]
+    for k in keys:
+        store.put(key_slot(k), k, b"v:" + k, 0, WALL)
+    return keys
+
+
+def value(store: Store, key: bytes) -> bytes | None:
+    record = store.lookup(key_slot(key), key, WALL)
+    return None if record is None else record
+
+
+def held_by(store: Store, keys: list[bytes]) -> set[bytes]:
+    return {k for k in keys if value(store, k) is not None}
+
+
+def mine(owners_: tuple[tuple[str, ...], ...], node: str, keys: list[bytes]) -> list[bytes]:
+    return [k for k in keys if owners_[key_slot(k)][0] == node]
+
+
+def test_a_join_streams_the_joiners_share_then_hands_it_over() -> None:
+    net = Cluster(A, B)
+    keys = fill(net.cores[A].store, 2000)
+    net.ring(R(epoch=1, members=(A,)), A)
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.deliver()
+    assert net.ready(A) == [2]
+    assert net.ready(B) == [2]
+    gained = mine(owners((A, B)), B, keys)
+    assert 0 < len(gained) < len(keys)
+    assert held_by(net.cores[B].store, keys) == set(gained)
+    # B holds the slots it received but does not own them yet: TRYAGAIN there.
+    slot = key_slot(gained[0])
+    assert net.routing(B).moving[slot] == 1
+    net.ring(R(epoch=3, members=(A, B)))
+    assert net.routing(A).moving[slot] == 1  # A keeps it until B confirms
+    net.deliver()
+    assert net.routing(A).moving[slot] == 0
+    assert held_by(net.cores[A].store, keys) == set(keys) - set(gained)
+    assert held_by(net.cores[B].store, keys) == set(gained)
+    assert net.routing(B).moving == bytes(SLOT_COUNT)
+    assert net.routing(B).table.mine[slot] == 1
+
+
+def test_writes_made_while_a_slot_moves_reach_its_new_owner() -> None:
+    net = Cluster(A, B)
+    keys = fill(net.cores[A].store, 500)
+    net.ring(R(epoch=1, members=(A,)), A)
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.deliver()
+    gained = mine(owners((A, B)), B, keys)
+    store = net.cores[A].store
+    for k in gained[:50]:  # A is still the owner: it serves these writes
+        store.put(key_slot(k), k, b"new", 0, WALL + 1)
+    store.remove(key_slot(gained[50]), gained[50], WALL + 1)
+    net.ring(R(epoch=3, members=(A, B)))  # the change: last forwards, then a barrier
+    net.deliver()
+    got = net.cores[B].store
+    assert all((value(got, k) or b"").endswith(b"new\r\n") for k in gained[:50])
+    assert value(got, gained[50]) is None
+
+
+def test_a_joiner_that_gets_its_data_before_the_proposal_keeps_it() -> None:
+    """The link is faster than gossip: B gets BATCH and DONE before it hears
+    of the proposal, and the first ring it adopts is that proposal, whose
+    members do not include it. It must keep what it acknowledged, and own it
+    after the change (it used to drop it and then own the slots empty)."""
+    net = Cluster(A, B)
+    keys = fill(net.cores[A].store, 1000)
+    net.ring(R(epoch=1, members=(A,)), A)
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)), A)  # only A has heard
+    net.deliver()
+    assert net.ready(A) == [2]
+    gained = mine(owners((A, B)), B, keys)
+    assert held_by(net.cores[B].store, keys) == set(gained)
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)), B)
+    assert held_by(net.cores[B].store, keys) == set(gained)
+    net.ring(R(epoch=3, members=(A, B)))
+    net.deliver()
+    assert held_by(net.cores[B].store, keys) == set(gained)
+
+
+def test_a_joiner_that_skips_the_proposal_keeps_its_data() -> None:
+    net = Cluster(A, B)
+    keys = fill(net.cores[A].store, 1000)
+    net.ring(R(epoch=1, members=(A,)), A)
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)), A)
+    net.deliver()
+    net.ring(R(epoch=3, members=(A, B)))  # B's first ring is the change itself
+    net.deliver()
+    gained = mine(owners((A, B)), B, keys)
+    assert held_by(net.cores[B].store, keys) == set(gained)
+    assert held_by(net.cores[A].store, keys) == set(keys) - set(gained)
+
+
+def test_a_withdrawn_proposal_leaves_no_tryagain_and_no_stale_copy() -> None:
+    net = Cluster(A, B)
+    keys = fill(net.cores[A].store, 1000)
+    net.ring(R(epoch=1, members=(A,)))
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.deliver()
+    assert any(net.routing(B).moving)
+    net.ring(R(epoch=3, members=(A,)))  # withdrawn: B is gone from the plan
+    assert net.routing(B).moving == bytes(SLOT_COUNT)
+    assert held_by(net.cores[B].store, keys) == set()
+    assert held_by(net.cores[A].store, keys) == set(keys)
+    assert net.cores[A].store.watched == bytearray(SLOT_COUNT)
+
+
+def test_receipts_of_lost_transfers_are_forgotten() -> None:
+    net = Cluster(A, B)
+    fill(net.cores[A].store, 1000)
+    net.ring(R(epoch=1, members=(A,)))
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.deliver(kinds={frames.BATCH})
+    net.drop(B)  # the DONE is lost
+    assert net.cores[B]._inbound
+    # A's retry (a new transfer id) completes and clears the abandoned one.
+    net.advance(ACK_TIMEOUT + RETRY_PAUSE + 0.1)
+    net.deliver()
+    assert net.ready(A) == [2]
+    assert not net.cores[B]._inbound
+    # A receipt left by a proposal that a newer ring replaced goes too.
+    net.deliver()
+    net.cores[B].receive_frame(A, Frame(frames.BATCH, [999, 1, 2, 0, []]), net.now, WALL)
+    assert net.cores[B]._inbound
+    net.ring(R(epoch=3, members=(A,), pending=(A, B, C)))
+    assert not net.cores[B]._inbound
+
+
+def test_a_broken_link_during_the_drain_sends_the_slots_again() -> None:
+    """Forwards are not acknowledged one by one: if the link breaks after the
+    last forwards were sent, the drain must not let go on a barrier alone."""
+    net = Cluster(A, B)
+    keys = fill(net.cores[A].store, 500)
+    net.ring(R(epoch=1, members=(A,)))
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.deliver()
+    gained = mine(owners((A, B)), B, keys)
+    store = net.cores[A].store
+    for k in gained[:20]:
+        store.put(key_slot(k), k, b"late", 0, WALL + 2)
+    net.ring(R(epoch=3, members=(A, B)))
+    net.drop(B)  # the forwards and the barrier are lost with the connection
+    net.cores[A].link_broken(B, net.now)
+    net.advance(RETRY_PAUSE + 0.01)
+    net.deliver()
+    got = net.cores[B].store
+    assert all((value(got, k) or b"").endswith(b"late\r\n") for k in gained[:20])
+    assert net.routing(A).moving == bytes(SLOT_COUNT)
+
+
+def test_an_unacknowledged_transfer_is_sent_again() -> None:
+    net = Cluster(A, B)
+    keys = fill(net.cores[A].store, 300)
+    net.ring(R(epoch=1, members=(A,)))
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.drop(B)
+    net.advance(ACK_TIMEOUT - 0.1)
+    assert net.ready(A) == []
+    net.advance(RETRY_PAUSE + 0.2)
+    net.deliver()
+    assert net.ready(A) == [2]
+    assert net.cores[A].counters.transfers_retried == 1
+    assert held_by(net.cores[B].store, keys) == set(mine(owners((A, B)), B, keys))
+
+
+def test_a_leave_hands_everything_over_then_reports_left() -> None:
+    net = Cluster(A, B)
+    keys = fill(net.cores[B].store, 800)
+    net.ring(R(epoch=1, members=(A, B)))
+    net.cores[B].store.flush()
+    keys_b = fill(net.cores[B].store, 0)
+    assert keys_b == []
+    # Put the keys where the ring says they live.
+    for n in (A, B):
+        for k in mine(owners((A, B)), n, keys):
+            net.cores[n].store.put(key_slot(k), k, b"v", 0, WALL)
+    assert net.cores[B].leave(net.now)
+    net.ring(R(epoch=2, members=(A, B), pending=(A,)))
+    net.deliver()
+    assert net.ready(B) == [2]
+    net.ring(R(epoch=3, members=(A,)))
+    assert not any(isinstance(e, Left) for e in net.events[B])
+    net.deliver()
+    assert any(isinstance(e, Left) for e in net.events[B])
+    assert held_by(net.cores[A].store, keys) == set(keys)
+    assert net.cores[B].store.count() == 0
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        Frame(frames.BATCH, [1, 1, 2, SLOT_COUNT, []]),
+        Frame(frames.BATCH, [1, 1, 2, 0, [[b"k", b"v", 0, 1 << 64, A]]]),
+        Frame(frames.BATCH, [1, -1, 2, 0, []]),
+        Frame(frames.DONE, [1, 1, 2, 0, "not a list"]),
+        Frame(frames.ACK, [1]),
+        Frame(frames.FORWARD, None),
+        Frame(frames.FORWARD, [1 << 63, 2, 0, []]),
+    ],
+)
+def test_malformed_frames_are_counted_and_dropped(frame: Frame) -> None:
+    core = Handoff(me=addr(B), store=Store(B), owners=owners)
+    core.receive_frame(A, frame, 0.0, WALL)
+    assert core.counters.bad_frames == 1
+    assert core.store.count() == 0
+
+
+def test_data_for_a_slot_this_node_does_not_gain_is_ignored() -> None:
+    net = Cluster(A, B)
+    net.ring(R(epoch=5, members=(A, B)))
+    slot = next(s for s in range(SLOT_COUNT) if owners((A, B))[s][0] == A)
+    entry = [b"x", b"v", 0, WALL << 16, A]
+    net.cores[B].receive_frame(A, Frame(frames.FORWARD, [1, 4, slot, [entry]]), 0.0, WALL)
+    assert net.cores[B].store.count() == 0
+    assert net.cores[B].counters.stale_frames == 1
+
+
+def test_data_for_a_newer_proposal_survives_an_older_ring_heard_late() -> None:
+    """B receives its share of proposal 3, then hears of proposal 2 (which
+    did not include it) late: it must keep the data for the ring to come."""
+    net = Cluster(A, B, C)
+    keys = fill(net.cores[A].store, 1000)
+    net.ring(R(epoch=1, members=(A,)), A)
+    net.ring(R(epoch=2, members=(A,), pending=(A, C)), A)
+    net.ring(R(epoch=3, members=(A,), pending=(A, B)), A)
+    net.deliver()
+    gained = mine(owners((A, B)), B, keys)
+    net.ring(R(epoch=2, members=(A,), pending=(A, C)), B)
+    assert held_by(net.cores[B].store, keys) == set(gained)
+    assert all(net.routing(B).moving[key_slot(k)] for k in gained)
+    net.ring(R(epoch=3, members=(A,), pending=(A, B)), B)
+    net.ring(R(epoch=4, members=(A, B)))
+    net.deliver()
+    assert held_by(net.cores[B].store, keys) == set(gained)
