@@ -9,13 +9,14 @@ Redis's sampling cycle, it reclaims memory of keys nobody reads again in bounded
 steps off the request path; unlike sampling it finds every due key, costs
 O(log n) per TTL write, and needs no randomness. Deletes leave tombstones (stamp
 and writer) so a late, older replicated write cannot resurrect a key; they are
-collected, oldest first, after ``tombstone_grace_ms``.
+collected after ``tombstone_grace_ms``, from a min-heap by delete time: merged
+tombstones arrive with any delete time, older than local ones, so a FIFO would
+hold an old one back behind every younger head.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Iterable
 from itertools import islice
 
@@ -79,7 +80,9 @@ class Store:
         self.stats = Stats()
         self._heap: list[tuple[int, int, bytes]] = []  # (expires_ms, slot, key)
         self._volatile = 0  # live entries with an expiry
-        self._tomb_fifo: deque[tuple[int, int, bytes]] = deque()  # (deleted_ms, slot, key)
+        # Every tombstone has an item here; items of tombstones since rewritten,
+        # replaced or dropped go stale and are skipped when popped.
+        self._tomb_heap: list[tuple[int, int, bytes]] = []  # (deleted_ms, slot, key)
         # Slots whose local writes must also reach another node (a slot moving
         # to a joiner, or being handed off by a leaver): 1 per watched slot. A
         # write to one appends (slot, key) to ``dirty``, which the shell drains.
@@ -152,7 +155,7 @@ class Store:
             stamp = wall
         clock.last = stamp
         record = _pack(value, expires_ms, stamp, 0)
-        if expires_ms or self._volatile or self._tomb_fifo or self.watched[slot]:
+        if expires_ms or self._volatile or self._tomb_heap or self.watched[slot]:
             self._put_tracked(slot, key, record, expires_ms)
         else:
             # No TTL anywhere (so the old entry had none), no tombstone, nobody
@@ -165,7 +168,7 @@ class Store:
         bucket[key] = record
         if expires_ms or (old is not None and not old.startswith(_NO_EXPIRY)):
             self._track_expiry(slot, key, old, expires_ms)
-        if self._tomb_fifo:
+        if self._tomb_heap:
             tombs = self.tombstones[slot]
             if tombs:
                 tombs.pop(key, None)
@@ -190,7 +193,7 @@ class Store:
             self._volatile -= 1
         stamp = self.clock.now(now)
         self.tombstones[slot][key] = entry.pack(b"", now, stamp, 0)
-        self._tomb_fifo.append((now, slot, key))
+        heapq.heappush(self._tomb_heap, (now, slot, key))
         if self.watched[slot]:
             self.dirty.append((slot, key))
         return True
@@ -202,7 +205,7 @@ class Store:
         for tombs in self.tombstones:
             tombs.clear()
         self._heap.clear()
-        self._tomb_fifo.clear()
+        self._tomb_heap.clear()
         self._volatile = 0
 
     # -- moving entries between nodes --------------------------------------------
@@ -268,7 +271,7 @@ class Store:
                 if old is not None and not old.startswith(entry.NO_EXPIRY):
                     self._volatile -= 1
                 tombs[item.key] = entry.pack(b"", item.expires_ms, item.stamp, writer)
-                self._tomb_fifo.append((item.expires_ms, slot, item.key))
+                heapq.heappush(self._tomb_heap, (item.expires_ms, slot, item.key))
             else:
                 tombs.pop(item.key, None)
                 live[item.key] = entry.pack(item.value, item.expires_ms, item.stamp, writer)
@@ -340,12 +343,12 @@ class Store:
         self._heap = heap
 
     def _collect_tombstones(self, now: int, budget: int) -> bool:
-        fifo = self._tomb_fifo
+        heap = self._tomb_heap
         horizon = now - self.config.tombstone_grace_ms
-        while fifo and fifo[0][0] <= horizon:
+        while heap and heap[0][0] <= horizon:
             if budget <= 0:
                 return True
-            deleted_ms, slot, key = fifo.popleft()
+            deleted_ms, slot, key = heapq.heappop(heap)
             budget -= 1
             tomb = self.tombstones[slot].get(key)
             if tomb is not None and entry.expires_of(tomb) == deleted_ms:

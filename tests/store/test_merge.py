@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keycafe.store import entry
-from keycafe.store.engine import Exported, Store
+from keycafe.store.engine import Exported, Store, StoreConfig
 from keycafe.store.keyslot import key_slot
 
 SLOT = key_slot(b"{t}")
@@ -118,3 +118,63 @@ def test_export_in_batches_from_a_snapshot() -> None:
     assert snapshot(copy) == snapshot(store)
     assert copy.lookup(SLOT, b"{t}k3", 1002) is None
     assert copy.count() == 24
+
+
+def test_an_old_remote_tombstone_is_collected_behind_a_young_local_one() -> None:
+    store = Store("me", StoreConfig(tombstone_grace_ms=1000))
+    store.put(SLOT, b"{t}young", b"v", 0, now=10_000)
+    store.remove(SLOT, b"{t}young", now=10_000)  # due at 11_000
+    old = Exported(key=b"{t}old", value=None, expires_ms=1_000, stamp=1_000 << 16, writer="x")
+    store.merge(SLOT, [old], now=10_000)  # deleted long ago elsewhere: due at 2_000
+    store.active_expire(now=10_500, budget=100)
+    assert b"{t}old" not in store.tombstones[SLOT]
+    assert b"{t}young" in store.tombstones[SLOT]
+    store.active_expire(now=11_000, budget=100)
+    assert not store.tombstones[SLOT]
+    assert store.stats.tombstones_collected == 2
+
+
+tombstone_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["remove", "merge", "rewrite", "collect"]),
+        st.sampled_from(KEYS),
+        st.integers(0, 3000),  # how long ago a merged tombstone's delete was
+    ),
+    max_size=40,
+)
+
+
+@given(tombstone_ops)
+def test_every_tombstone_is_collected_once_its_grace_is_over(
+    ops: list[tuple[str, bytes, int]],
+) -> None:
+    """Local deletes, remote tombstones of any age, rewrites of tombstoned keys
+    and collection in any mix: after each collection exactly the tombstones
+    whose grace is over are gone, and a rewritten key is never touched."""
+    grace = 1000
+    store = Store("me", StoreConfig(tombstone_grace_ms=grace))
+    deleted: dict[bytes, int] = {}  # the model: key -> when its delete happened
+    now = 10_000
+    for i, (op, key, age) in enumerate(ops):
+        now += 100
+        if op == "remove":
+            store.put(SLOT, key, b"v", 0, now)
+            store.remove(SLOT, key, now)
+            deleted[key] = now
+        elif op == "merge":
+            tomb = Exported(
+                key=key, value=None, expires_ms=now - age, stamp=(now << 16) + i, writer="x"
+            )
+            assert store.merge(SLOT, [tomb], now) == 1
+            deleted[key] = now - age
+        elif op == "rewrite":
+            store.put(SLOT, key, b"again", 0, now)
+            deleted.pop(key, None)
+        else:
+            store.active_expire(now, budget=1000)
+            deleted = {k: t for k, t in deleted.items() if t > now - grace}
+            assert set(store.tombstones[SLOT]) == set(deleted)
+        assert {k for k in KEYS if store.lookup(SLOT, k, now) is None} >= set(deleted)
+    now += grace + 3000
+    store.active_expire(now, budget=1000)
+    assert not store.tombstones[SLOT]
