@@ -1,7 +1,8 @@
-"""Cluster topology: the slot table (and, later, the ring and the coordinator)."""
+"""Cluster topology: the slot table, the ring record and how it spreads, the coordinator."""
 
 from __future__ import annotations
 
+from keycafe.cluster.ring_record import Ring
 from keycafe.cluster.slot_table import NodeAddr, SlotRange, SlotTable
 
-__all__ = ["NodeAddr", "SlotRange", "SlotTable"]
+__all__ = ["NodeAddr", "Ring", "SlotRange", "SlotTable"]

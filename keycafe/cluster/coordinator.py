@@ -22,18 +22,22 @@ it holds that the change moves, and says so (``READY_KEY`` = that epoch, in
 its gossip metadata); once every live member of both sets has, the
 coordinator publishes the change itself as the next epoch. A new death or
 newcomer meanwhile makes a new proposal, which members handle afresh.
-Pure: a function of member records, no I/O.
+
+Pure: ``step`` takes a member's view (its id, the member records, the ring it
+holds) and returns its assessment and the decisions to carry out; it changes
+nothing itself. ``keycafe.cluster.effects`` applies the decisions to a gossip
+core and a ring keeper, for the node's shell and the simulators alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, TypeAlias
 
 import attrs
 
-from keycafe.gossip.core import Gossip
-from keycafe.gossip.messages import MemberInfo, Ring, State
+from keycafe.cluster.ring_record import MAX_EPOCH, MAX_TERM, Ring
+from keycafe.gossip.messages import Address, MemberInfo, State
 
 # Gossip metadata key holding the term a member claims as coordinator.
 TERM_KEY: Final = "coordinator-term"
@@ -59,9 +63,47 @@ class Assessment:
         return self.majority and self.term > 0 and self.term == self.highest_term
 
 
+@attrs.frozen(kw_only=True)
+class ClaimTerm:
+    """Claim the coordinator role: set ``TERM_KEY`` to ``term`` in our metadata."""
+
+    term: int
+
+
+@attrs.frozen(kw_only=True)
+class PublishRing:
+    """Adopt and spread ``ring`` (the established coordinator's decision)."""
+
+    ring: Ring
+
+
+@attrs.frozen(kw_only=True)
+class AnnounceRing:
+    """Put the version of the ring we published in our metadata (``RING_KEY``),
+    so members still behind it can pull it from us."""
+
+    version: tuple[int, int]
+
+
+@attrs.frozen(kw_only=True)
+class PullRing:
+    """The coordinator at ``addr`` holds ring ``version``: pull it if ours is older."""
+
+    version: tuple[int, int]
+    addr: Address
+
+
+Decision: TypeAlias = ClaimTerm | PublishRing | AnnounceRing | PullRing
+
+
 def claimed_term(member: MemberInfo) -> int:
+    """The term ``member`` claims; a claim above MAX_TERM is no claim
+    (ring_record.py: no honest member gets there)."""
     raw = member.meta.get(TERM_KEY, "")
-    return int(raw) if raw.isdigit() else 0
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        return 0
+    term = int(raw)
+    return term if term <= MAX_TERM else 0
 
 
 def assess(me: str, members: Iterable[MemberInfo], voters: set[str] | None = None) -> Assessment:
@@ -82,7 +124,9 @@ def assess(me: str, members: Iterable[MemberInfo], voters: set[str] | None = Non
     coordinator = live[0] if live else None
     term = terms.get(coordinator, 0) if coordinator is not None else 0
     claim = None
-    if coordinator == me and majority and (term == 0 or term < highest or _tied(terms, me)):
+    wants = term == 0 or term < highest or _tied(terms, me)
+    # Never above MAX_TERM: at the bound nobody can outbid it (ring_record.py).
+    if coordinator == me and majority and wants and highest < MAX_TERM:
         claim = highest + 1
     return Assessment(
         coordinator=coordinator, term=term, highest_term=highest, majority=majority, claim=claim
@@ -115,6 +159,8 @@ def next_ring(
     )
     if not wanted:
         return None  # never an empty ring: the last member simply goes
+    if ring.epoch >= MAX_EPOCH:
+        return None  # nothing can follow it (ring_record.py)
 
     def publish(members: tuple[str, ...], pending: tuple[str, ...] = ()) -> Ring:
         return Ring(
@@ -148,33 +194,41 @@ def not_ready(ring: Ring, members: Iterable[MemberInfo]) -> frozenset[str]:
     )
 
 
-def announce(core: Gossip, key: str, value: object, now: float) -> None:
-    """Set ``key`` to ``value`` in our gossip metadata (a no-op if it is already)."""
-    if core.me.meta.get(key) != str(value):
-        core.update_meta({**core.me.meta, key: str(value)}, now)
-
-
-def step(core: Gossip, now: float) -> Assessment:
-    """Assess ``core``'s view: claim the role if elected, and as the established
-    coordinator publish a new ring epoch when ``next_ring`` says so."""
-    voters = set(core.ring.members) if core.ring is not None else None
-    a = assess(core.node, core.known_members(), voters)
+def step(
+    me: str, members: Iterable[MemberInfo], ring: Ring | None
+) -> tuple[Assessment, list[Decision]]:
+    """Assess ``me``'s view (``members``: every record it holds, the reaped
+    dead included) and decide: claim the role if elected; as the established
+    coordinator, publish a new ring epoch when ``next_ring`` says so; else pull
+    the coordinator's ring if it says it holds a newer one than ``ring``."""
+    members = list(members)
+    voters = set(ring.members) if ring is not None else None
+    decisions: list[Decision] = []
+    a = assess(me, members, voters)
     if a.claim is not None:
-        announce(core, TERM_KEY, a.claim, now)
-        a = assess(core.node, core.known_members(), voters)
-    if a.coordinator == core.node and a.established:
-        ring = next_ring(core.ring, core.member_list(), core.node, a.term)
-        if ring is not None:
-            core.propose_ring(ring, now)
-            announce(core, RING_KEY, f"{ring.term}.{ring.epoch}", now)
-    elif a.coordinator is not None and a.coordinator != core.node:
-        holder = core.members.get(a.coordinator)
-        version = _ring_version(holder.info.meta.get(RING_KEY, "")) if holder else None
-        if holder is not None and version is not None:
-            core.pull_ring(version, holder.info.addr, now)
-    return a
+        decisions.append(ClaimTerm(term=a.claim))
+        # Assess again as the view will be once the claim is in our metadata.
+        members = [_claiming(m, a.claim) if m.node == me else m for m in members]
+        a = assess(me, members, voters)
+    if a.coordinator == me and a.established:
+        new = next_ring(ring, members, me, a.term)
+        if new is not None:
+            decisions += [PublishRing(ring=new), AnnounceRing(version=new.version)]
+    elif a.coordinator is not None and a.coordinator != me:
+        holder = next((m for m in members if m.node == a.coordinator), None)
+        if holder is not None:
+            version = _ring_version(holder.meta.get(RING_KEY, ""))
+            if version is not None and (ring is None or ring.version < version):
+                decisions.append(PullRing(version=version, addr=holder.addr))
+    return a, decisions
+
+
+def _claiming(member: MemberInfo, term: int) -> MemberInfo:
+    return attrs.evolve(member, meta={**member.meta, TERM_KEY: str(term)})
 
 
 def _ring_version(text: str) -> tuple[int, int] | None:
     term, _, epoch = text.partition(".")
-    return (int(term), int(epoch)) if term.isdigit() and epoch.isdigit() else None
+    if not all(x.isascii() and x.isdigit() and len(x) <= 19 for x in (term, epoch)):
+        return None
+    return (int(term), int(epoch))

@@ -2,14 +2,19 @@
 
 Each update about a member is piggybacked on outgoing packets until it has been
 sent ``retransmit_mult * ceil(log10(N + 1))`` times, least-sent first; newer
-news about a member replaces whatever was queued about it.
+news about a member replaces whatever was queued about it. The application's
+broadcasts share the queue under keys of their own kind, so no member id can
+replace them (``Key``: ``("member", id)`` or ``("user", key)``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal, TypeAlias
 
 import attrs
+
+Key: TypeAlias = tuple[Literal["member", "user"], str]
 
 
 def retransmit_limit(mult: int, n: int) -> int:
@@ -18,7 +23,7 @@ def retransmit_limit(mult: int, n: int) -> int:
 
 @attrs.define
 class _Item:
-    node: str
+    key: Key
     payload: bytes  # one encoded message
     transmits: int
     order: int  # FIFO among equals, newest first
@@ -27,16 +32,16 @@ class _Item:
 @attrs.define
 class BroadcastQueue:
     retransmit_mult: int
-    _items: dict[str, _Item] = attrs.field(factory=dict)
+    _items: dict[Key, _Item] = attrs.field(factory=dict)
     _counter: int = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def queue(self, node: str, payload: bytes) -> None:
-        """Queue news about ``node``, replacing older news about it."""
+    def queue(self, key: Key, payload: bytes) -> None:
+        """Queue news under ``key``, replacing older news under it."""
         self._counter += 1
-        self._items[node] = _Item(node, payload, 0, self._counter)
+        self._items[key] = _Item(key, payload, 0, self._counter)
 
     def take(self, budget: int, members: int) -> list[bytes]:
         """Messages fitting in ``budget`` bytes, least-sent first; counts a send."""
@@ -52,7 +57,7 @@ class BroadcastQueue:
             chosen.append(item.payload)
             item.transmits += 1
             if item.transmits >= limit:
-                del self._items[item.node]
+                del self._items[item.key]
             if budget < 16:
                 break
         return chosen

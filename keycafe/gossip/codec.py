@@ -6,7 +6,10 @@ one packet (several messages: pings, acks and piggybacked news), a TCP stream
 carries length-prefixed packets. The version byte leaves room for
 authentication and encryption (an AES-GCM keyring) without a new format.
 
-Type numbers are the protocol: ONLY APPEND to this list.
+Type numbers are the protocol: ONLY APPEND to this list. Number 9 carried
+the ring before the ring moved up to keycafe.cluster (it now travels as a
+``USER`` broadcast and in push-pull's user state): it stays reserved, never
+reused, and a packet with it is a bad packet.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import msgpack
 
 from keycafe.errors import BadPacket
 from keycafe.gossip.messages import (
+    MAX_INCARNATION,
     Ack,
     Address,
     Alive,
@@ -27,9 +31,9 @@ from keycafe.gossip.messages import (
     Nack,
     Ping,
     PushPull,
-    Ring,
     State,
     Suspect,
+    UserMsg,
 )
 
 VERSION: Final = 1
@@ -42,12 +46,19 @@ SUSPECT: Final = 5
 ALIVE: Final = 6
 DEAD: Final = 7
 PUSH_PULL: Final = 8
-RING: Final = 9
+_RESERVED_RING: Final = 9  # the ring, before it moved to keycafe.cluster: never reuse
+USER: Final = 10
+
+# A push-pull's user state can be far larger than a datagram (a ring of
+# thousands of members); the stream frame's own cap (16 MiB) bounds it.
+MAX_USER_STATE: Final = 16 * 1024 * 1024
 
 # Generous bounds for untrusted input: a packet can never make us allocate much.
 _LIMITS: Final = {
     "max_str_len": 4096,
-    "max_bin_len": 4096,
+    # Bytes are only ever as long as the input that holds them: no allocation
+    # beyond the packet's size.
+    "max_bin_len": MAX_USER_STATE,
     "max_array_len": 65536,
     "max_map_len": 256,
     "max_ext_len": 0,
@@ -88,10 +99,10 @@ def encode_message(msg: Message) -> bytes:
             fields = [DEAD, msg.incarnation, msg.node, msg.source]
         case PushPull():
             fields = [PUSH_PULL, msg.join, [_member_fields(m) for m in msg.members]]
-        case Ring():
-            fields = [RING, msg.epoch, msg.term, msg.coordinator, list(msg.members)]
-            if msg.pending:
-                fields.append(list(msg.pending))
+            if msg.user_state:
+                fields.append(msg.user_state)
+        case UserMsg():
+            fields = [USER, msg.payload]
     return msgpack.packb(fields)  # type: ignore[no-any-return]
 
 
@@ -126,6 +137,11 @@ def _int(v: Any, lo: int = 0, hi: int = 2**63 - 1) -> int:
     return v
 
 
+def _incarnation(v: Any) -> int:
+    """Incarnations and metadata versions stop at MAX_INCARNATION (messages.py)."""
+    return _int(v, 0, MAX_INCARNATION)
+
+
 def _addr(host: Any, port: Any) -> Address:
     return (_str(host), _int(port, 0, 65535))
 
@@ -146,9 +162,9 @@ def _member(f: Any) -> MemberInfo:
         node=_str(f[0]),
         addr=_addr(f[1], f[2]),
         client_addr=_addr(f[3], f[4]),
-        incarnation=_int(f[5]),
+        incarnation=_incarnation(f[5]),
         state=state,
-        meta_version=_int(f[7]),
+        meta_version=_incarnation(f[7]),
         meta=meta,
     )
 
@@ -174,29 +190,25 @@ def _message(m: Any) -> Message:
     if kind == NACK and n == 3:
         return Nack(seq=_int(m[1]), source=_str(m[2]))
     if kind == SUSPECT and n == 4:
-        return Suspect(incarnation=_int(m[1]), node=_str(m[2]), source=_str(m[3]))
+        return Suspect(incarnation=_incarnation(m[1]), node=_str(m[2]), source=_str(m[3]))
     if kind == ALIVE and n == 10:
         member = _member(m[1:])
         if member.state != State.ALIVE:
             raise BadPacket("alive message with a non-alive state")
         return Alive(member=member)
     if kind == DEAD and n == 4:
-        return Dead(incarnation=_int(m[1]), node=_str(m[2]), source=_str(m[3]))
-    if kind == PUSH_PULL and n == 3:
+        return Dead(incarnation=_incarnation(m[1]), node=_str(m[2]), source=_str(m[3]))
+    if kind == PUSH_PULL and n in (3, 4):
         if type(m[1]) is not bool or type(m[2]) is not list:
             raise BadPacket("bad push-pull")
-        return PushPull(join=m[1], members=tuple(_member(x) for x in m[2]))
-    if kind == RING and n in (5, 6):
-        # A sixth field (pending members) came later; a ring without one has none.
-        if any(type(x) is not list for x in m[4:]):
-            raise BadPacket("bad ring members")
-        return Ring(
-            epoch=_int(m[1]),
-            term=_int(m[2]),
-            coordinator=_str(m[3]),
-            members=tuple(_str(x) for x in m[4]),
-            pending=tuple(_str(x) for x in m[5]) if n == 6 else (),
-        )
+        user_state = m[3] if n == 4 else b""
+        if type(user_state) is not bytes:
+            raise BadPacket("bad push-pull user state")
+        return PushPull(join=m[1], members=tuple(_member(x) for x in m[2]), user_state=user_state)
+    if kind == USER and n == 2:
+        if type(m[1]) is not bytes:
+            raise BadPacket("bad user message")
+        return UserMsg(payload=m[1])
     raise BadPacket(f"unknown message type {kind!r} with {n} fields")
 
 

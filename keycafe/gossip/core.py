@@ -12,6 +12,10 @@ time, and takes out datagrams, stream jobs (TCP), events and the next timer::
     core.get_timer() -> float | None
     core.next_event() -> MemberEvent | None
 
+The layer above (keycafe.cluster) plugs in a ``Delegate`` (delegate.py): the
+core carries its broadcasts and its push-pull state without knowing what they
+are, as memberlist does for its application.
+
 Nothing here reads a clock, touches a socket or uses the global random: time is
 ``now`` (seconds), randomness an injected ``random.Random``.
 
@@ -36,7 +40,9 @@ from keycafe.gossip import codec
 from keycafe.gossip.awareness import Awareness
 from keycafe.gossip.broadcast import BroadcastQueue
 from keycafe.gossip.config import GossipConfig
+from keycafe.gossip.delegate import Delegate, NoDelegate
 from keycafe.gossip.messages import (
+    MAX_INCARNATION,
     Ack,
     Address,
     Alive,
@@ -47,19 +53,19 @@ from keycafe.gossip.messages import (
     Nack,
     Ping,
     PushPull,
-    Ring,
     State,
     Suspect,
+    UserMsg,
 )
 from keycafe.gossip.suspicion import Suspicion, suspicion_timeout
 
 # memberlist's pushPullScaleThreshold: above this many members the push-pull
 # interval grows with log2(N) so the cluster-wide TCP load stays flat.
 PUSH_PULL_SCALE_THRESHOLD = 32
-# A ring piggybacks on datagrams only while its encoding leaves room for the
-# rest (about 20 members of 40-hex ids); a larger one travels by push-pull.
-RING_DATAGRAM_BUDGET = 900
-_RING_KEY = "\x00ring"  # its slot in the broadcast queue (no node id starts with NUL)
+# Room a datagram keeps besides one application broadcast: a ping-req with two
+# 40-character ids and an address is about 150 bytes, a member record about
+# 200, and the packet header 6 (so a broadcast fits next to what it rides on).
+BROADCAST_ROOM = 300
 
 
 class EventKind(enum.Enum):
@@ -133,7 +139,9 @@ class GossipStats:
     failed_probes: int = 0
     refutations: int = 0
     largest_datagram: int = 0
-    ring_pulls: int = 0  # state exchanges made because our ring was behind
+    # Accusations (suspect, dead) at MAX_INCARNATION from peers: nobody could
+    # refute them, so they are ignored (messages.py).
+    unrefutable: int = 0
 
 
 def push_pull_scale(interval: float, n: int) -> float:
@@ -167,8 +175,8 @@ class Gossip:
         self.stats = GossipStats()
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.leaving = False
-        # The ring's member set, as the coordinator last published it.
-        self.ring: Ring | None = None
+        # The layer above: its broadcasts in, its push-pull state both ways.
+        self.delegate: Delegate = NoDelegate()
         self._broadcasts = BroadcastQueue(config.retransmit_mult)
         self._suspicions: dict[str, Suspicion] = {}
         self._probe_order: list[str] = []
@@ -197,8 +205,6 @@ class Gossip:
         self._next_gossip = now + rng.uniform(0, config.gossip_interval)
         self._next_push_pull = now + rng.uniform(0.5, 1.0) * config.push_pull_interval
         self._next_reap = now + 1.0
-        self._next_ring_pull = now
-        self._behind: tuple[tuple[int, int], float] | None = None  # (ring version, noticed)
         self._queue_alive(me)
 
     # -- views ---------------------------------------------------------------------
@@ -281,28 +287,30 @@ class Gossip:
         """The push-pull that joins through ``seed``, for a shell that retries it."""
         return StreamJob(kind="push-pull", addr=seed, payload=self._state_packet(join=True))
 
-    def propose_ring(self, ring: Ring, now: float) -> None:
-        """Publish a new ring (the coordinator's decision)."""
-        self._on_ring(ring, now)
+    def queue_broadcast(self, key: str, payload: bytes) -> None:
+        """Piggyback ``payload`` on datagrams, like member news, until it has
+        been sent the retransmit limit; a newer payload under the same ``key``
+        replaces the older. Receivers hand it to their delegate's ``notify_msg``
+        (and do not pass it on themselves: the delegate decides)."""
+        if len(payload) > self.broadcast_limit:
+            raise ValueError(f"a broadcast of {len(payload)} bytes cannot fit a datagram")
+        self._broadcasts.queue(("user", key), codec.encode_message(UserMsg(payload=payload)))
 
-    def pull_ring(self, version: tuple[int, int], addr: Address, now: float) -> None:
-        """Someone (the coordinator, by its metadata) holds a newer ring than
-        ours: exchange state with it over TCP, at most once a probe interval.
-        A ring too big for a datagram spreads over TCP from member to member
-        and misses a few; this brings them in at once instead of at their next
-        periodic push-pull."""
-        if self.ring is not None and self.ring.version >= version:
-            self._behind = None
-            return
-        if self._behind is None or self._behind[0] != version:
-            self._behind = (version, now)
-        # Give the epidemic spread two probe intervals first (~94% of members
-        # have it within seconds): only the few it missed pull, rather than
-        # every member from the coordinator at once.
-        if now - self._behind[1] < 2 * self.config.probe_interval or now < self._next_ring_pull:
-            return
-        self._next_ring_pull = now + self.config.probe_interval
-        self.stats.ring_pulls += 1
+    @property
+    def broadcast_limit(self) -> int:
+        """The largest payload ``queue_broadcast`` takes."""
+        return self.config.max_datagram - BROADCAST_ROOM
+
+    def push_state(self, k: int, now: float) -> None:
+        """Push-pull with up to ``k`` random live members: how a delegate state
+        too large for a datagram spreads (each member that takes it up pushes
+        it on in turn, so it reaches most members in O(log N) rounds)."""
+        payload = self._state_packet(join=False)
+        for target in self._random_members(k, lambda m: m.state == State.ALIVE):
+            self._jobs.append(StreamJob(kind="push-pull", addr=target.info.addr, payload=payload))
+
+    def pull_from(self, addr: Address, now: float) -> None:
+        """Push-pull with ``addr`` now (the layer above knows it is behind it)."""
         self._jobs.append(
             StreamJob(kind="push-pull", addr=addr, payload=self._state_packet(join=False))
         )
@@ -315,7 +323,7 @@ class Gossip:
         dead = Dead(incarnation=me.info.incarnation, node=self.node, source=self.node)
         me.info = attrs.evolve(me.info, state=State.LEFT)
         me.state_changed = now
-        self._broadcasts.queue(self.node, codec.encode_message(dead))
+        self._broadcasts.queue(("member", self.node), codec.encode_message(dead))
         # Tell a few members straight away rather than wait for a gossip round.
         for target in self._random_members(self.config.gossip_nodes, lambda m: True):
             self._send(target.info.addr, [], now)
@@ -326,8 +334,9 @@ class Gossip:
         me.info = attrs.evolve(
             me.info,
             meta=dict(meta),
-            meta_version=me.info.meta_version + 1,
-            incarnation=me.info.incarnation + 1,
+            # At the bound the change stays local (messages.py, MAX_INCARNATION).
+            meta_version=min(me.info.meta_version + 1, MAX_INCARNATION),
+            incarnation=min(me.info.incarnation + 1, MAX_INCARNATION),
         )
         self._queue_alive(me.info)
 
@@ -386,21 +395,23 @@ class Gossip:
         self.stats.largest_datagram = max(self.stats.largest_datagram, len(data))
 
     def _queue_alive(self, info: MemberInfo) -> None:
-        self._broadcasts.queue(info.node, codec.encode_message(Alive(member=info)))
+        self._broadcasts.queue(("member", info.node), codec.encode_message(Alive(member=info)))
+
+    def _queue_accusation(self, msg: Suspect | Dead) -> None:
+        # One at MAX_INCARNATION acts here only: peers ignore it (messages.py).
+        if msg.incarnation < MAX_INCARNATION:
+            self._broadcasts.queue(("member", msg.node), codec.encode_message(msg))
 
     def _state_packet(self, join: bool) -> bytes:
-        """A push-pull: our member table, and the ring if we have one."""
-        msgs = [codec.encode_message(self._state_message(join))]
-        if self.ring is not None:
-            msgs.append(codec.encode_message(self.ring))
-        return codec.packet(msgs)
+        """A push-pull: our member table and the delegate's state."""
+        return codec.packet([codec.encode_message(self._state_message(join))])
 
     def _state_message(self, join: bool) -> PushPull:
         # Reaped members go along as dead: a member buried during a partition
         # learns it, refutes with a higher incarnation, and comes back.
         members = [m.info for m in self.members.values()]
         members += [info for info, _ in self._reaped.values()]
-        return PushPull(join=join, members=tuple(members))
+        return PushPull(join=join, members=tuple(members), user_state=self.delegate.local_state())
 
     def _random_members(self, k: int, accept: object) -> list[Member]:
         """Up to ``k`` distinct random other members for which ``accept`` holds
@@ -466,7 +477,11 @@ class Gossip:
         self._seq += 1
         self.stats.probes += 1
         msgs: list[Message] = [Ping(seq=self._seq, target=target.info.node, source=self.node)]
-        if cfg.lifeguard and target.state == State.SUSPECT:
+        if (
+            cfg.lifeguard
+            and target.state == State.SUSPECT
+            and target.info.incarnation < MAX_INCARNATION  # peers ignore it
+        ):
             # Buddy system: tell the suspect directly, so it can refute at once.
             msgs.append(
                 Suspect(
@@ -595,20 +610,27 @@ class Gossip:
             self._jobs.append(StreamJob(kind="push-pull", addr=target_info.addr, payload=payload))
 
     def _merge(self, pp: PushPull, now: float) -> None:
-        """memberlist's mergeState: remote views feed the same transitions."""
+        """memberlist's mergeState: remote views feed the same transitions;
+        the peer's delegate state goes to ours."""
         for info in pp.members:
             if info.state == State.ALIVE:
                 self._contest_burial(info, now)
                 self._on_alive(info, now)
             elif info.state == State.LEFT:
                 self._on_dead(
-                    Dead(incarnation=info.incarnation, node=info.node, source=info.node), now
+                    Dead(incarnation=info.incarnation, node=info.node, source=info.node),
+                    now,
+                    remote=True,
                 )
             else:
                 # A remote "dead" only makes us suspect: we check for ourselves.
                 self._on_suspect(
-                    Suspect(incarnation=info.incarnation, node=info.node, source=self.node), now
+                    Suspect(incarnation=info.incarnation, node=info.node, source=self.node),
+                    now,
+                    remote=True,
                 )
+        if pp.user_state:
+            self.delegate.merge_remote_state(pp.user_state, now)
 
     def _contest_burial(self, info: MemberInfo, now: float) -> None:
         """A peer reports alive a member we hold dead at no lower incarnation.
@@ -661,36 +683,21 @@ class Gossip:
             case Alive():
                 self._on_alive(msg.member, now)
             case Suspect():
-                self._on_suspect(msg, now)
+                self._on_suspect(msg, now, remote=True)
             case Dead():
-                self._on_dead(msg, now)
+                self._on_dead(msg, now, remote=True)
             case PushPull():
                 self._merge(msg, now)
-            case Ring():
-                self._on_ring(msg, now)
-
-    def _on_ring(self, ring: Ring, now: float) -> None:
-        """Keep the ring with the greatest (term, epoch) and pass it on."""
-        if self.ring is not None and ring.version <= self.ring.version:
-            return
-        self.ring = ring
-        encoded = codec.encode_message(ring)
-        if len(encoded) <= RING_DATAGRAM_BUDGET:
-            self._broadcasts.queue(_RING_KEY, encoded)
-            return
-        # Too big for a datagram: pass it on over TCP to a few members, who do
-        # the same when they adopt it, so it spreads epidemically (O(log N)
-        # rounds) instead of waiting for periodic push-pulls.
-        payload = self._state_packet(join=False)
-        for target in self._random_members(
-            self.config.gossip_nodes, lambda m: m.state == State.ALIVE
-        ):
-            self._jobs.append(StreamJob(kind="push-pull", addr=target.info.addr, payload=payload))
+            case UserMsg():
+                self.delegate.notify_msg(msg.payload, now)
 
     def _refute(self, incarnation: int, now: float) -> None:
         """Someone suspects or buried us: outbid them (SWIM 4.2; Lifeguard counts it)."""
         me = self.members[self.node]
-        me.info = attrs.evolve(me.info, incarnation=max(me.info.incarnation, incarnation) + 1)
+        # Never above MAX_INCARNATION: accusations from peers stop one below
+        # it (_accusation_applies), so the bound still outbids every one.
+        outbid = min(max(me.info.incarnation, incarnation) + 1, MAX_INCARNATION)
+        me.info = attrs.evolve(me.info, incarnation=outbid)
         self._queue_alive(me.info)
         self._gossip_soon(now)
         self.stats.refutations += 1
@@ -734,10 +741,19 @@ class Gossip:
             return
         self._events.append(MemberEvent(kind=kind, member=info, at=now))
 
-    def _accusation_applies(self, node: str, incarnation: int, now: float) -> Member | None:
+    def _accusation_applies(
+        self, node: str, incarnation: int, now: float, remote: bool
+    ) -> Member | None:
         """SWIM's rule for "node is suspect/dead at incarnation": ignore it for
         unknown or buried members and older incarnations; about ourselves, refute
-        it (a node never declares itself dead). Else return the member."""
+        it (a node never declares itself dead). Else return the member.
+
+        A peer's accusation at MAX_INCARNATION is ignored: no refutation could
+        outbid it, so acting on it would bury a live member for good. Our own
+        (a probe of a member at the bound failed) acts here and is not sent."""
+        if remote and incarnation >= MAX_INCARNATION:
+            self.stats.unrefutable += 1
+            return None
         m = self.members.get(node)
         if m is None or incarnation < m.info.incarnation or m.state in (State.DEAD, State.LEFT):
             return None
@@ -747,8 +763,8 @@ class Gossip:
             return None
         return m
 
-    def _on_suspect(self, s: Suspect, now: float) -> None:
-        m = self._accusation_applies(s.node, s.incarnation, now)
+    def _on_suspect(self, s: Suspect, now: float, remote: bool = False) -> None:
+        m = self._accusation_applies(s.node, s.incarnation, now, remote)
         if m is None:
             return
         suspicion = self._suspicions.get(s.node)
@@ -759,7 +775,7 @@ class Gossip:
         ):
             # Lifeguard: each independent confirmation shortens the timeout.
             if suspicion.confirm(s.source, now):
-                self._broadcasts.queue(s.node, codec.encode_message(s))
+                self._queue_accusation(s)
                 self._gossip_soon(now)  # at most k times a suspicion
             return
         # A new suspicion, or one about a later incarnation (the member refuted
@@ -779,7 +795,7 @@ class Gossip:
         m.info = attrs.evolve(m.info, state=State.SUSPECT, incarnation=s.incarnation)
         m.state_changed = now
         self._suspicions[s.node] = Suspicion(started=now, k=k, lo=lo, hi=hi, confirmers={s.source})
-        self._broadcasts.queue(s.node, codec.encode_message(s))
+        self._queue_accusation(s)
         self._gossip_soon(now)
         self._events.append(MemberEvent(kind=EventKind.SUSPECTED, member=m.info, at=now))
 
@@ -789,8 +805,8 @@ class Gossip:
         if m is not None and m.state == State.SUSPECT:
             self._on_dead(Dead(incarnation=m.info.incarnation, node=node, source=self.node), now)
 
-    def _on_dead(self, d: Dead, now: float) -> None:
-        m = self._accusation_applies(d.node, d.incarnation, now)
+    def _on_dead(self, d: Dead, now: float, remote: bool = False) -> None:
+        m = self._accusation_applies(d.node, d.incarnation, now, remote)
         if m is None:
             return
         left = d.source == d.node
@@ -801,7 +817,7 @@ class Gossip:
         self._buried[d.node] = now
         self._view_changed()
         self._suspicions.pop(d.node, None)
-        self._broadcasts.queue(d.node, codec.encode_message(d))
+        self._queue_accusation(d)
         self._gossip_soon(now)
         kind = EventKind.LEFT if left else EventKind.FAILED
         self._events.append(MemberEvent(kind=kind, member=m.info, at=now))

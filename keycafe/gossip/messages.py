@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import enum
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 import attrs
 
 Address: TypeAlias = tuple[str, int]
+
+# The largest incarnation (and metadata version) a node issues or accepts. A
+# process starts at the wall-clock second (about 2^31) and adds one per
+# refutation or metadata change, so no honest member comes near 2^62; anything
+# above it on the wire is a bad packet. The gap up to the codec's 2^63 - 1
+# means a refutation (one above what it refutes) is always encodable. At the
+# bound itself: accusations at MAX_INCARNATION are ignored (nobody could refute
+# them), and a member there can no longer refute or change its metadata; only
+# forged news can put it there (docs/protocol.md, "Gossip wire format").
+MAX_INCARNATION: Final = 2**62
 
 
 class State(enum.IntEnum):
@@ -87,29 +97,15 @@ class PushPull:
 
     join: bool
     members: tuple[MemberInfo, ...]
+    user_state: bytes = b""  # the delegate's local_state, opaque here
 
 
 @attrs.frozen(kw_only=True)
-class Ring:
-    """The ring's member set as the coordinator published it.
+class UserMsg:
+    """An application broadcast (``Gossip.queue_broadcast``): opaque bytes
+    handed to the receiver's delegate."""
 
-    Members keep the ring with the greatest (term, epoch): a higher term wins
-    whatever its epoch, which fences a stale coordinator's decisions.
-
-    ``pending``, when not empty, is the member set the coordinator means to
-    move to next: every member moves the slots it hands over in that change,
-    says so in its metadata, and only then does the change take effect (as the
-    next epoch, with ``members = pending``)."""
-
-    epoch: int
-    term: int
-    coordinator: str
-    members: tuple[str, ...]
-    pending: tuple[str, ...] = ()
-
-    @property
-    def version(self) -> tuple[int, int]:
-        return (self.term, self.epoch)
+    payload: bytes
 
 
-Message: TypeAlias = Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | PushPull | Ring
+Message: TypeAlias = Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | PushPull | UserMsg

@@ -24,6 +24,7 @@ import attrs
 
 from keycafe.gossip.config import GossipConfig
 from keycafe.gossip.core import EventKind, Gossip, MemberEvent, StreamJob
+from keycafe.gossip.delegate import Delegate
 from keycafe.gossip.messages import Address, MemberInfo, PushPull, State
 
 
@@ -68,12 +69,15 @@ class Simulator:
         link: Link | None = None,
         stream_timeout: float = 1.0,
         check_datagrams: bool = True,
+        delegate: Callable[[Gossip], Delegate] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
         self.config = config or GossipConfig.lan()
         self.link = link or Link()
         self.stream_timeout = stream_timeout
         self.check_datagrams = check_datagrams
+        # Makes each new core's delegate (the layer above, e.g. a ring keeper).
+        self.delegate = delegate
         self.now = 0.0
         self.nodes: dict[str, SimNode] = {}
         self.by_addr: dict[Address, SimNode] = {}
@@ -106,6 +110,8 @@ class Simulator:
         core = Gossip(
             info, config=self.config, rng=random.Random(self.rng.getrandbits(64)), now=self.now
         )
+        if self.delegate is not None:
+            core.delegate = self.delegate(core)
         node = SimNode(name=name, addr=addr, core=core)
         self.nodes[name] = node
         self.by_addr[addr] = node

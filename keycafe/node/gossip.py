@@ -4,7 +4,13 @@ One UDP socket carries SWIM's datagrams; a TCP listener on the same port number
 serves streams (push-pull state exchange and fallback pings), each a request
 frame answered by a reply frame, both length-prefixed. Time for the core is
 ``trio.current_time()``; every core call is followed by ``_flush``, which sends
-its datagrams, starts its stream jobs and applies its events.
+its datagrams, starts its stream jobs, applies its events and runs a
+coordinator step. The ring rides on the core through a ``RingKeeper``.
+
+For the layer above: ``service.ring`` (the ring this node holds, or None),
+``service.announce(key, value)`` (set our gossip metadata and send it),
+``service.core.members`` (the member table) and ``after_flush`` (called after
+every flush with whether a member changed state).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from typing import Final
 import attrs
 import trio
 
-from keycafe.cluster import coordinator, frames
+from keycafe.cluster import coordinator, effects, frames
+from keycafe.cluster.ring_record import Ring
+from keycafe.cluster.ringcast import RingKeeper
 from keycafe.errors import BadPacket, StartupError
 from keycafe.gossip.config import GossipConfig
 from keycafe.gossip.core import EventKind, Gossip, MemberEvent, StreamJob
@@ -88,6 +96,7 @@ class GossipService:
         self.core = Gossip(
             me, config=config, rng=random.Random(), now=now, wall_offset=time.time() - now
         )
+        self.keeper = RingKeeper.attach(self.core)
         self._udp: socket.socket | None = None
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
@@ -100,6 +109,17 @@ class GossipService:
         # Called after every flush with whether a member changed state (the
         # slot service follows the ring and the dead from it).
         self.after_flush: Callable[[bool], None] | None = None
+
+    @property
+    def ring(self) -> Ring | None:
+        """The ring this node holds: the newest the coordinator published that
+        reached it."""
+        return self.keeper.ring
+
+    def announce(self, key: str, value: object) -> None:
+        """Set ``key`` to ``value`` in our gossip metadata and send it."""
+        effects.announce(self.core, key, value, trio.current_time())
+        self.flush()
 
     @staticmethod
     def initial_incarnation() -> int:
@@ -280,8 +300,8 @@ class GossipService:
         change, which goes out with the next gossip round."""
         self._assessed_at = now
         before = self.assessment
-        a = self.assessment = coordinator.step(self.core, now)
-        ring = self.core.ring
+        a = self.assessment = effects.coordinate(self.core, self.keeper, now)
+        ring = self.keeper.ring
         if (
             log.isEnabledFor(logging.DEBUG)
             and a.coordinator == self.core.node
@@ -360,7 +380,7 @@ def gossip_figures(service: GossipService) -> dict[str, int | str]:
     """Figures for CLUSTER INFO, which prints each as ``keycafe_<name>``."""
     states = [m.state for m in service.core.members.values()]
     a = service.assessment
-    ring = service.core.ring
+    ring = service.ring
     return {
         "ring_epoch": ring.epoch if ring else 0,
         "ring_term": ring.term if ring else 0,
@@ -377,6 +397,6 @@ def gossip_figures(service: GossipService) -> dict[str, int | str]:
         "gossip_datagrams_received": service.core.stats.datagrams_received,
         "gossip_bad_packets": service.core.stats.bad_packets,
         "gossip_bad_frames": service.counters.bad_frames,
-        "gossip_ring_pulls": service.core.stats.ring_pulls,
+        "gossip_ring_pulls": service.keeper.pulls,
         "gossip_stream_failures": service.counters.stream_failures,
     }

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import attrs
+
 from keycafe.cluster.coordinator import (
     LEAVING_KEY,
     READY_KEY,
+    RING_KEY,
     TERM_KEY,
+    AnnounceRing,
     Assessment,
-    announce,
+    ClaimTerm,
+    PublishRing,
+    PullRing,
     assess,
     next_ring,
     step,
 )
-from keycafe.gossip.core import Gossip
-from keycafe.gossip.messages import MemberInfo, Ring, State
+from keycafe.cluster.effects import announce, coordinate
+from keycafe.cluster.ring_codec import encode_ring
+from keycafe.cluster.ring_record import MAX_EPOCH, MAX_TERM, Ring
+from keycafe.cluster.ringcast import RING_DATAGRAM_BUDGET, RingKeeper
+from keycafe.gossip.messages import MemberInfo, State
 from keycafe.gossip.simulator import SimNode, Simulator, node_name
 from keycafe.gossip.suspicion import suspicion_timeout
 
@@ -122,17 +131,57 @@ def test_nothing_to_change_and_never_an_empty_ring() -> None:
     assert next_ring(ring("a"), [member("a", **{LEAVING_KEY: "1"})], "a", 1) is None
 
 
+def test_step_returns_decisions_and_changes_nothing() -> None:
+    view = [member("a"), member("b"), member("c")]
+    a, decisions = step("a", view, None)
+    # Elected with no term yet: claim one, and (as the view will be once the
+    # claim is out) publish the first ring and say so.
+    first = Ring(epoch=1, term=1, coordinator="a", members=("a", "b", "c"))
+    assert decisions == [
+        ClaimTerm(term=1),
+        PublishRing(ring=first),
+        AnnounceRing(version=(1, 1)),
+    ]
+    assert a.established
+    assert a.term == 1
+    assert view == [member("a"), member("b"), member("c")]  # the view is left alone
+    # A follower whose ring is behind the coordinator's pulls it from there.
+    ahead = [member("a", term=1, **{RING_KEY: "1.2"}), member("b"), member("c")]
+    _, decisions = step("b", ahead, first)
+    assert decisions == [PullRing(version=(1, 2), addr=("h", 1))]
+    assert step("b", ahead, attrs.evolve(first, epoch=2))[1] == []
+
+
+def test_claims_and_rings_stop_at_the_bound() -> None:
+    # A term claim above MAX_TERM is no claim; at MAX_TERM nobody outbids it.
+    assert assess("a", [member("a"), member("b", term=MAX_TERM + 1)]).claim == 1
+    for forged in (str(2**64), "1" * 40, "\u00b2"):
+        assert assess("a", [member("a"), member("b", **{TERM_KEY: forged})]).claim == 1
+    assert assess("a", [member("a"), member("b", term=MAX_TERM)]).claim is None
+    last = Ring(epoch=MAX_EPOCH, term=1, coordinator="a", members=("a", "b"))
+    assert next_ring(last, [member("a")], "a", 1) is None  # never an epoch above the bound
+
+
 def coordinated(n: int, seed: int) -> Simulator:
-    sim = Simulator.converged(n, seed=seed)
-    sim.after_flush.append(lambda node, now: (ready_at_once(node.core, now), step(node.core, now)))
+    sim = Simulator.converged(n, seed=seed, delegate=RingKeeper.attach)
+    sim.after_flush.append(lambda node, now: (ready_at_once(node, now), drive(node, now)))
     return sim
 
 
-def ready_at_once(core: Gossip, now: float) -> None:
+def keeper(x: SimNode) -> RingKeeper:
+    assert isinstance(x.core.delegate, RingKeeper)
+    return x.core.delegate
+
+
+def drive(x: SimNode, now: float) -> Assessment:
+    return coordinate(x.core, keeper(x), now)
+
+
+def ready_at_once(x: SimNode, now: float) -> None:
     """Members hold no data here: each is ready for a proposal at once."""
-    ring = core.ring
+    ring = keeper(x).ring
     if ring is not None and ring.pending:
-        announce(core, READY_KEY, ring.epoch, now)
+        announce(x.core, READY_KEY, ring.epoch, now)
 
 
 def view(x: SimNode) -> Assessment:
@@ -193,10 +242,8 @@ def test_a_minority_side_cannot_claim_the_role() -> None:
 
 
 def rings(sim: Simulator) -> set[tuple[int, int, tuple[str, ...]] | None]:
-    return {
-        None if x.core.ring is None else (x.core.ring.term, x.core.ring.epoch, x.core.ring.members)
-        for x in sim.live()
-    }
+    held = [keeper(x).ring for x in sim.live()]
+    return {None if r is None else (r.term, r.epoch, r.members) for r in held}
 
 
 def ring_is(sim: Simulator, members: list[str]) -> bool:
@@ -227,43 +274,42 @@ def test_a_crash_and_a_join_each_make_a_new_epoch() -> None:
 
 
 def test_a_change_waits_for_every_live_member_to_have_streamed_its_part() -> None:
-    sim = Simulator.converged(6, seed=11)
+    sim = Simulator.converged(6, seed=11, delegate=RingKeeper.attach)
     names = [node_name(i) for i in range(6)]
     slow = {names[3]}  # streams "slowly": ready only when the test says so
 
     def hook(node: SimNode, now: float) -> None:
         if node.name not in slow:
-            ready_at_once(node.core, now)
-        step(node.core, now)
+            ready_at_once(node, now)
+        drive(node, now)
 
     sim.after_flush.append(hook)
     assert sim.run_until_true(lambda: ring_is(sim, names), limit=30)
     sim.crash(names[5])
 
     def proposed() -> bool:
-        seen = {x.core.ring for x in sim.live()}
+        seen = {keeper(x).ring for x in sim.live()}
         return len(seen) == 1 and all(r is not None and r.pending for r in seen)
 
     assert sim.run_until_true(proposed, limit=120)
     sim.run_for(30)  # long enough for gossip, but names[3] has not streamed its part
-    assert all(x.core.ring is not None and x.core.ring.members == tuple(names) for x in sim.live())
+    held = [keeper(x).ring for x in sim.live()]
+    assert all(r is not None and r.members == tuple(names) for r in held)
     slow.clear()
     assert sim.run_until_true(lambda: ring_is(sim, names[:5]), limit=30)
 
 
 def test_a_ring_from_an_older_term_is_ignored() -> None:
-    from keycafe.gossip.messages import Ring
-
     sim = coordinated(5, seed=6)
     assert sim.run_until_true(lambda: ring_is(sim, [node_name(i) for i in range(5)]), limit=30)
     node = sim.nodes[node_name(3)]
-    current = node.core.ring
+    current = keeper(node).ring
     assert current is not None
     stale = Ring(
         epoch=current.epoch + 100, term=current.term - 1, coordinator="old", members=("x",)
     )
-    node.core._on_ring(stale, sim.now)
-    assert node.core.ring == current
+    keeper(node).notify_msg(encode_ring(stale), sim.now)
+    assert keeper(node).ring == current
 
 
 def test_a_minority_cannot_ratchet_the_ring_down_to_itself() -> None:
@@ -272,8 +318,8 @@ def test_a_minority_cannot_ratchet_the_ring_down_to_itself() -> None:
     assert sim.run_until_true(lambda: ring_is(sim, names), limit=30)
     sim.partition(names[:3], names[3:])
     sim.run_for(150)
-    minority = {sim.nodes[x].core.ring for x in names[:3]}
-    majority = {sim.nodes[x].core.ring for x in names[3:]}
+    minority = {keeper(sim.nodes[x]).ring for x in names[:3]}
+    majority = {keeper(sim.nodes[x]).ring for x in names[3:]}
     assert len(majority) == 1
     (theirs,) = majority
     assert theirs is not None
@@ -292,23 +338,18 @@ def test_a_minority_cannot_ratchet_the_ring_down_to_itself() -> None:
 def test_a_ring_too_big_for_a_datagram_still_spreads_quickly() -> None:
     sim = coordinated(160, seed=8)  # 160 members of 5-character ids: over the budget
     names = [node_name(i) for i in range(160)]
-    from keycafe.gossip import codec
-    from keycafe.gossip.core import RING_DATAGRAM_BUDGET
-    from keycafe.gossip.messages import Ring
-
     big = Ring(epoch=1, term=1, coordinator=names[0], members=tuple(names))
-    assert len(codec.encode_message(big)) > RING_DATAGRAM_BUDGET
+    assert len(encode_ring(big)) > RING_DATAGRAM_BUDGET
     # Forwarding once to 3 members reaches ~94% of members within seconds (the
     # fixed point of x = 1 - e^(-3x)); periodic push-pull brings the rest.
     published: list[float] = []
 
     def adopted() -> float:
-        if not published and any(x.core.ring is not None for x in sim.live()):
+        if not published and any(keeper(x).ring is not None for x in sim.live()):
             published.append(sim.now)
-        full = [
-            x for x in sim.live() if x.core.ring is not None and len(x.core.ring.members) == 160
-        ]
-        return len(full) / len(sim.live())
+        held = [keeper(x).ring for x in sim.live()]
+        full = [r for r in held if r is not None and len(r.members) == 160]
+        return len(full) / len(held)
 
     assert sim.run_until_true(lambda: adopted() >= 0.85, limit=20, step=0.05)
     assert sim.now - published[0] < 5.0
@@ -317,5 +358,5 @@ def test_a_ring_too_big_for_a_datagram_still_spreads_quickly() -> None:
     # periodic push-pull (30 s and up: 21-30 s here without the pull).
     assert sim.run_until_true(lambda: ring_is(sim, names), limit=10, step=0.05)
     assert sim.now - published[0] < 5.0
-    pulls = sum(x.core.stats.ring_pulls for x in sim.live())
+    pulls = sum(keeper(x).pulls for x in sim.live())
     assert 0 < pulls < 160 // 4  # only laggards pull, not everyone at once

@@ -6,9 +6,10 @@ import trio
 import trio.testing
 
 from keycafe.cluster import coordinator
+from keycafe.cluster.ring_record import Ring
 from keycafe.cluster.slot_table import NodeAddr
 from keycafe.gossip.config import GossipConfig
-from keycafe.gossip.messages import MemberInfo, Ring, State
+from keycafe.gossip.messages import MemberInfo, State
 from keycafe.node.gossip import GossipService
 from keycafe.node.links import PeerLinks
 from keycafe.node.slots import SlotService
@@ -50,11 +51,11 @@ async def _two_proposals_in_one_go() -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(slots.run)
         now = trio.current_time()
-        gossip.core.propose_ring(
+        gossip.keeper.publish(
             Ring(epoch=2, term=1, coordinator=OLD, members=(OLD,), pending=(OLD, ME)), now
         )
         slots.check()
-        gossip.core.propose_ring(
+        gossip.keeper.publish(
             Ring(epoch=3, term=1, coordinator=OLD, members=(OLD,), pending=(OLD, ME, OTHER)), now
         )
         slots.check()

@@ -1,0 +1,43 @@
+"""The ring record: the member set the coordinator published (a value).
+
+The ring's slot math is ``keycafe.cluster.ring``; how a ring spreads is
+``ringcast``; its wire format ``ring_codec``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+# The largest term and epoch anyone issues or accepts. Terms grow by one per
+# election and epochs by one per ring change, so no honest cluster comes near
+# 2^62 (at one a second, 10^11 years); a ring above it is a bad packet and a
+# term claim above it is no claim. At the bound itself nothing can outbid the
+# ring: the cluster keeps it and changes it no more, which only forged values
+# can bring about (docs/protocol.md, "Gossip wire format").
+MAX_TERM: Final = 2**62
+MAX_EPOCH: Final = 2**62
+
+
+@attrs.frozen(kw_only=True)
+class Ring:
+    """The ring's member set as the coordinator published it.
+
+    Members keep the ring with the greatest (term, epoch): a higher term wins
+    whatever its epoch, which fences a stale coordinator's decisions.
+
+    ``pending``, when not empty, is the member set the coordinator means to
+    move to next: every member moves the slots it hands over in that change,
+    says so in its metadata, and only then does the change take effect (as the
+    next epoch, with ``members = pending``)."""
+
+    epoch: int
+    term: int
+    coordinator: str
+    members: tuple[str, ...]
+    pending: tuple[str, ...] = ()
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return (self.term, self.epoch)
