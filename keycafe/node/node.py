@@ -22,7 +22,7 @@ from keycafe.node.links import PeerLinks
 from keycafe.node.server import bind_listener, serve_clients
 from keycafe.node.slots import SlotService, slot_figures
 from keycafe.resp.parser import Limits
-from keycafe.server import ServerConfig, ServerState
+from keycafe.server import MemberView, Routing, ServerConfig, ServerState
 
 log = logging.getLogger("keycafe.node")
 
@@ -92,7 +92,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def process_probe() -> dict[str, float]:
+def process_figures() -> dict[str, float]:
     """Resident memory and CPU time of this process, for INFO."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     try:
@@ -101,6 +101,23 @@ def process_probe() -> dict[str, float]:
     except OSError:
         rss = usage.ru_maxrss * 1024
     return {"rss": rss, "cpu_user": usage.ru_utime, "cpu_sys": usage.ru_stime}
+
+
+@attrs.frozen
+class _Probe:
+    """The running node's answers to INFO and CLUSTER INFO/NODES (a ``NodeProbe``)."""
+
+    gossip: GossipService
+    slots: SlotService
+
+    def process(self) -> dict[str, float]:
+        return process_figures()
+
+    def members(self) -> list[MemberView]:
+        return members_view(self.gossip)
+
+    def figures(self) -> dict[str, int | str]:
+        return {**gossip_figures(self.gossip), **slot_figures(self.slots)}
 
 
 async def _expiry_timer(state: ServerState) -> None:
@@ -176,8 +193,7 @@ async def serve_node(
     if config.seeds:
         # Joining: nothing is ours, and where keys live is unknown until the
         # ring arrives (CLUSTERDOWN meanwhile).
-        state.table = SlotTable.unassigned(me)
-    state.process_probe = process_probe
+        state.routing = Routing.create(SlotTable.unassigned(me))
     links = PeerLinks(me.node_id)
     gossip = GossipService(
         me=MemberInfo(
@@ -192,8 +208,7 @@ async def serve_node(
         links=links,
     )
     slots = SlotService(state, gossip, links, config.ring)
-    state.members_probe = lambda: members_view(gossip)
-    state.gossip_probe = lambda: {**gossip_figures(gossip), **slot_figures(slots)}
+    state.probe = _Probe(gossip, slots)
     async with trio.open_nursery() as nursery:
         await nursery.start(links.run)
         await nursery.start(slots.run)

@@ -38,11 +38,11 @@ import trio.lowlevel
 from keycafe.cluster import coordinator, frames
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.ring import RingConfig, outgoing, slot_owners
-from keycafe.cluster.ring_record import Ring
 from keycafe.cluster.slot_table import NodeAddr, SlotTable
-from keycafe.gossip.messages import Address, MemberInfo, State
+from keycafe.gossip.messages import Address, MemberInfo, Ring, State
 from keycafe.node.gossip import GossipService
 from keycafe.node.links import PeerLinks
+from keycafe.server.routing import Routing
 from keycafe.server.state import ServerState
 from keycafe.store.engine import Exported
 from keycafe.store.keyslot import SLOT_COUNT
@@ -188,7 +188,7 @@ class SlotService:
     def check(self, members_changed: bool = True) -> None:
         """Act on a ring the gossip core adopted since the last look (and on
         members that died, when ``members_changed``)."""
-        ring = self.gossip.ring
+        ring = self.gossip.core.ring
         if ring is not None and ring is self.ring:
             if members_changed:
                 self._mark_down(ring)
@@ -233,9 +233,9 @@ class SlotService:
         down = frozenset(
             n for n in ring.members if (m := members.get(n)) is None or m.info.state == State.DEAD
         )
-        table = self.state.table
-        if down != table.down:
-            self.state.table = attrs.evolve(table, down=down)
+        routing = self.state.routing
+        if down != routing.table.down:
+            self.state.routing = routing.with_table(attrs.evolve(routing.table, down=down))
 
     def _adopt(self, ring: Ring) -> bool:
         """Route by ``ring``'s members; drop the slots handed over."""
@@ -280,11 +280,7 @@ class SlotService:
             ):
                 dropped += store.drop_slot(slot)
         self._unwatch()
-        moving = self.state.moving
-        moving[:] = bytes(SLOT_COUNT)
-        for slot in self._draining:
-            moving[slot] = 1
-        self.state.table = table
+        self.state.routing = Routing.create(table, moving=self._draining)
         self.counters.keys_dropped += dropped
         if handing and self._nursery is not None:
             self._nursery.start_soon(self._drain, handing)
@@ -318,7 +314,10 @@ class SlotService:
                 # now would overwrite the newer proposal's readiness with this
                 # epoch's, leaving the coordinator waiting for ever.
                 return
-            self.gossip.announce(coordinator.READY_KEY, ring.epoch)
+            coordinator.announce(
+                self.gossip.core, coordinator.READY_KEY, ring.epoch, trio.current_time()
+            )
+            self.gossip.flush()
             log.debug("epoch %d: ready (streamed what the proposal moves)", ring.epoch)
             if plan:
                 sent = sum(map(len, plan.values()))
@@ -378,11 +377,11 @@ class SlotService:
                     nursery.start_soon(partial(self._transfer, dest, [], barrier=True))
         if waited.cancelled_caught:
             log.warning("new owners did not confirm the last forwarded writes; letting go")
-        table = self.state.table
+        table = self.state.routing.table
         for slots in handing.values():
+            self.state.routing = self.state.routing.without_moving(slots)
             for slot in slots:
                 self._draining.discard(slot)
-                self.state.moving[slot] = 0
                 if not table.mine[slot]:  # a later ring may have given it back
                     self.counters.keys_dropped += self.store.drop_slot(slot)
         self._drained_some.set()
@@ -465,7 +464,7 @@ class SlotService:
             if got == batches:
                 for slot in slots:
                     self._check_slot(slot)
-                    self.state.moving[slot] = 1
+                self.state.routing = self.state.routing.with_moving(slots)
             self._outbox.append((peer, frames.ACK, [tid, got]))
             self._outbox_ready.set()
         elif frame.kind == frames.ACK:
@@ -493,7 +492,8 @@ class SlotService:
         if ring is None or self.me not in ring.members or len(ring.members) == 1:
             return
         log.info("leaving: handing this node's slots over")
-        self.gossip.announce(coordinator.LEAVING_KEY, 1)
+        coordinator.announce(self.gossip.core, coordinator.LEAVING_KEY, 1, trio.current_time())
+        self.gossip.flush()
         while self.ring is None or self.me in self.ring.members:
             await self._changed.wait()
         while self._draining:  # the new owners confirm our last forwards

@@ -6,7 +6,10 @@ Importing this package registers all commands.
 from __future__ import annotations
 
 from keycafe.server import cluster, connection, introspection, keyspace, strings
-from keycafe.server.registry import COMMANDS, CommandError, CommandSpec
+from keycafe.server.errors import CommandError
+from keycafe.server.probe import LoneProbe, MemberView, NodeProbe
+from keycafe.server.registry import COMMANDS, CommandSpec
+from keycafe.server.routing import Routing
 from keycafe.server.session import Session
 from keycafe.server.state import Counters, ServerConfig, ServerState
 
@@ -15,6 +18,10 @@ __all__ = [
     "CommandError",
     "CommandSpec",
     "Counters",
+    "LoneProbe",
+    "MemberView",
+    "NodeProbe",
+    "Routing",
     "ServerConfig",
     "ServerState",
     "Session",

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Final
 
 from keycafe.resp.parser import strict_int
-from keycafe.server.registry import CommandError
+from keycafe.server.errors import CommandError
 
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1

@@ -13,9 +13,10 @@ from keycafe.resp import reply as resp
 from keycafe.resp.reply import Value
 from keycafe.server.args import parse_int
 from keycafe.server.connection import help_reply
-from keycafe.server.registry import CommandError, container, subcommand
+from keycafe.server.errors import CommandError
+from keycafe.server.probe import MemberView
+from keycafe.server.registry import container, subcommand
 from keycafe.server.session import Session
-from keycafe.server.state import MemberView
 from keycafe.store.keyslot import SLOT_COUNT, key_slot
 
 container(
@@ -45,9 +46,10 @@ def _slot_arg(raw: bytes) -> int:
     summary="Returns information about the state of a node.",
 )
 def cluster_info(s: Session, a: list[bytes], slot: int) -> bytes:
-    table = s.state.table
+    table = s.state.routing.table
     assigned = table.slots_assigned()
-    members = s.state.members_probe() if s.state.members_probe else []
+    probe = s.state.probe
+    members = probe.members()
     known = set(table.nodes) | {m.node_id for m in members if m.state != "left"}
     lines = [
         f"cluster_state:{'ok' if assigned == SLOT_COUNT else 'fail'}",
@@ -60,10 +62,9 @@ def cluster_info(s: Session, a: list[bytes], slot: int) -> bytes:
         f"cluster_current_epoch:{table.epoch}",
         f"cluster_my_epoch:{table.epoch}",
     ]
-    if s.state.gossip_probe is not None:
-        lines += [f"keycafe_{k}:{v}" for k, v in s.state.gossip_probe().items()]
-    else:
-        lines.append(f"keycafe_ring_epoch:{table.epoch}")
+    # The slot table's epoch unless the shell knows the ring's own.
+    figures = {"ring_epoch": table.epoch, **probe.figures()}
+    lines += [f"keycafe_{k}:{v}" for k, v in figures.items()]
     return resp.encode(resp.Verbatim("\r\n".join(lines) + "\r\n"), s.proto)
 
 
@@ -71,7 +72,7 @@ def cluster_info(s: Session, a: list[bytes], slot: int) -> bytes:
     "cluster", "myid", 2, _FLAGS, acl=_ACL, since="3.0.0", summary="Returns the ID of a node."
 )
 def cluster_myid(s: Session, a: list[bytes], slot: int) -> bytes:
-    return resp.bulk(s.state.table.my_id.encode())
+    return resp.bulk(s.state.routing.table.my_id.encode())
 
 
 @subcommand(
@@ -84,7 +85,7 @@ def cluster_myid(s: Session, a: list[bytes], slot: int) -> bytes:
     summary="Returns the shard ID of a node.",
 )
 def cluster_myshardid(s: Session, a: list[bytes], slot: int) -> bytes:
-    return resp.bulk(s.state.table.my_id.encode())
+    return resp.bulk(s.state.routing.table.my_id.encode())
 
 
 @subcommand(
@@ -153,7 +154,7 @@ def slots_view(table: SlotTable) -> list[Value]:
     summary="Returns the mapping of cluster slots to nodes.",
 )
 def cluster_slots(s: Session, a: list[bytes], slot: int) -> bytes:
-    return resp.encode(slots_view(s.state.table), s.proto)
+    return resp.encode(slots_view(s.state.routing.table), s.proto)
 
 
 def shards_view(table: SlotTable) -> list[Value]:
@@ -194,7 +195,7 @@ def shards_view(table: SlotTable) -> list[Value]:
     summary="Returns the mapping of cluster slots to shards.",
 )
 def cluster_shards(s: Session, a: list[bytes], slot: int) -> bytes:
-    return resp.encode(shards_view(s.state.table), s.proto)
+    return resp.encode(shards_view(s.state.routing.table), s.proto)
 
 
 _FAIL_FLAGS = {"suspect": ",fail?", "dead": ",fail"}
@@ -252,8 +253,8 @@ def nodes_view(table: SlotTable, members: list[MemberView] | None = None) -> str
     summary="Returns the cluster configuration for a node.",
 )
 def cluster_nodes(s: Session, a: list[bytes], slot: int) -> bytes:
-    members = s.state.members_probe() if s.state.members_probe else None
-    return resp.encode(resp.Verbatim(nodes_view(s.state.table, members)), s.proto)
+    members = s.state.probe.members()
+    return resp.encode(resp.Verbatim(nodes_view(s.state.routing.table, members)), s.proto)
 
 
 @subcommand(

@@ -9,7 +9,8 @@ from typing import Final
 import keycafe
 from keycafe.resp import reply as resp
 from keycafe.server.args import SYNTAX, parse_int
-from keycafe.server.registry import COMMANDS, CommandError, command, container, subcommand
+from keycafe.server.errors import CommandError
+from keycafe.server.registry import COMMANDS, command, container, subcommand
 from keycafe.server.session import Session
 
 # The Redis version keycafe's command set and replies follow; clients such as
@@ -193,7 +194,12 @@ def readwrite(s: Session, a: list[bytes], slot: int) -> bytes:
     summary="Signals that a cluster client is following an -ASK redirect.",
 )
 def asking(s: Session, a: list[bytes], slot: int) -> bytes:
-    s.asking = True
+    # Accepted and ignored (docs/protocol.md). In Redis, ASKING lets the next
+    # command be served by the node importing a slot, after an -ASK from its
+    # old owner. keycafe never sends -ASK: a node that has received a slot
+    # answers -TRYAGAIN for it until it routes by the ring that gives it the
+    # slot, because until then the old owner still accepts writes and only
+    # forwards them later. Serving the slot on ASKING would expose that copy.
     return resp.OK
 
 

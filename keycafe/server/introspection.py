@@ -10,14 +10,8 @@ import keycafe
 from keycafe.resp import reply as resp
 from keycafe.resp.reply import Value
 from keycafe.server.connection import REDIS_COMPAT_VERSION, help_reply
-from keycafe.server.registry import (
-    COMMANDS,
-    CommandError,
-    CommandSpec,
-    command,
-    container,
-    subcommand,
-)
+from keycafe.server.errors import CommandError
+from keycafe.server.registry import COMMANDS, CommandSpec, command, container, subcommand
 from keycafe.server.session import Session
 
 _SERVER: Final = ("@slow", "@connection")
@@ -229,7 +223,7 @@ def config_set(s: Session, a: list[bytes], slot: int) -> bytes:
     summary="Resets the server's statistics.",
 )
 def config_resetstat(s: Session, a: list[bytes], slot: int) -> bytes:
-    s.state.counters = type(s.state.counters)()
+    s.state.counters.reset()
     return resp.OK
 
 
@@ -268,13 +262,8 @@ def _section_clients(s: Session) -> list[str]:
     return [f"connected_clients:{len(s.state.clients)}", f"maxclients:{s.state.config.maxclients}"]
 
 
-def _probe(s: Session) -> dict[str, float]:
-    probe = s.state.process_probe
-    return dict(probe()) if probe is not None else {}
-
-
 def _section_memory(s: Session) -> list[str]:
-    rss = int(_probe(s).get("rss", 0))
+    rss = int(s.state.probe.process().get("rss", 0))
     # Python has no cheap count of live heap bytes; the resident set is the
     # honest figure, so both fields report it.
     return [
@@ -302,7 +291,7 @@ def _section_stats(s: Session) -> list[str]:
 
 
 def _section_cpu(s: Session) -> list[str]:
-    p = _probe(s)
+    p = s.state.probe.process()
     return [
         f"used_cpu_sys:{p.get('cpu_sys', 0.0):.6f}",
         f"used_cpu_user:{p.get('cpu_user', 0.0):.6f}",

@@ -6,7 +6,8 @@ from typing import Final
 
 from keycafe.resp import reply as resp
 from keycafe.server.args import INT64_MAX, SYNTAX, glob_matcher, parse_int
-from keycafe.server.registry import CommandError, command
+from keycafe.server.errors import CommandError
+from keycafe.server.registry import command
 from keycafe.server.session import Session
 from keycafe.store import entry
 

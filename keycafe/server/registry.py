@@ -13,17 +13,13 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 
-from keycafe.errors import KeycafeError
 from keycafe.resp.reply import RespSet, Value
+from keycafe.server.errors import CommandError
 
 if TYPE_CHECKING:
     from keycafe.server.session import Session
 
 Handler: TypeAlias = "Callable[[Session, list[bytes], int], bytes]"
-
-
-class CommandError(KeycafeError):
-    """A command failed; ``str(exc)`` is the error reply text (``ERR ...``)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -10,7 +10,8 @@ import attrs
 
 from keycafe.cluster.slot_table import CROSSSLOT
 from keycafe.resp import reply as resp
-from keycafe.server.registry import COMMANDS, CommandError, CommandSpec
+from keycafe.server.errors import CommandError
+from keycafe.server.registry import COMMANDS, CommandSpec
 from keycafe.server.state import ServerState
 from keycafe.store.engine import Store
 from keycafe.store.entry import HEADER_SIZE, NO_EXPIRY
@@ -19,8 +20,6 @@ from keycafe.store.keyslot import key_slot
 log = logging.getLogger("keycafe.server")
 
 NOAUTH: Final = b"-NOAUTH Authentication required.\r\n"
-# The slot is between owners here (ServerState.moving): clients retry shortly.
-TRYAGAIN: Final = b"-TRYAGAIN Slot is moving; try again shortly\r\n"
 
 
 @attrs.define(eq=False)
@@ -37,7 +36,6 @@ class Session:
     lib_ver: bytes = b""
     proto: int = 2
     authenticated: bool = True
-    asking: bool = False
     readonly: bool = False
     # Set by QUIT: the shell sends what is queued, then closes.
     closing: bool = False
@@ -77,6 +75,10 @@ class Session:
         lookup = COMMANDS.get
         state = self.state
         counters = state.counters
+        # Routing changes only between batches (the shell swaps it whole), so
+        # one read serves the whole batch.
+        routing = state.routing
+        mine = routing.mine
         slots = self.store.slots
         put = self.store.put
         get_spec, set_spec = lookup(b"get"), lookup(b"set")  # from strings.py
@@ -110,10 +112,9 @@ class Session:
                         counters.error_replies += 1
                         reply(CROSSSLOT)
                         continue
-                table = state.table
-                if not table.mine[slot]:
+                if not mine[slot]:
                     counters.error_replies += 1
-                    reply(TRYAGAIN if state.moving[slot] else table.redirect(slot))
+                    reply(routing.refusal(slot))
                     continue
                 if spec is get_spec:
                     # strings.get without the call, for a key with no TTL.

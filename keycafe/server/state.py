@@ -6,15 +6,16 @@ requests (cores never read the clock), and calls ``tick`` from a timer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
 
 from keycafe.cluster.slot_table import NodeAddr, SlotTable
 from keycafe.resp.parser import Limits
+from keycafe.server.probe import LoneProbe, NodeProbe
+from keycafe.server.probe import MemberView as MemberView  # the gossip shell imports it here
+from keycafe.server.routing import Routing
 from keycafe.store.engine import Store, StoreConfig
-from keycafe.store.keyslot import SLOT_COUNT
 
 if TYPE_CHECKING:
     from keycafe.server.session import Session
@@ -41,21 +42,11 @@ class ServerConfig:
     expire_budget: int = 2_000
 
 
-@attrs.frozen(kw_only=True)
-class MemberView:
-    """One gossip member as CLUSTER NODES shows it."""
-
-    node_id: str
-    host: str
-    port: int  # client port
-    cluster_port: int
-    state: str  # alive, suspect, dead, left
-    ping_sent_ms: int = 0
-    pong_recv_ms: int = 0
-
-
 @attrs.define(eq=False)
 class Counters:
+    """Totals for INFO stats. Sessions and the shell hold this object, so it
+    is reset in place (CONFIG RESETSTAT), never replaced."""
+
     connections_received: int = 0
     rejected_connections: int = 0
     commands_processed: int = 0
@@ -64,28 +55,23 @@ class Counters:
     net_input_bytes: int = 0
     net_output_bytes: int = 0
 
+    def reset(self) -> None:
+        for field in attrs.fields(Counters):
+            setattr(self, field.name, 0)
+
 
 @attrs.define(eq=False)
 class ServerState:
     config: ServerConfig
     store: Store
-    table: SlotTable
+    # Replaced whole by whoever changes the topology, never mutated.
+    routing: Routing
     started_ms: int
     now_ms: int = 0
-    counters: Counters = attrs.field(factory=Counters)
+    counters: Counters = attrs.field(factory=Counters, on_setattr=attrs.setters.frozen)
     clients: dict[int, Session] = attrs.field(factory=dict)
-    # Process figures for INFO ("rss" bytes, "cpu_user"/"cpu_sys" seconds),
-    # supplied by the shell: reading them is I/O, which cores do not do.
-    process_probe: Callable[[], Mapping[str, float]] | None = None
-    # The gossip member table and figures, supplied by the shell when gossip runs.
-    members_probe: Callable[[], list[MemberView]] | None = None
-    gossip_probe: Callable[[], Mapping[str, int | str]] | None = None
-    # 1 for a slot between owners here, whose requests are told to try again
-    # (-TRYAGAIN) rather than redirected: one received in a move whose change
-    # this node has not heard of yet (redirecting would send the client back to
-    # the old owner), or one handed over whose last forwarded writes the new
-    # owner has not acknowledged yet (redirecting could read stale data there).
-    moving: bytearray = attrs.field(factory=lambda: bytearray(SLOT_COUNT))
+    # Set once by the shell that runs the node.
+    probe: NodeProbe = attrs.field(factory=LoneProbe)
     _next_client_id: int = 1
 
     @classmethod
@@ -93,7 +79,7 @@ class ServerState:
         return cls(
             config=config,
             store=Store(config.me.node_id, config.store),
-            table=SlotTable.single(config.me),
+            routing=Routing.create(SlotTable.single(config.me)),
             started_ms=now_ms,
             now_ms=now_ms,
         )

@@ -12,7 +12,8 @@ from keycafe.server.args import (
     expiry_from_option,
     parse_int,
 )
-from keycafe.server.registry import CommandError, command
+from keycafe.server.errors import CommandError
+from keycafe.server.registry import command
 from keycafe.server.session import Session
 from keycafe.store import entry
 from keycafe.store.entry import HEADER_SIZE, NO_EXPIRY

@@ -229,3 +229,27 @@ async def test_hello3_over_the_wire(trio_node: ServerState, chunk: int, connect:
     assert isinstance(hello, dict)
     assert hello[b"proto"] == 3
     assert missing is None
+
+
+def info_stats(reply: object) -> dict[str, str]:
+    assert isinstance(reply, bytes)
+    return dict(line.split(":", 1) for line in reply.decode().splitlines() if ":" in line)
+
+
+async def test_resetstat_is_seen_by_connections_already_open(
+    trio_node: ServerState, connect: Connect
+) -> None:
+    c = await connect(trio_node)
+    assert await c.call("SET", "k", "v") == b"OK"
+    assert isinstance(await c.call("NOSUCHCOMMAND"), hiredis.ReplyError)
+    # RESETSTAT and an error reply in one read: the error is counted after the reset.
+    await c.stream.send_all(cmd("CONFIG", "RESETSTAT") + cmd("MGET", "a", "b"))
+    ok, crossslot = await c.replies(2)
+    assert ok == b"OK"
+    assert isinstance(crossslot, hiredis.ReplyError)
+    assert await c.call("GET", "k") == b"v"
+    figures = info_stats(await c.call("INFO", "stats"))
+    assert figures["total_error_replies"] == "1"
+    # CONFIG RESETSTAT, MGET and GET (INFO counts once its batch has run).
+    assert figures["total_commands_processed"] == "3"
+    assert figures["total_connections_received"] == "0"

@@ -7,7 +7,7 @@ import hiredis
 import pytest
 
 from keycafe.cluster.slot_table import NodeAddr, SlotTable
-from keycafe.server import Session
+from keycafe.server import Routing, Session
 from keycafe.store.keyslot import SLOT_COUNT, key_slot
 from tests.server.conftest import ME, Run, make_session, run_in
 
@@ -21,8 +21,10 @@ def two_node_session() -> Session:
         for slot in range(SLOT_COUNT)
     )
     s = make_session()
-    s.state.table = SlotTable(
-        epoch=7, my_id=ME.node_id, nodes={ME.node_id: ME, OTHER.node_id: OTHER}, owners=owners
+    s.state.routing = Routing.create(
+        SlotTable(
+            epoch=7, my_id=ME.node_id, nodes={ME.node_id: ME, OTHER.node_id: OTHER}, owners=owners
+        )
     )
     return s
 
@@ -69,7 +71,9 @@ def test_moved_for_slots_owned_elsewhere() -> None:
 def test_unowned_slot_is_clusterdown() -> None:
     s = make_session()
     owners = tuple(() if slot == key_slot(b"k") else (ME.node_id,) for slot in range(SLOT_COUNT))
-    s.state.table = SlotTable(epoch=2, my_id=ME.node_id, nodes={ME.node_id: ME}, owners=owners)
+    s.state.routing = Routing.create(
+        SlotTable(epoch=2, my_id=ME.node_id, nodes={ME.node_id: ME}, owners=owners)
+    )
     reply = run_in(s, "GET", "k")
     assert isinstance(reply, hiredis.ReplyError)
     assert str(reply) == "CLUSTERDOWN Hash slot not served"
@@ -78,13 +82,13 @@ def test_unowned_slot_is_clusterdown() -> None:
 def test_a_slot_of_a_dead_owner_is_clusterdown_and_a_moving_one_tryagain() -> None:
     s = two_node_session()
     key_there = next(b"k%d" % i for i in range(100) if key_slot(b"k%d" % i) >= 8192)
-    s.state.table = attrs.evolve(s.state.table, down=frozenset({OTHER.node_id}))
+    table = s.state.routing.table
+    s.state.routing = Routing.create(attrs.evolve(table, down=frozenset({OTHER.node_id})))
     reply = run_in(s, "GET", key_there)
     assert isinstance(reply, hiredis.ReplyError)
     assert str(reply) == "CLUSTERDOWN Hash slot not served"
     # A slot received in a move whose change this node has not heard of yet.
-    s.state.table = attrs.evolve(s.state.table, down=frozenset())
-    s.state.moving[key_slot(key_there)] = 1
+    s.state.routing = Routing.create(table, moving=[key_slot(key_there)])
     reply = run_in(s, "GET", key_there)
     assert isinstance(reply, hiredis.ReplyError)
     assert str(reply).startswith("TRYAGAIN ")

@@ -1,0 +1,76 @@
+"""Where a keyed request goes: served here, or the reply sending it elsewhere.
+
+A ``Routing`` is a value. Whoever changes the topology (the slot service)
+builds a new one and assigns ``ServerState.routing`` whole, so a batch of
+requests routes by one consistent view: the slot table and the slots between
+owners are never seen half updated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+import attrs
+
+from keycafe.cluster.slot_table import SlotTable
+from keycafe.store.keyslot import SLOT_COUNT
+
+# The slot is between owners here (``Routing.moving``): clients retry shortly.
+TRYAGAIN: Final = b"-TRYAGAIN Slot is moving; try again shortly\r\n"
+
+_SETTLED: Final = bytes(SLOT_COUNT)
+
+
+@attrs.frozen(kw_only=True)
+class Routing:
+    """The slot table plus the slots in a move here.
+
+    A request on ``slot`` is served when ``mine[slot]``; otherwise its reply
+    is ``refusal(slot)``. The session reads ``mine`` itself: one index per
+    request is all the hot path pays.
+    """
+
+    table: SlotTable
+    # 1 for a slot between owners here, whose requests are told to try again
+    # (-TRYAGAIN) rather than redirected: one received in a move whose change
+    # this node has not heard of yet (redirecting would send the client back to
+    # the old owner), or one handed over whose last forwarded writes the new
+    # owner has not acknowledged yet (redirecting could read stale data there).
+    moving: bytes = _SETTLED
+    # Derived: ``table.mine``, 1 where this node serves the slot.
+    mine: bytes = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.moving) != SLOT_COUNT:
+            raise ValueError(f"moving needs {SLOT_COUNT} entries, got {len(self.moving)}")
+        object.__setattr__(self, "mine", self.table.mine)
+
+    @classmethod
+    def create(cls, table: SlotTable, moving: Iterable[int] = ()) -> Routing:
+        """Route by ``table``, with the slots ``moving`` between owners here."""
+        return cls(table=table, moving=_marked(_SETTLED, moving, 1))
+
+    def with_table(self, table: SlotTable) -> Routing:
+        """The same slots moving, routed by ``table``."""
+        return Routing(table=table, moving=self.moving)
+
+    def with_moving(self, slots: Iterable[int]) -> Routing:
+        """``slots`` between owners here, as well as those already."""
+        return Routing(table=self.table, moving=_marked(self.moving, slots, 1))
+
+    def without_moving(self, slots: Iterable[int]) -> Routing:
+        """``slots`` no longer between owners here."""
+        return Routing(table=self.table, moving=_marked(self.moving, slots, 0))
+
+    def refusal(self, slot: int) -> bytes:
+        """The reply for a request on a slot this node does not serve:
+        TRYAGAIN while it moves, else MOVED to its owner (or CLUSTERDOWN)."""
+        return TRYAGAIN if self.moving[slot] else self.table.redirect(slot)
+
+
+def _marked(moving: bytes, slots: Iterable[int], value: int) -> bytes:
+    out = bytearray(moving)
+    for slot in slots:
+        out[slot] = value
+    return bytes(out)

@@ -1,0 +1,75 @@
+"""Routing: one value, swapped whole, answering serve / MOVED / TRYAGAIN / CLUSTERDOWN."""
+
+from __future__ import annotations
+
+import attrs
+import hiredis
+
+from keycafe.cluster.slot_table import CLUSTERDOWN, SlotTable
+from keycafe.server import Routing
+from keycafe.server.routing import TRYAGAIN
+from keycafe.store.keyslot import SLOT_COUNT, key_slot
+from tests.server.conftest import ME, run_in
+from tests.server.test_cluster_commands import OTHER, two_node_session
+
+
+def two_node_table() -> SlotTable:
+    owners = tuple((ME.node_id,) if slot < 8192 else (OTHER.node_id,) for slot in range(SLOT_COUNT))
+    nodes = {ME.node_id: ME, OTHER.node_id: OTHER}
+    return SlotTable(epoch=3, my_id=ME.node_id, nodes=nodes, owners=owners)
+
+
+def test_refusals() -> None:
+    table = two_node_table()
+    r = Routing.create(table, moving=[9000])
+    assert r.mine == table.mine
+    assert (r.mine[100], r.mine[9000], r.mine[9001]) == (1, 0, 0)
+    assert r.refusal(9000) == TRYAGAIN
+    assert r.refusal(9001) == b"-MOVED 9001 127.0.0.2:9815\r\n"
+    down = r.with_table(attrs.evolve(table, down=frozenset({OTHER.node_id})))
+    assert down.refusal(9001) == CLUSTERDOWN
+    assert down.refusal(9000) == TRYAGAIN  # still moving under the new table
+
+
+def test_changes_build_new_values_and_leave_the_old_one_alone() -> None:
+    r = Routing.create(two_node_table())
+    moved = r.with_moving([9000, 9001])
+    assert moved.moving[9000] == moved.moving[9001] == 1
+    assert r.moving == bytes(SLOT_COUNT)
+    settled = moved.without_moving([9000])
+    assert (settled.moving[9000], settled.moving[9001]) == (0, 1)
+    assert moved.moving[9000] == 1
+    assert sum(settled.moving) == 1
+
+
+def test_a_session_routes_by_the_value_swapped_in() -> None:
+    s = two_node_session()
+    key = next(b"k%d" % i for i in range(100) if key_slot(b"k%d" % i) >= 8192)
+    slot = key_slot(key)
+    s.state.routing = s.state.routing.with_moving([slot])
+    reply = run_in(s, "GET", key)
+    assert isinstance(reply, hiredis.ReplyError)
+    assert str(reply).startswith("TRYAGAIN ")
+    s.state.routing = s.state.routing.without_moving([slot])
+    reply = run_in(s, "GET", key)
+    assert isinstance(reply, hiredis.ReplyError)
+    assert str(reply).startswith("MOVED ")
+    s.state.routing = Routing.create(SlotTable.single(ME))
+    assert run_in(s, "GET", key) is None  # served here now
+
+
+def test_asking_is_accepted_and_changes_no_routing() -> None:
+    """keycafe answers TRYAGAIN, never ASK, during a move; a client's ASKING
+    must not make a node serve a slot it has received but not adopted."""
+    s = two_node_session()
+    key = next(b"k%d" % i for i in range(100) if key_slot(b"k%d" % i) >= 8192)
+    s.state.routing = s.state.routing.with_moving([key_slot(key)])
+    assert run_in(s, "ASKING") == b"OK"
+    for _ in range(2):
+        reply = run_in(s, "GET", key)
+        assert isinstance(reply, hiredis.ReplyError)
+        assert str(reply).startswith("TRYAGAIN ")
+    assert run_in(s, "ASKING") == b"OK"
+    reply = run_in(s, "SET", key, "v")
+    assert isinstance(reply, hiredis.ReplyError)
+    assert str(reply).startswith("TRYAGAIN ")
