@@ -38,8 +38,9 @@ import trio.lowlevel
 from keycafe.cluster import coordinator, frames
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.ring import RingConfig, outgoing, slot_owners
+from keycafe.cluster.ring_record import Ring
 from keycafe.cluster.slot_table import NodeAddr, SlotTable
-from keycafe.gossip.messages import Address, MemberInfo, Ring, State
+from keycafe.gossip.messages import Address, MemberInfo, State
 from keycafe.node.gossip import GossipService
 from keycafe.node.links import PeerLinks
 from keycafe.server.routing import Routing
@@ -188,7 +189,7 @@ class SlotService:
     def check(self, members_changed: bool = True) -> None:
         """Act on a ring the gossip core adopted since the last look (and on
         members that died, when ``members_changed``)."""
-        ring = self.gossip.core.ring
+        ring = self.gossip.ring
         if ring is not None and ring is self.ring:
             if members_changed:
                 self._mark_down(ring)
@@ -314,10 +315,7 @@ class SlotService:
                 # now would overwrite the newer proposal's readiness with this
                 # epoch's, leaving the coordinator waiting for ever.
                 return
-            coordinator.announce(
-                self.gossip.core, coordinator.READY_KEY, ring.epoch, trio.current_time()
-            )
-            self.gossip.flush()
+            self.gossip.announce(coordinator.READY_KEY, ring.epoch)
             log.debug("epoch %d: ready (streamed what the proposal moves)", ring.epoch)
             if plan:
                 sent = sum(map(len, plan.values()))
@@ -492,8 +490,7 @@ class SlotService:
         if ring is None or self.me not in ring.members or len(ring.members) == 1:
             return
         log.info("leaving: handing this node's slots over")
-        coordinator.announce(self.gossip.core, coordinator.LEAVING_KEY, 1, trio.current_time())
-        self.gossip.flush()
+        self.gossip.announce(coordinator.LEAVING_KEY, 1)
         while self.ring is None or self.me in self.ring.members:
             await self._changed.wait()
         while self._draining:  # the new owners confirm our last forwards
