@@ -24,7 +24,7 @@ from pathlib import Path
 from redis.cluster import RedisCluster
 
 import keycafe
-from keycafe.node.launcher import stop
+from keycafe.tools.launcher import stop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import server as bench  # the sibling script's helpers (after the path insert)

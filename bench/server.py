@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keycafe.node.launcher import stop
-from keycafe.node.status import ring_settled
+from keycafe.tools.launcher import stop
+from keycafe.tools.status import ring_settled
 
 ROOT = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keycafe.node.cli import main
+from keycafe.tools.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from keycafe.node.launcher import ring_view
+from keycafe.tools.launcher import ring_view
 from sims.join import start, wait
 
 

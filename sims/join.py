@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 
 import keycafe
-from keycafe.node.status import info, ring_settled
+from keycafe.tools.status import info, ring_settled
 
 SERVING = re.compile(r"serving RESP on \S+:(\d+), gossip on \S+:(\d+)")
 

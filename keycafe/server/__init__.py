@@ -5,7 +5,7 @@ Importing this package registers all commands.
 
 from __future__ import annotations
 
-from keycafe.server import cluster, connection, introspection, keyspace, strings
+from keycafe.server import cluster_commands, connection, introspection, keyspace, strings
 from keycafe.server.errors import CommandError
 from keycafe.server.probe import LoneProbe, MemberView, NodeProbe
 from keycafe.server.registry import COMMANDS, CommandSpec
@@ -25,7 +25,7 @@ __all__ = [
     "ServerConfig",
     "ServerState",
     "Session",
-    "cluster",
+    "cluster_commands",
     "connection",
     "introspection",
     "keyspace",

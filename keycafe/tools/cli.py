@@ -161,11 +161,11 @@ async def _on_signals(
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
-        from keycafe.node import status
+        from keycafe.tools import status
 
         return status.main(argv[1:])
     if argv[:1] == ["launch"]:
-        from keycafe.node import launcher
+        from keycafe.tools import launcher
 
         return launcher.main(argv[1:])
     args = build_parser().parse_args(argv)

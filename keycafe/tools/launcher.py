@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from keycafe.node import status
+from keycafe.tools import status
 
 
 def node_args(i: int, args: argparse.Namespace) -> list[str]:

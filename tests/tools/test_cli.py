@@ -9,7 +9,7 @@ import sys
 import pytest
 import redis
 
-from keycafe.node.cli import build_parser, config_from_args
+from keycafe.tools.cli import build_parser, config_from_args
 from tests.conftest import node_process, wait_until
 
 
