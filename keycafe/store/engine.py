@@ -17,13 +17,14 @@ hold an old one back behind every younger head.
 from __future__ import annotations
 
 import heapq
+import struct
 from collections.abc import Iterable
 from itertools import islice
 
 import attrs
 
 from keycafe.store import entry
-from keycafe.store.hlc import LOGICAL_BITS, HybridClock
+from keycafe.store.hlc import LOGICAL_BITS, MAX_AHEAD_MS, HybridClock
 from keycafe.store.keyslot import SLOT_COUNT
 
 
@@ -34,6 +35,9 @@ class StoreConfig:
     tombstone_grace_ms: int = 300_000
     # Rebuild the expiry heap when stale items outnumber live ones this much.
     heap_slack: float = 2.0
+    # Remote entries stamped further ahead of our wall clock are refused (see
+    # keycafe/store/hlc.py for why 5 minutes).
+    max_clock_ahead_ms: int = MAX_AHEAD_MS
 
 
 @attrs.frozen
@@ -71,7 +75,7 @@ class Store:
 
     def __init__(self, node_id: str, config: StoreConfig | None = None) -> None:
         self.config = config or StoreConfig()
-        self.clock = HybridClock()
+        self.clock = HybridClock(max_ahead_ms=self.config.max_clock_ahead_ms)
         # Writer index -> node id; index 0 is this node.
         self.writers: list[str] = [node_id]
         self._writer_index: dict[str, int] = {node_id: 0}
@@ -153,8 +157,15 @@ class Store:
         wall = now << LOGICAL_BITS
         if wall > stamp:
             stamp = wall
+        try:
+            record = _pack(value, expires_ms, stamp, 0)
+        except struct.error:
+            # The stamp is past its 64-bit field (wall time past the year
+            # 10889): HybridClock.now saturates there. A try costs nothing
+            # until it raises, unlike a comparison on every write.
+            stamp = clock.now(now)
+            record = _pack(value, expires_ms, stamp, 0)
         clock.last = stamp
-        record = _pack(value, expires_ms, stamp, 0)
         if expires_ms or self._volatile or self._tomb_heap or self.watched[slot]:
             self._put_tracked(slot, key, record, expires_ms)
         else:
@@ -253,11 +264,21 @@ class Store:
     def merge(self, slot: int, items: Iterable[Exported], now: int) -> int:
         """Apply remote entries: last writer wins by (stamp, writer id), so every
         replica that has seen the same writes holds the same entries, whatever
-        the order they came in. Returns how many changed something."""
+        the order they came in. Returns how many changed something.
+
+        An entry stamped further ahead of ``now`` than the clock admits is
+        refused: not merged, counted in ``clock.refused``. Merged, it would win
+        every last-writer-wins comparison for its key until wall time caught up
+        (newer writes would be dropped) and drag our clock, and every clock
+        that hears from us, as far ahead.
+        """
         live, tombs = self.slots[slot], self.tombstones[slot]
+        admit = self.clock.admit
         applied = 0
         newest = 0
         for item in items:
+            if not admit(item.stamp, now):
+                continue
             current = live.get(item.key)
             if current is None:
                 current = tombs.get(item.key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keycafe.store import entry
@@ -82,9 +82,10 @@ def test_an_older_write_cannot_resurrect_a_deleted_key() -> None:
 def test_local_writes_after_a_merge_come_later() -> None:
     store = Store("me")
     future = Exported(
-        key=b"{t}a", value=b"remote", expires_ms=0, stamp=9_000_000 << 16, writer="other"
+        key=b"{t}a", value=b"remote", expires_ms=0, stamp=(1000 + 200_000) << 16, writer="other"
     )
-    store.merge(SLOT, [future], now=1000)  # the remote clock is far ahead of ours
+    # The remote clock is minutes ahead of ours (within the bound).
+    assert store.merge(SLOT, [future], now=1000) == 1
     store.put(SLOT, b"{t}a", b"local", 0, now=1000)
     record = store.lookup(SLOT, b"{t}a", 1000)
     assert record is not None
@@ -178,3 +179,53 @@ def test_every_tombstone_is_collected_once_its_grace_is_over(
     now += grace + 3000
     store.active_expire(now, budget=1000)
     assert not store.tombstones[SLOT]
+
+
+def test_a_stamp_at_the_top_of_its_range_is_refused_and_writes_go_on() -> None:
+    store = Store("me")
+    now = 1_700_000_000_000
+    top = Exported(key=b"{t}a", value=b"v", expires_ms=0, stamp=2**64 - 1, writer="bad")
+    assert store.merge(SLOT, [top], now) == 0
+    assert store.clock.refused == 1
+    assert store.lookup(SLOT, b"{t}a", now) is None
+    store.put(SLOT, b"{t}a", b"local", 0, now)  # raised struct.error when it was adopted
+    record = store.lookup(SLOT, b"{t}a", now)
+    assert record is not None
+    assert entry.stamp_of(record) == now << 16
+
+
+def test_a_write_up_to_the_skew_bound_ahead_is_merged() -> None:
+    store = Store("me", StoreConfig(max_clock_ahead_ms=60_000))
+    now = 1_700_000_000_000
+    near = Exported(key=b"{t}a", value=b"n", expires_ms=0, stamp=(now + 60_000) << 16, writer="x")
+    far = Exported(key=b"{t}b", value=b"f", expires_ms=0, stamp=(now + 60_001) << 16, writer="x")
+    assert store.merge(SLOT, [near, far], now) == 1
+    assert store.clock.refused == 1
+    assert sorted(snapshot(store)) == [b"{t}a"]
+
+
+@given(
+    stamps=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=5),
+    now=st.integers(0, 2**48 + 10),
+    tombstone=st.booleans(),
+)
+@settings(max_examples=50)
+def test_merging_any_stamp_never_raises_and_local_writes_go_on(
+    stamps: list[int], now: int, tombstone: bool
+) -> None:
+    store = Store("me")
+    items = [
+        Exported(
+            key=KEYS[i % 3], value=None if tombstone else b"r", expires_ms=0, stamp=s, writer="x"
+        )
+        for i, s in enumerate(stamps)
+    ]
+    store.merge(SLOT, items, now)
+    for key in KEYS:
+        store.put(SLOT, key, b"local", 0, now)
+        store.set_expiry(SLOT, key, store.slots[SLOT][key], now + 10, now)
+        assert store.remove(SLOT, key, now)
+    assert store.clock.last <= 2**64 - 1
+    # Whatever was refused, what was merged lies within the bound.
+    merged = [s for s in stamps if s >> 16 <= now + store.config.max_clock_ahead_ms]
+    assert store.clock.refused == len(stamps) - len(merged)
