@@ -143,14 +143,23 @@ def test_waits_back_off_until_the_deadline_then_raise_typed_errors(
 
 def test_lost_connections_retry_then_raise_connection_error() -> None:
     a = attempt(deadline=0.5)
+    retries: list[Retry] = []
 
     def until_it_gives_up() -> None:
-        now = 0.0
         while True:
-            now += a.on_connection_error(OSError("refused"), now).delay + 0.01
+            # Each try takes 10 ms to fail after the wait before it.
+            now = sum(r.delay + 0.01 for r in retries)
+            retries.append(a.on_connection_error(OSError("refused"), now))
 
     with pytest.raises(ConnectionError, match="refused"):
         until_it_gives_up()
+    now = sum(r.delay + 0.01 for r in retries)  # when the last try failed
+    # It gave up at the deadline, not at the first loss: the waits (each under
+    # a ceiling of 0.04, 0.08, 0.16, 0.32 s) plus the tries need 4 retries at
+    # least to fill 0.5 s, and every retry fetches the slot map first.
+    assert now >= 0.5
+    assert len(retries) >= 4
+    assert all(r.refresh for r in retries)
 
 
 def test_an_ordinary_error_reply_is_returned_for_the_caller_to_raise() -> None:
