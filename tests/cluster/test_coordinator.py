@@ -316,8 +316,21 @@ def test_a_minority_cannot_ratchet_the_ring_down_to_itself() -> None:
     sim = coordinated(9, seed=7)
     names = [node_name(i) for i in range(9)]
     assert sim.run_until_true(lambda: ring_is(sim, names), limit=30)
+    # Every assessment a cut-off member makes while it sees fewer than five of
+    # the nine alive (the rest suspected or dead) must deny it a majority.
+    wrongly_acting: list[tuple[float, str]] = []
+
+    def watch(x: SimNode, now: float) -> None:
+        if x.name in names[:3]:
+            a, _ = step(x.name, x.core.known_members(), keeper(x).ring)  # what it just did
+            alive = [m for m in x.core.member_list() if m.state == State.ALIVE]
+            if len(alive) < 5 and a.majority:
+                wrongly_acting.append((now, x.name))
+
+    sim.after_flush.append(watch)
     sim.partition(names[:3], names[3:])
     sim.run_for(150)
+    assert not wrongly_acting
     minority = {keeper(sim.nodes[x]).ring for x in names[:3]}
     majority = {keeper(sim.nodes[x]).ring for x in names[3:]}
     assert len(majority) == 1
