@@ -189,6 +189,10 @@ class Simulator:
         queue = self._queue
         while queue and queue[0][0] <= t:
             at, _, kind, payload = heapq.heappop(queue)
+            if kind == "call" and payload[0] is None:  # not bound to a node
+                self.now = at
+                payload[1](at)
+                continue
             target = self._target(kind, payload)
             if target.paused_until > at:
                 if kind == "timer":
@@ -208,6 +212,10 @@ class Simulator:
                     self._log_bytes(data)
                     node.core.receive_datagram(data, src, at)
                     self._flush(node)
+            elif kind == "call":
+                node, fn = payload
+                if node.up:
+                    fn(at)
             elif kind == "stream":
                 self._deliver_stream(*payload)
             elif kind == "join":
@@ -227,6 +235,12 @@ class Simulator:
                         node.core.receive_stream_reply(job, reply, at)
                     self._flush(node)
         self.now = t
+
+    def call_at(self, at: float, node: SimNode | None, fn: Callable[[float], None]) -> None:
+        """Run ``fn(at)`` at virtual time ``at``: on ``node``'s behalf (skipped if
+        it crashed, late if it is paused), or unbound with ``node=None``.
+        The layers above gossip (keycafe.cluster.simulator) drive themselves so."""
+        self._push(at, "call", (node, fn))
 
     @staticmethod
     def _target(kind: str, payload: Any) -> SimNode:

@@ -1,0 +1,183 @@
+"""A node's cluster layer above gossip, sans-I/O: ring, coordinator, hand-off.
+
+The gossip core knows members; this composes what is built on them, so the
+trio shell and the simulator run the very same logic:
+
+- the ring keeper (``ringcast``), the gossip core's delegate, holds the newest
+  ring the coordinator published;
+- the coordinator step (``coordinator``, carried out by ``effects``) runs after
+  every member change and at least once a second;
+- the hand-off core (``handoff``) follows each ring the keeper adopts, and its
+  readiness and leave go out as gossip metadata.
+
+Drive it with ``after_gossip(changed, now)`` after every gossip step,
+``handle_timer``/``get_timer`` for its own deadlines, ``receive_frame`` and
+``frames_to_send`` for the peer links. ``routing`` is what clients are routed
+by; ``routing_version`` counts its changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Final
+
+from keycafe.cluster import coordinator, effects
+from keycafe.cluster.frames import Frame
+from keycafe.cluster.handoff import Handoff, Left, Outgoing, Owners, Ready, RoutingChanged
+from keycafe.cluster.ring import RingConfig, slot_owners
+from keycafe.cluster.ring_record import Ring
+from keycafe.cluster.ringcast import RingKeeper
+from keycafe.cluster.slot_table import NodeAddr
+from keycafe.gossip.core import Gossip
+from keycafe.gossip.messages import State
+from keycafe.store.engine import Store
+
+# The coordinator looks at the view at least this often (seconds), besides
+# after every member change: readiness and metadata raise no member event.
+ASSESS_PERIOD: Final = 1.0
+
+
+def owners_cache(config: RingConfig, size: int = 8) -> Callable[[tuple[str, ...]], Owners]:
+    """``slot_owners`` for member sets, remembering the last few (a ring and
+    its proposal are asked for again and again)."""
+
+    @lru_cache(maxsize=size)
+    def owners(members: tuple[str, ...]) -> Owners:
+        return slot_owners(members, config)
+
+    return owners
+
+
+class ClusterNode:
+    """One node's ring, coordinator role and slot hand-off."""
+
+    def __init__(
+        self,
+        *,
+        core: Gossip,
+        keeper: RingKeeper,
+        me: NodeAddr,
+        store: Store,
+        owners: Callable[[tuple[str, ...]], Owners],
+        joined: bool = True,
+    ) -> None:
+        self.core = core
+        self.keeper = keeper
+        self.me = me
+        self.handoff = Handoff(me=me, store=store, owners=owners)
+        # A node started with seeds takes no part in elections until it has
+        # joined: alone, it would elect itself and found a ring of its own.
+        self.joined = joined
+        self.assessment: coordinator.Assessment | None = None
+        self.routing: RoutingChanged | None = None
+        self.routing_version = 0
+        self.left = False
+        self._assessed_at = float("-inf")
+
+    @property
+    def ring(self) -> Ring | None:
+        """The ring the hand-off follows (the keeper's, once adoptable)."""
+        ring = self.handoff.ring
+        return ring if isinstance(ring, Ring) else None
+
+    # -- driving --------------------------------------------------------------------------
+
+    def after_gossip(self, changed: bool, now: float) -> None:
+        """After a gossip step: ``changed`` if a member changed state."""
+        # The same sum as get_timer's: a difference could fall short by one ulp
+        # at the deadline and never be due.
+        if self.joined and (changed or now >= self._assessed_at + ASSESS_PERIOD):
+            self._assess(now)
+        self._follow(now)
+        if changed:
+            self._mark_down(now)
+
+    def get_timer(self) -> float | None:
+        t = self.handoff.get_timer()
+        if self.joined:
+            due = self._assessed_at + ASSESS_PERIOD
+            t = due if t is None else min(t, due)
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        self.handoff.handle_timer(now)
+        self.after_gossip(False, now)
+        self._events(now)
+
+    def receive_frame(self, peer: str, frame: Frame, now: float, wall_ms: int) -> None:
+        self.handoff.receive_frame(peer, frame, now, wall_ms)
+        self._events(now)
+
+    def frames_to_send(self, now: float, limit: int = 64) -> list[Outgoing]:
+        return self.handoff.frames_to_send(now, limit)
+
+    def link_broken(self, peer: str, now: float) -> None:
+        self.handoff.link_broken(peer, now)
+
+    def leave(self, now: float) -> bool:
+        """Ask to leave the ring; False if there is nothing to hand over."""
+        if not self.handoff.leave(now):
+            return False
+        self._announce(coordinator.LEAVING_KEY, 1, now)
+        return True
+
+    def addr_of(self, node: str) -> tuple[str, int] | None:
+        m = self.core.members.get(node)
+        return m.info.addr if m is not None else None
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _assess(self, now: float) -> None:
+        self._assessed_at = now
+        self.assessment = effects.coordinate(self.core, self.keeper, now)
+
+    def _announce(self, key: str, value: object, now: float) -> None:
+        effects.announce(self.core, key, value, now)
+        if self.joined:
+            self._assess(now)  # a change of our own raises no member event
+            self._follow(now)
+
+    def _follow(self, now: float) -> None:
+        """Hand the keeper's ring to the hand-off once every member is known."""
+        ring = self.keeper.ring
+        current = self.handoff.ring
+        if ring is None or (current is not None and (current.term, current.epoch) >= ring.version):
+            return
+        nodes: dict[str, NodeAddr] = {}
+        for node in ring.members:
+            m = self.core.members.get(node)
+            if m is not None and node != self.me.node_id:
+                info = m.info
+                nodes[node] = NodeAddr(
+                    node_id=node,
+                    host=info.client_addr[0],
+                    port=info.client_addr[1],
+                    cluster_port=info.addr[1],
+                )
+        if self.handoff.set_ring(ring, nodes, now):
+            self._mark_down(now)
+            self._events(now)
+
+    def _mark_down(self, now: float) -> None:
+        """Ring members this node knows are dead: CLUSTERDOWN for their slots."""
+        ring = self.handoff.ring
+        if ring is None:
+            return
+        members = self.core.members
+        down = frozenset(
+            n for n in ring.members if (m := members.get(n)) is None or m.state == State.DEAD
+        )
+        self.handoff.set_down(down, now)
+        self._events(now)
+
+    def _events(self, now: float) -> None:
+        while (ev := self.handoff.next_event()) is not None:
+            match ev:
+                case RoutingChanged():
+                    self.routing = ev
+                    self.routing_version += 1
+                case Ready():
+                    self._announce(coordinator.READY_KEY, ev.epoch, now)
+                case Left():
+                    self.left = True

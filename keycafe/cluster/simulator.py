@@ -1,0 +1,576 @@
+"""Whole nodes in one process on one virtual clock: the cluster simulator.
+
+Each simulated node runs what a real node runs above its sockets: the gossip
+core, the cluster layer (ring keeper, coordinator, hand-off: ``ClusterNode``),
+the store and the command layer (``Session``). The gossip simulator
+(``keycafe.gossip.simulator``) carries datagrams and gossip streams, with its
+partitions, loss, pauses and crashes; this adds the peer links (one ordered
+stream per pair and direction, with a delay; a link that breaks, or a peer
+that crashed or is cut off, loses what was in flight and both ends are told)
+and clients that issue commands to any node and follow ``MOVED``,
+``TRYAGAIN`` and ``CLUSTERDOWN`` as a real Redis Cluster client does.
+
+Same seed, same run: everything random comes from the gossip simulator's
+seeded generator, and ``trace_digest`` covers the frames too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Final
+
+import attrs
+
+from keycafe.cluster import frames
+from keycafe.cluster.node import ClusterNode, owners_cache
+from keycafe.cluster.ring import RingConfig
+from keycafe.cluster.ring_record import Ring
+from keycafe.cluster.ringcast import RingKeeper
+from keycafe.cluster.slot_table import NodeAddr, SlotTable
+from keycafe.gossip.config import GossipConfig
+from keycafe.gossip.simulator import Link, SimNode, Simulator, node_name
+from keycafe.server.routing import Routing
+from keycafe.server.session import Session
+from keycafe.server.state import ServerConfig, ServerState
+from keycafe.store.keyslot import key_slot
+
+WALL0: Final = 1_700_000_000_000  # the virtual wall clock's unix ms at time 0
+CONNECT_TIMEOUT: Final = 1.0  # a frame to a peer that cannot be reached fails after this
+
+
+@attrs.define(eq=False)
+class Member:
+    """A whole simulated node."""
+
+    sim: SimNode
+    cluster: ClusterNode
+    state: ServerState
+    session: Session
+    timer_at: float | None = None
+    routing_seen: int = 0
+    events_seen: int = 0
+    crashed_at: float | None = None
+    left_at: float | None = None
+
+
+@attrs.define(eq=False)
+class _Conn:
+    """One direction of a peer link."""
+
+    generation: int = 0
+    last_arrival: float = 0.0
+
+
+class ClusterSimulator:
+    """Whole nodes over the gossip simulator's network."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        gossip: GossipConfig | None = None,
+        ring: RingConfig | None = None,
+        link: Link | None = None,
+    ) -> None:
+        self.net = Simulator(seed=seed, config=gossip or GossipConfig.lan(), link=link)
+        self.rng = self.net.rng
+        # Slot tables are a pure function of the member set: one cache for all.
+        self.owners = owners_cache(ring or RingConfig(), size=64)
+        self.members: dict[str, Member] = {}
+        self._conns: dict[tuple[str, str], _Conn] = {}
+        self.frames_sent = 0
+        self.frames_lost = 0
+        # (term, epoch) -> (members, pending) as each node adopted it.
+        self.rings: dict[tuple[int, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self.ring_conflicts: list[str] = []
+        self.owned_by: dict[str, set[int]] = {}  # slots each node was ever primary of
+        self.log: list[tuple[float, str]] = []
+        self.net.after_flush.append(self._after_gossip)
+
+    @property
+    def now(self) -> float:
+        return self.net.now
+
+    def wall_ms(self, at: float | None = None) -> int:
+        return WALL0 + int((self.now if at is None else at) * 1000)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def add_node(self, i: int, *, seed: Member | None = None) -> Member:
+        """Start node ``i``: a cluster of one, or joining through ``seed``."""
+        sim = self.net.add_node(i)
+        name = sim.name
+        me = NodeAddr(node_id=name, host=sim.addr[0], port=9814, cluster_port=sim.addr[1])
+        state = ServerState.create(ServerConfig(me=me), self.wall_ms())
+        keeper = RingKeeper.attach(sim.core)
+        cluster = ClusterNode(
+            core=sim.core,
+            keeper=keeper,
+            me=me,
+            store=state.store,
+            owners=self.owners,
+            joined=seed is None,
+        )
+        member = Member(sim=sim, cluster=cluster, state=state, session=Session.open(state))
+        self.members[name] = member
+        if seed is not None:
+            state.routing = Routing.create(SlotTable.unassigned(me))
+            self.net.join(sim, seed.sim)
+        self._note(f"{name} starts" + (f", joining through {seed.sim.name}" if seed else ""))
+        self._drive(member, lambda: cluster.after_gossip(True, self.now))
+        return member
+
+    def by_client_addr(self, host: str) -> Member | None:
+        for m in self.members.values():
+            if m.sim.addr[0] == host:
+                return m
+        return None
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def crash(self, name: str) -> None:
+        m = self.members[name]
+        self.net.crash(name)
+        m.crashed_at = self.now
+        m.timer_at = None
+        self._note(f"{name} crashes")
+        for key in list(self._conns):
+            if name in key:
+                self._break(*key)
+
+    def leave(self, name: str) -> bool:
+        """Start a graceful leave; the node stops once it has handed over."""
+        m = self.members[name]
+        self._note(f"{name} asks to leave")
+        started = self._drive(m, lambda: m.cluster.leave(self.now))
+        if not started:
+            self._stop(m)
+        return bool(started)
+
+    def break_link(self, a: str, b: str) -> None:
+        """Break the peer links between ``a`` and ``b`` (both directions)."""
+        self._note(f"link {a}-{b} breaks")
+        self._break(a, b)
+        self._break(b, a)
+
+    def partition(self, side_a: list[str], side_b: list[str]) -> None:
+        self.net.partition(side_a, side_b)
+        self._note(f"partition {side_a} | {side_b}")
+        for a in side_a:
+            for b in side_b:
+                self._break(a, b)
+                self._break(b, a)
+
+    def heal(self) -> None:
+        self.net.heal()
+        self._note("partition heals")
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run_until(self, t: float) -> None:
+        self.net.run_until(t)
+
+    def run_for(self, seconds: float) -> None:
+        self.net.run_until(self.now + seconds)
+
+    def run_until_true(
+        self, predicate: Callable[[], bool], limit: float, step: float = 0.1
+    ) -> bool:
+        return self.net.run_until_true(predicate, limit, step)
+
+    def live(self) -> list[Member]:
+        return [m for m in self.members.values() if m.sim.up]
+
+    def settled(self) -> bool:
+        """Every live node holds the same ring, with no change pending, whose
+        members are exactly the live nodes, and nothing is moving."""
+        live = self.live()
+        if not live:
+            return False
+        rings = {m.cluster.ring for m in live}
+        if len(rings) != 1:
+            return False
+        ring = rings.pop()
+        if ring is None or ring.pending or set(ring.members) != {m.sim.name for m in live}:
+            return False
+        return all(
+            m.cluster.routing is not None and not any(m.cluster.routing.moving) for m in live
+        )
+
+    @property
+    def trace_digest(self) -> str:
+        return self.net.trace_digest
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _note(self, text: str) -> None:
+        self.log.append((self.now, text))
+        self.net._log(f"{self.now:.6f} {text}")
+
+    def _after_gossip(self, sim: SimNode, now: float) -> None:
+        m = self.members.get(sim.name)
+        if m is None or m.cluster.core is not sim.core:
+            return
+        changed = len(sim.events) != m.events_seen
+        m.events_seen = len(sim.events)
+        if not m.cluster.joined and len(sim.core.members) > 1:
+            m.cluster.joined = True
+        self._settle(m, lambda: m.cluster.after_gossip(changed, now))
+
+    def _drive(self, m: Member, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on ``m``'s cluster layer, then send what it queued."""
+        result = self._settle(m, fn)
+        core = m.sim.core
+        for data, dst in core.datagrams_to_send(self.now):
+            self.net._send_datagram(m.sim, data, dst)
+        while (job := core.next_stream_job()) is not None:
+            self.net._start_stream(m.sim, job)
+        self.net._reschedule(m.sim)
+        return result
+
+    def _settle(self, m: Member, fn: Callable[[], Any]) -> Any:
+        result = fn()
+        cluster = m.cluster
+        if cluster.routing_version != m.routing_seen and cluster.routing is not None:
+            m.routing_seen = cluster.routing_version
+            r = cluster.routing
+            m.state.routing = Routing(table=r.table, moving=r.moving)
+            self._record_ring(m)
+        for out in cluster.frames_to_send(self.now, limit=1 << 30):
+            self._send_frame(m, out.peer, out.kind, out.body)
+        if cluster.left and m.left_at is None:
+            self._stop(m)
+        self._arm(m)
+        return result
+
+    def _record_ring(self, m: Member) -> None:
+        ring = m.cluster.ring
+        if ring is None:
+            return
+        seen = self.rings.setdefault(ring.version, (ring.members, ring.pending))
+        if seen != (ring.members, ring.pending):
+            self.ring_conflicts.append(f"{m.sim.name}: {ring.version} is {ring} but was {seen}")
+        name = m.sim.name
+        for members in (ring.members, ring.pending):
+            if name in members:
+                owners = self.owners(tuple(sorted(members)))
+                mine = self.owned_by.setdefault(name, set())
+                mine.update(s for s, o in enumerate(owners) if o and o[0] == name)
+
+    def _stop(self, m: Member) -> None:
+        m.left_at = self.now
+        self._note(f"{m.sim.name} has handed over and leaves")
+        core = m.sim.core
+        core.leave(self.now)
+        for data, dst in core.datagrams_to_send(self.now):
+            self.net._send_datagram(m.sim, data, dst)
+        # The process exits a moment later.
+        self.net.call_at(self.now + 0.2, m.sim, lambda at: self._exit(m))
+
+    def _exit(self, m: Member) -> None:
+        self.net.crash(m.sim.name)
+        for key in list(self._conns):
+            if m.sim.name in key:
+                self._break(*key)
+
+    def _arm(self, m: Member) -> None:
+        t = m.cluster.get_timer()
+        if t is None or not m.sim.up:
+            return
+        t = max(t, self.now)
+        if m.timer_at is not None and self.now < m.timer_at <= t:
+            return  # an earlier wake-up is on its way
+        m.timer_at = t
+        self.net.call_at(t, m.sim, lambda at: self._timer(m, at))
+
+    def _timer(self, m: Member, at: float) -> None:
+        if m.timer_at != at:
+            return
+        m.timer_at = None
+        self._drive(m, lambda: m.cluster.handle_timer(at))
+
+    # -- peer links -------------------------------------------------------------------------
+
+    def _conn(self, src: str, dst: str) -> _Conn:
+        conn = self._conns.get((src, dst))
+        if conn is None:
+            conn = self._conns[(src, dst)] = _Conn()
+        return conn
+
+    def _break(self, src: str, dst: str) -> None:
+        """Whatever is in flight from ``src`` to ``dst`` is lost; ``src`` learns
+        of it when its connection fails."""
+        conn = self._conn(src, dst)
+        conn.generation += 1
+        sender = self.members.get(src)
+        if sender is not None and sender.sim.up:
+            self.net.call_at(
+                self.now + CONNECT_TIMEOUT, sender.sim, lambda at: self._broken(sender, dst, at)
+            )
+
+    def _broken(self, m: Member, peer: str, at: float) -> None:
+        self._drive(m, lambda: m.cluster.link_broken(peer, at))
+
+    def _send_frame(self, m: Member, peer: str, kind: int, body: Any) -> None:
+        src = m.sim.name
+        dst = self.members.get(peer)
+        self.frames_sent += 1
+        blocked = self.net.blocked
+        if dst is None or not dst.sim.up or (src, peer) in blocked or (peer, src) in blocked:
+            self.frames_lost += 1
+            self._break(src, peer)
+            return
+        data = frames.encode_frame(kind, body)
+        conn = self._conn(src, peer)
+        link = self.net.links.get((src, peer), self.net.link)
+        jitter = self.rng.uniform(0, link.jitter) if link.jitter else 0.0
+        # One TCP stream per direction: in order, whatever the jitter.
+        arrival = max(self.now + link.delay + jitter, conn.last_arrival)
+        conn.last_arrival = arrival
+        generation = conn.generation
+        self.net.call_at(arrival, dst.sim, lambda at: self._deliver(m, dst, generation, data, at))
+
+    def _deliver(self, src: Member, dst: Member, generation: int, data: bytes, at: float) -> None:
+        if self._conn(src.sim.name, dst.sim.name).generation != generation:
+            self.frames_lost += 1
+            return  # the connection it travelled on broke
+        self.net._log_bytes(data)
+        frame = frames.decode_payload_untrusted(data[frames.HEADER.size :])
+        self._drive(
+            dst, lambda: dst.cluster.receive_frame(src.sim.name, frame, at, self.wall_ms(at))
+        )
+
+
+@attrs.define(eq=False)
+class Write:
+    key: bytes
+    value: bytes
+    issued: float
+    acked: float | None = None
+    failed: bool = False  # gave up: it may or may not have happened
+    served_by: str = ""
+
+
+@attrs.define(eq=False)
+class _Op:
+    args: list[bytes]
+    done: Callable[[bytes | None, str], None]
+    attempts: int = 0
+    target: str | None = None
+
+
+class SimClient:
+    """A Redis Cluster client on the simulated network: it keeps a slot map,
+    follows MOVED at once, waits and retries on TRYAGAIN, CLUSTERDOWN and
+    connection failures, and gives up after ``max_attempts``."""
+
+    RETRY: Final = 0.05  # seconds before retrying TRYAGAIN / CLUSTERDOWN
+    DELAY: Final = 0.0005  # one way, client <-> node
+
+    def __init__(self, sim: ClusterSimulator, *, max_attempts: int = 40) -> None:
+        self.sim = sim
+        self.max_attempts = max_attempts
+        self.slots: dict[int, str] = {}
+        self.writes: list[Write] = []
+        self.ok = 0
+        self.failed = 0
+        self.per_second: dict[int, list[int]] = {}  # second -> [ok, failed]
+
+    def execute(self, args: list[bytes], done: Callable[[bytes | None, str], None]) -> None:
+        self._attempt(_Op(args=args, done=done))
+
+    def set(self, key: bytes, value: bytes, then: Callable[[Write], None] | None = None) -> Write:
+        """SET ``key`` (recorded in ``writes``); ``then(write)`` once it is
+        acknowledged or given up."""
+        w = Write(key=key, value=value, issued=self.sim.now)
+        self.writes.append(w)
+
+        def done(reply: bytes | None, node: str) -> None:
+            if reply == b"+OK\r\n":
+                w.acked, w.served_by = self.sim.now, node
+            else:
+                w.failed = True
+            if then is not None:
+                then(w)
+
+        self.execute([b"SET", key, value], done)
+        return w
+
+    def _pick(self, slot: int) -> Member | None:
+        name = self.slots.get(slot)
+        if name is not None:
+            m = self.sim.members.get(name)
+            if m is not None:
+                return m
+        live = [m for m in self.sim.members.values() if m.sim.up]
+        return live[self.sim.rng.randrange(len(live))] if live else None
+
+    def _attempt(self, op: _Op) -> None:
+        op.attempts += 1
+        if op.attempts > self.max_attempts:
+            self._finish(op, None, "")
+            return
+        slot = key_slot(op.args[1]) if len(op.args) > 1 else 0
+        m = self._pick(slot) if op.target is None else self.sim.members.get(op.target)
+        op.target = None
+        if m is None:
+            self.sim.net.call_at(self.sim.now + self.RETRY, None, lambda at: self._attempt(op))
+            return
+        self.sim.net.call_at(self.sim.now + self.DELAY, None, lambda at: self._arrive(op, m, slot))
+
+    def _arrive(self, op: _Op, m: Member, slot: int) -> None:
+        if not m.sim.up or m.sim.paused_until > self.sim.now:
+            # Connection refused or no answer: try elsewhere after a timeout.
+            self.slots.pop(slot, None)
+            wait = 0.5 if not m.sim.up else m.sim.paused_until - self.sim.now
+            self.sim.net.call_at(self.sim.now + wait, None, lambda at: self._attempt(op))
+            return
+        m.state.now_ms = self.sim.wall_ms()
+        reply = m.session.execute(op.args)
+        self.sim.net.call_at(
+            self.sim.now + self.DELAY, None, lambda at: self._reply(op, m, slot, reply)
+        )
+
+    def _reply(self, op: _Op, m: Member, slot: int, reply: bytes) -> None:
+        if reply.startswith(b"-MOVED "):
+            host = reply.split()[2].rsplit(b":", 1)[0].decode()
+            target = self.sim.by_client_addr(host)
+            if target is not None:
+                self.slots[slot] = target.sim.name
+                op.target = target.sim.name
+            self._attempt(op)
+        elif reply.startswith((b"-TRYAGAIN", b"-CLUSTERDOWN")):
+            self.sim.net.call_at(self.sim.now + self.RETRY, None, lambda at: self._attempt(op))
+        else:
+            self.slots[slot] = m.sim.name
+            self._finish(op, reply, m.sim.name)
+
+    def _finish(self, op: _Op, reply: bytes | None, node: str) -> None:
+        ok = reply is not None and not reply.startswith(b"-")
+        second = self.per_second.setdefault(int(self.sim.now), [0, 0])
+        second[0 if ok else 1] += 1
+        if ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+        op.done(reply, node)
+
+
+def run_writer(
+    sim: ClusterSimulator,
+    client: SimClient,
+    *,
+    until: float,
+    keys: int = 2000,
+    period: float = 0.01,
+    concurrency: int = 4,
+) -> None:
+    """``concurrency`` writers, each a loop of SETs (one outstanding at a time,
+    ``period`` apart) of keys drawn from ``keys``, each value unique, until
+    ``until``."""
+    counter = iter(range(1 << 62))
+
+    def loop(writer: int) -> None:
+        if sim.now >= until:
+            return
+        key = b"key:%d" % sim.rng.randrange(keys)
+        value = b"%d:%d" % (writer, next(counter))
+        client.set(
+            key, value, lambda w: sim.net.call_at(sim.now + period, None, lambda at: loop(writer))
+        )
+
+    for i in range(concurrency):
+        sim.net.call_at(sim.now + i * period / concurrency, None, partial(_start, loop, i))
+
+
+def _start(loop: Callable[[int], None], writer: int, at: float) -> None:
+    loop(writer)
+
+
+@attrs.frozen(kw_only=True)
+class Verdict:
+    writes_acked: int
+    writes_failed: int
+    lost: list[str]  # acknowledged writes not readable, not excused by a crash
+    excused: int  # acknowledged writes to slots a crashed node owned
+    ring_conflicts: list[str]
+    settled_after: float | None  # virtual seconds from the last change to settled
+
+    @property
+    def ok(self) -> bool:
+        return not self.lost and not self.ring_conflicts and self.settled_after is not None
+
+
+def check(
+    sim: ClusterSimulator, client: SimClient, *, last_change: float, settle_limit: float = 60.0
+) -> Verdict:
+    """Let the cluster settle, read every written key back, and judge."""
+    settled = sim.run_until_true(sim.settled, settle_limit, step=0.05)
+    settled_after = sim.now - last_change if settled else None
+    crashed = [m.sim.name for m in sim.members.values() if m.crashed_at is not None]
+    excused_slots: set[int] = set()
+    for name in crashed:
+        excused_slots |= sim.owned_by.get(name, set())
+    latest: dict[bytes, list[Write]] = {}
+    for w in client.writes:
+        latest.setdefault(w.key, []).append(w)
+    reads: dict[bytes, bytes | None] = {}
+    for key in latest:
+
+        def got(reply: bytes | None, node: str, key: bytes = key) -> None:
+            reads[key] = reply
+
+        client.execute([b"GET", key], got)
+    sim.run_until_true(lambda: len(reads) == len(latest), 30.0, step=0.01)
+    lost: list[str] = []
+    excused = 0
+    for key, writes in latest.items():
+        acked = [w for w in writes if w.acked is not None]
+        if not acked:
+            continue
+        last = max(acked, key=lambda w: w.acked or 0.0)
+        # Later writes that failed or were still open may have happened too.
+        allowed = {last.value} | {
+            w.value for w in writes if w.issued >= last.issued and w.acked is None
+        }
+        reply = reads.get(key)
+        value = _bulk(reply)
+        if value in allowed:
+            continue
+        if key_slot(key) in excused_slots:
+            excused += 1
+            continue
+        lost.append(
+            f"{key!r}: acked {last.value!r} at {last.acked:.3f} by {last.served_by}, read {reply!r}"
+        )
+    return Verdict(
+        writes_acked=sum(1 for w in client.writes if w.acked is not None),
+        writes_failed=sum(1 for w in client.writes if w.failed),
+        lost=lost,
+        excused=excused,
+        ring_conflicts=list(sim.ring_conflicts),
+        settled_after=settled_after,
+    )
+
+
+def _bulk(reply: bytes | None) -> bytes | None:
+    if reply is None or not reply.startswith(b"$") or reply.startswith(b"$-1"):
+        return None
+    header, _, rest = reply.partition(b"\r\n")
+    return rest[: int(header[1:])]
+
+
+def ring_of(m: Member) -> Ring | None:
+    return m.cluster.ring
+
+
+__all__ = [
+    "ClusterSimulator",
+    "Member",
+    "SimClient",
+    "Verdict",
+    "check",
+    "node_name",
+    "run_writer",
+]
