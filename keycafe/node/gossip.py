@@ -397,6 +397,8 @@ def gossip_figures(service: GossipService) -> dict[str, int | str]:
         "gossip_datagrams_received": service.core.stats.datagrams_received,
         "gossip_bad_packets": service.core.stats.bad_packets,
         "gossip_bad_frames": service.counters.bad_frames,
+        "gossip_unrefutable": service.core.stats.unrefutable,
         "gossip_ring_pulls": service.keeper.pulls,
+        "gossip_bad_ring_payloads": service.keeper.bad_payloads,
         "gossip_stream_failures": service.counters.stream_failures,
     }
