@@ -6,7 +6,9 @@ import logging
 import os
 import resource
 import secrets
+import sys
 import time
+from functools import partial
 
 import attrs
 import trio
@@ -19,7 +21,7 @@ from keycafe.gossip.config import GossipConfig
 from keycafe.gossip.messages import MemberInfo, State
 from keycafe.node.gossip import GossipService, gossip_figures, members_view, open_cluster_port
 from keycafe.node.links import PeerLinks
-from keycafe.node.server import bind_listener, serve_clients
+from keycafe.node.server import bind_listener, have_epoll, serve_clients
 from keycafe.node.slots import SlotService, slot_figures
 from keycafe.resp.parser import Limits
 from keycafe.server import MemberView, Routing, ServerConfig, ServerState
@@ -49,6 +51,10 @@ class NodeConfig:
     ring: RingConfig = attrs.field(factory=RingConfig)
     # A graceful leave waits this long for the hand-over before giving up.
     leave_timeout: float = 60.0
+    # How idle clients are watched: "epoll" (one hub task, Linux only),
+    # "portable" (each connection's task waits on its socket through trio), or
+    # "auto", epoll where the platform has it (keycafe/node/server.py).
+    client_io: str = "auto"
 
     def validate(self) -> None:
         if self.node_id is not None and (
@@ -77,6 +83,10 @@ class NodeConfig:
             raise ConfigError("vnodes must be between 1 and 4096")
         if self.ring.replicas < 1:
             raise ConfigError("replicas must be at least 1")
+        if self.client_io not in ("auto", "epoll", "portable"):
+            raise ConfigError(f"client-io must be auto, epoll or portable, not {self.client_io!r}")
+        if self.client_io == "epoll" and not have_epoll():
+            raise ConfigError("client-io epoll needs Linux; use auto or portable")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -99,7 +109,9 @@ def process_figures() -> dict[str, float]:
         with open("/proc/self/statm", "rb") as f:
             rss = int(f.read().split()[1]) * _PAGE
     except OSError:
-        rss = usage.ru_maxrss * 1024
+        # No /proc (macOS, BSD): the peak instead, which macOS gives in bytes
+        # and the others in kilobytes.
+        rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     return {"rss": rss, "cpu_user": usage.ru_utime, "cpu_sys": usage.ru_stime}
 
 
@@ -216,7 +228,8 @@ async def serve_node(
         if leave is not None:
             scope = nursery.cancel_scope
             nursery.start_soon(_leave_when, leave, slots, config.leave_timeout, scope)
-        await nursery.start(serve_clients, state, listener)
+        portable = config.client_io == "portable"
+        await nursery.start(partial(serve_clients, state, listener, portable=portable))
         nursery.start_soon(_expiry_timer, state)
         log.info(
             "keycafe %s node %s serving RESP on %s:%d, gossip on %s:%d%s",

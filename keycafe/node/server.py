@@ -13,7 +13,12 @@ gives the connection back), and closing.
 Why: waking a task per read through trio's scheduler and epoll registration
 costs more than the command itself. Measured with redis-benchmark -c 50
 against C Redis in the same run, a task-per-read loop reached 0.39x Redis's
-ops/s at -P 1; serving reads inline from the hub, 0.6x (issue 2 notes).
+ops/s at -P 1; serving reads inline from the hub, 0.6x.
+
+The hub needs ``select.epoll`` (Linux). Elsewhere, or when asked
+(``portable=True``, ``--client-io portable``), each connection's task does
+that same work itself after ``trio.lowlevel.wait_readable`` on its socket:
+the task-per-read loop above, slower but on every platform trio runs on.
 
 Fairness: the hub handles at most ``HUB_EVENTS`` readable sockets per cycle,
 one read each, and yields to trio between cycles. Backpressure: a connection
@@ -27,6 +32,7 @@ from __future__ import annotations
 import enum
 import errno
 import logging
+import math
 import select
 import socket
 import time
@@ -55,8 +61,13 @@ BACKLOG: Final = 511
 MAXCLIENTS_REPLY: Final = b"-ERR max number of clients reached\r\n"
 # Readable sockets the hub serves per cycle before it yields to other tasks.
 HUB_EVENTS: Final = 256
-_READABLE: Final = select.EPOLLIN | select.EPOLLRDHUP
 _NO_REQUESTS: Final[list[Request]] = []
+
+
+def have_epoll() -> bool:
+    """Whether the epoll hub can run here (Linux); elsewhere each connection
+    serves itself (``_serve_alone``)."""
+    return hasattr(select, "epoll")
 
 
 def _now_ms() -> int:
@@ -82,12 +93,18 @@ async def serve_clients(
     state: ServerState,
     listener: socket.socket,
     *,
+    portable: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept clients on ``listener`` until cancelled; each gets its own task."""
-    hub = ClientHub(state)
+    """Accept clients on ``listener`` until cancelled; each gets its own task.
+
+    Idle connections are watched by the epoll hub where there is one, unless
+    ``portable``: then each connection's task waits on its own socket.
+    """
+    hub = ClientHub(state) if have_epoll() and not portable else None
     async with trio.open_nursery() as nursery:
-        await nursery.start(hub.run)
+        if hub is not None:
+            await nursery.start(hub.run)
         task_status.started()
         try:
             while True:
@@ -108,11 +125,16 @@ async def serve_clients(
                     state.counters.rejected_connections += 1
                     _reject(sock)
                     continue
-                nursery.start_soon(_connection_task, hub, Connection.accept(state, sock))
+                conn = Connection.accept(state, sock)
+                if hub is not None:
+                    nursery.start_soon(_connection_task, hub, conn)
+                else:
+                    nursery.start_soon(_serve_alone, conn)
         finally:
             trio.lowlevel.notify_closing(listener)
             listener.close()
-            hub.close()
+            if hub is not None:
+                hub.close()
 
 
 def _reject(conn: socket.socket) -> None:
@@ -215,6 +237,50 @@ class Connection:
             self.session.closing = True
         return b"".join(out), True
 
+    def serve_read(self, now: int) -> _Wake | None:
+        """One ``recv``, the requests it completes, one non-blocking ``send``
+        of their replies; what must happen next, if more than waiting for the
+        next read (``close_reason`` says why a connection must close)."""
+        sock = self.sock
+        state = self.session.state
+        counters = state.counters
+        try:
+            data = sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            self.close_reason = f"socket error: {exc}"
+            return _Wake.CLOSE
+        if not data:
+            self.close_reason = "closed by the client"
+            return _Wake.CLOSE
+        counters.net_input_bytes += len(data)
+        self.last_active_ms = now
+        self.requests = self.parser.receive_data(data)
+        self.next_request = 0
+        done = False
+        while not done:
+            payload, done = self.produce()
+            if not payload:
+                continue
+            try:
+                sent = sock.send(payload)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self.close_reason = f"socket error: {exc}"
+                return _Wake.CLOSE
+            counters.net_output_bytes += sent
+            if sent < len(payload):
+                self.pending = payload[sent:]
+                return _Wake.SLOW
+            if not done:
+                state.now_ms = _now_ms()
+        if self.session.closing:
+            self.close_reason = "QUIT or protocol error"
+            return _Wake.CLOSE
+        return None
+
 
 class ClientHub:
     """Serves idle connections' reads inline from one task (see the module doc)."""
@@ -222,17 +288,18 @@ class ClientHub:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self._epoll = select.epoll()
+        self._readable = select.EPOLLIN | select.EPOLLRDHUP
         self._conns: dict[int, Connection] = {}
         self._last_sweep_ms = 0
 
     def attach(self, conn: Connection) -> None:
-        self._epoll.register(conn.fd, _READABLE)
+        self._epoll.register(conn.fd, self._readable)
         self._conns[conn.fd] = conn
         conn.in_hub = True
 
     def resume(self, conn: Connection) -> None:
         """A connection's task gives it back once it has nothing pending."""
-        self._epoll.modify(conn.fd, _READABLE)
+        self._epoll.modify(conn.fd, self._readable)
         conn.last_active_ms = self.state.now_ms
         conn.in_hub = True
 
@@ -257,10 +324,6 @@ class ClientHub:
         assert conn.task is not None
         trio.lowlevel.reschedule(conn.task)
 
-    def _close(self, conn: Connection, reason: str) -> None:
-        conn.close_reason = reason
-        self._hand_over(conn, _Wake.CLOSE)
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         state = self.state
         epoll = self._epoll
@@ -278,7 +341,9 @@ class ClientHub:
             for fd, _ in epoll.poll(0, HUB_EVENTS):
                 conn = conns.get(fd)
                 if conn is not None and conn.in_hub:
-                    self._serve(conn, now)
+                    wake = conn.serve_read(now)
+                    if wake is not None:
+                        self._hand_over(conn, wake)
             if timeout and now - self._last_sweep_ms >= 1000:
                 self._sweep_idle(now, timeout * 1000)
 
@@ -286,46 +351,8 @@ class ClientHub:
         self._last_sweep_ms = now
         for conn in list(self._conns.values()):
             if conn.in_hub and now - conn.last_active_ms >= idle_ms:
-                self._close(conn, f"idle for {idle_ms // 1000}s")
-
-    def _serve(self, conn: Connection, now: int) -> None:
-        sock = conn.sock
-        counters = self.state.counters
-        try:
-            data = sock.recv(READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._close(conn, f"socket error: {exc}")
-            return
-        if not data:
-            self._close(conn, "closed by the client")
-            return
-        counters.net_input_bytes += len(data)
-        conn.last_active_ms = now
-        conn.requests = conn.parser.receive_data(data)
-        conn.next_request = 0
-        done = False
-        while not done:
-            payload, done = conn.produce()
-            if not payload:
-                continue
-            try:
-                sent = sock.send(payload)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._close(conn, f"socket error: {exc}")
-                return
-            counters.net_output_bytes += sent
-            if sent < len(payload):
-                conn.pending = payload[sent:]
-                self._hand_over(conn, _Wake.SLOW)
-                return
-            if not done:
-                self.state.now_ms = _now_ms()
-        if conn.session.closing:
-            self._close(conn, "QUIT or protocol error")
+                conn.close_reason = f"idle for {idle_ms // 1000}s"
+                self._hand_over(conn, _Wake.CLOSE)
 
 
 async def _park(conn: Connection) -> _Wake:
@@ -351,6 +378,7 @@ async def _finish_slowly(conn: Connection) -> None:
 
 
 async def _connection_task(hub: ClientHub, conn: Connection) -> None:
+    """A connection the hub serves: this task only writes what would block."""
     conn.task = trio.lowlevel.current_task()
     session = conn.session
     log.debug("client %d connected from %s", session.client_id, session.addr)
@@ -368,7 +396,40 @@ async def _connection_task(hub: ClientHub, conn: Connection) -> None:
         conn.close_reason = f"socket error: {exc}"
     finally:
         hub.detach(conn)
-        session.close()
-        trio.lowlevel.notify_closing(conn.sock)
-        conn.sock.close()
-        log.debug("client %d closed: %s", session.client_id, conn.close_reason or "shutdown")
+        _forget(conn)
+
+
+async def _serve_alone(conn: Connection) -> None:
+    """A connection served by its own task: the portable path (module doc)."""
+    session = conn.session
+    state = session.state
+    log.debug("client %d connected from %s", session.client_id, session.addr)
+    idle = state.config.timeout or math.inf
+    try:
+        while True:
+            with trio.move_on_after(idle) as waited:
+                await trio.lowlevel.wait_readable(conn.sock)
+            if waited.cancelled_caught:
+                conn.close_reason = f"idle for {state.config.timeout}s"
+                return
+            now = state.now_ms = _now_ms()
+            wake = conn.serve_read(now)
+            if wake is _Wake.CLOSE:
+                return
+            if wake is _Wake.SLOW:
+                await _finish_slowly(conn)
+                if session.closing:
+                    conn.close_reason = "QUIT or protocol error"
+                    return
+    except OSError as exc:
+        conn.close_reason = f"socket error: {exc}"
+    finally:
+        _forget(conn)
+
+
+def _forget(conn: Connection) -> None:
+    session = conn.session
+    session.close()
+    trio.lowlevel.notify_closing(conn.sock)
+    conn.sock.close()
+    log.debug("client %d closed: %s", session.client_id, conn.close_reason or "shutdown")

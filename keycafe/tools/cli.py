@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
     )
     add(
+        "client-io",
+        "auto",
+        "how idle clients are watched: epoll (Linux), portable (any platform),"
+        " auto: epoll where there is one (default %(default)s)",
+        choices=["auto", "epoll", "portable"],
+    )
+    add(
         "log-level",
         "info",
         "debug, info, warning or error (default %(default)s)",
@@ -121,6 +128,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         gossip=GossipConfig.local() if args.gossip_profile == "local" else GossipConfig.lan(),
         ring=RingConfig(vnodes=args.vnodes, replicas=args.replicas),
         leave_timeout=args.leave_timeout,
+        client_io=args.client_io,
     )
 
 

@@ -9,9 +9,13 @@ import redis
 
 from keycafe.gossip.config import GossipConfig
 from keycafe.gossip.suspicion import suspicion_timeout
+from keycafe.node.server import have_epoll
 from tests.conftest import NodeProcess, node_process
 
 LOCAL = GossipConfig.local()
+# The ways a node can watch its clients (--client-io): the real-socket tests run
+# against each one this platform has.
+CLIENT_IO = ("epoll", "portable") if have_epoll() else ("portable",)
 
 
 def cluster_nodes(node: NodeProcess) -> dict[str, list[str]]:

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import NodeProcess, node_process, wait_until
+from tests.node.helpers import CLIENT_IO
 
 
 def encode(args: list[bytes]) -> bytes:
@@ -45,9 +46,9 @@ def mutated(draw: st.DrawFn) -> bytes:
 hostile = st.one_of(st.binary(max_size=400), mutated())
 
 
-@pytest.fixture(scope="module")
-def victim() -> Iterator[tuple[NodeProcess, redis.Redis]]:
-    with node_process() as node:
+@pytest.fixture(scope="module", params=CLIENT_IO)
+def victim(request: pytest.FixtureRequest) -> Iterator[tuple[NodeProcess, redis.Redis]]:
+    with node_process("--client-io", str(request.param)) as node:
         witness = redis.Redis(host=node.host, port=node.port, socket_timeout=10)
         assert witness.set("witness", "alive")
         yield node, witness

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -10,8 +11,10 @@ import pytest
 import trio
 import trio.lowlevel
 
+from keycafe.errors import ConfigError
 from keycafe.node.node import NodeConfig, serve_node
 from keycafe.server import ServerState
+from tests.node.helpers import CLIENT_IO
 
 
 def cmd(*args: bytes | str) -> bytes:
@@ -54,6 +57,18 @@ class Client:
 
 
 Connect = Callable[[ServerState], Awaitable[Client]]
+
+
+@pytest.fixture(params=CLIENT_IO)
+def client_io(request: pytest.FixtureRequest) -> str:
+    """Every test here runs against the epoll hub and the portable path."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def trio_node(nursery: trio.Nursery, client_io: str) -> ServerState:
+    state: ServerState = await nursery.start(serve_node, NodeConfig(port=0, client_io=client_io))
+    return state
 
 
 @pytest.fixture
@@ -161,9 +176,10 @@ async def test_a_client_that_never_reads_cannot_grow_server_memory(
 
 
 async def test_idle_clients_are_closed_after_timeout(
-    nursery: trio.Nursery, connect: Connect
+    nursery: trio.Nursery, connect: Connect, client_io: str
 ) -> None:
-    state: ServerState = await nursery.start(serve_node, NodeConfig(port=0, timeout=1))
+    config = NodeConfig(port=0, timeout=1, client_io=client_io)
+    state: ServerState = await nursery.start(serve_node, config)
     idle = await connect(state)
     busy = await connect(state)
     pongs = 0
@@ -183,8 +199,9 @@ async def test_idle_clients_are_closed_after_timeout(
     assert await busy.call("PING") == b"PONG"
 
 
-async def test_maxclients(nursery: trio.Nursery, connect: Connect) -> None:
-    state: ServerState = await nursery.start(serve_node, NodeConfig(port=0, maxclients=2))
+async def test_maxclients(nursery: trio.Nursery, connect: Connect, client_io: str) -> None:
+    config = NodeConfig(port=0, maxclients=2, client_io=client_io)
+    state: ServerState = await nursery.start(serve_node, config)
     a = await connect(state)
     b = await connect(state)
     assert await a.call("PING") == b"PONG"
@@ -253,3 +270,36 @@ async def test_resetstat_is_seen_by_connections_already_open(
     # CONFIG RESETSTAT, MGET and GET (INFO counts once its batch has run).
     assert figures["total_commands_processed"] == "3"
     assert figures["total_connections_received"] == "0"
+
+
+async def test_without_epoll_the_portable_path_serves(
+    nursery: trio.Nursery, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a platform without epoll (macOS, the BSDs) "auto" takes the
+    portable path, and asking for epoll is a configuration error."""
+    monkeypatch.delattr(select, "epoll", raising=False)
+    with pytest.raises(ConfigError, match="epoll needs Linux"):
+        NodeConfig(client_io="epoll").validate()
+    state: ServerState = await nursery.start(serve_node, NodeConfig(port=0))
+    assert not hub_running()
+    c = await connect(state)
+    await c.stream.send_all(cmd("SET", "k", "v") + cmd("GET", "k"))
+    assert await c.replies(2) == [b"OK", b"v"]
+
+
+def hub_running() -> bool:
+    """Whether an epoll hub task runs anywhere in this trio run."""
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task.name.endswith("ClientHub.run"):
+            return True
+        for child in task.child_nurseries:
+            todo.extend(child.child_tasks)
+    return False
+
+
+async def test_the_client_io_asked_for_is_the_one_running(
+    trio_node: ServerState, client_io: str
+) -> None:
+    assert hub_running() == (client_io == "epoll")

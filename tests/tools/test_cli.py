@@ -9,6 +9,8 @@ import sys
 import pytest
 import redis
 
+from keycafe.errors import ConfigError
+from keycafe.node.node import NodeConfig
 from keycafe.tools.cli import build_parser, config_from_args
 from tests.conftest import node_process, wait_until
 
@@ -21,6 +23,14 @@ def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (config.port, config.requirepass, config.maxclients) == (9999, "pw", 7)
     args = build_parser().parse_args(["--port", "1234"])
     assert config_from_args(args).port == 1234  # the flag wins
+
+
+def test_client_io_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert config_from_args(build_parser().parse_args([])).client_io == "auto"
+    monkeypatch.setenv("KEYCAFE_CLIENT_IO", "portable")
+    assert config_from_args(build_parser().parse_args([])).client_io == "portable"
+    with pytest.raises(ConfigError, match="client-io must be"):
+        NodeConfig(client_io="kqueue").validate()
 
 
 def test_bad_settings_exit_with_a_message() -> None:
