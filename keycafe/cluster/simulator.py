@@ -376,8 +376,11 @@ class SimClient:
         self.ok = 0
         self.failed = 0
         self.per_second: dict[int, list[int]] = {}  # second -> [ok, failed]
+        self.stopped = False  # writers started by run_writer issue no more writes
+        self.in_flight = 0
 
     def execute(self, args: list[bytes], done: Callable[[bytes | None, str], None]) -> None:
+        self.in_flight += 1
         self._attempt(_Op(args=args, done=done))
 
     def set(self, key: bytes, value: bytes, then: Callable[[Write], None] | None = None) -> Write:
@@ -447,6 +450,7 @@ class SimClient:
             self._finish(op, reply, m.sim.name)
 
     def _finish(self, op: _Op, reply: bytes | None, node: str) -> None:
+        self.in_flight -= 1
         ok = reply is not None and not reply.startswith(b"-")
         second = self.per_second.setdefault(int(self.sim.now), [0, 0])
         second[0 if ok else 1] += 1
@@ -472,7 +476,7 @@ def run_writer(
     counter = iter(range(1 << 62))
 
     def loop(writer: int) -> None:
-        if sim.now >= until:
+        if sim.now >= until or client.stopped:
             return
         key = b"key:%d" % sim.rng.randrange(keys)
         value = b"%d:%d" % (writer, next(counter))
@@ -505,7 +509,10 @@ class Verdict:
 def check(
     sim: ClusterSimulator, client: SimClient, *, last_change: float, settle_limit: float = 60.0
 ) -> Verdict:
-    """Let the cluster settle, read every written key back, and judge."""
+    """Stop the writers, let the cluster settle, read every written key back,
+    and judge."""
+    client.stopped = True
+    sim.run_until_true(lambda: client.in_flight == 0, 60.0, step=0.01)
     settled = sim.run_until_true(sim.settled, settle_limit, step=0.05)
     settled_after = sim.now - last_change if settled else None
     crashed = [m.sim.name for m in sim.members.values() if m.crashed_at is not None]
