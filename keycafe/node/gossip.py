@@ -4,8 +4,9 @@ One UDP socket carries SWIM's datagrams; a TCP listener on the same port number
 serves streams (push-pull state exchange and fallback pings), each a request
 frame answered by a reply frame, both length-prefixed. Time for the core is
 ``trio.current_time()``; every core call is followed by ``_flush``, which sends
-its datagrams, starts its stream jobs, applies its events and runs a
-coordinator step. The ring rides on the core through a ``RingKeeper``.
+its datagrams, starts its stream jobs, logs its events and calls
+``after_flush`` (the cluster layer). The ring rides on the core through a
+``RingKeeper``.
 
 For the layer above: ``service.ring`` (the ring this node holds, or None),
 ``service.announce(key, value)`` (set our gossip metadata and send it),
@@ -26,7 +27,7 @@ from typing import Final
 import attrs
 import trio
 
-from keycafe.cluster import coordinator, effects, frames
+from keycafe.cluster import effects, frames
 from keycafe.cluster.ring_record import Ring
 from keycafe.cluster.ringcast import RingKeeper
 from keycafe.errors import BadPacket, StartupError
@@ -100,14 +101,11 @@ class GossipService:
         self._udp: socket.socket | None = None
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
-        self.assessment: coordinator.Assessment | None = None
-        self._assessed_at = -1e9
-        self._waiting_on: frozenset[str] = frozenset()  # members a proposal waits for
         # A node started with seeds takes no part in elections until it has
         # joined: alone, it would elect itself and found a ring of its own.
         self.joined = not seeds
-        # Called after every flush with whether a member changed state (the
-        # slot service follows the ring and the dead from it).
+        # Called after every flush with whether a member changed state: the
+        # cluster layer (keycafe/node/slots.py) runs its step there.
         self.after_flush: Callable[[bool], None] | None = None
 
     @property
@@ -263,12 +261,21 @@ class GossipService:
 
     def flush(self) -> None:
         """Send what the core has queued after a change made from outside (our
-        own metadata), and assess again: a change of our own raises no member
-        event, and the coordinator may be us."""
-        self._assessed_at = -1e9
+        own metadata)."""
         self._flush()
 
     def _flush(self) -> None:
+        self._send_out()
+        changed = False
+        while (event := self.core.next_event()) is not None:
+            changed = True
+            self._log_event(event)
+        if self.after_flush is not None:
+            self.after_flush(changed)
+            self._send_out()  # what the layer above queued (its metadata)
+        self._wake.set()
+
+    def _send_out(self) -> None:
         core = self.core
         udp = self._udp
         for data, addr in core.datagrams_to_send(trio.current_time()):
@@ -284,45 +291,6 @@ class GossipService:
         while (job := core.next_stream_job()) is not None:
             if self._nursery is not None:
                 self._nursery.start_soon(self._run_job, job)
-        changed = False
-        while (event := core.next_event()) is not None:
-            changed = True
-            self._log_event(event)
-        now = trio.current_time()
-        if self.joined and (changed or now - self._assessed_at >= 1.0):
-            self._assess(now)
-        if self.after_flush is not None:
-            self.after_flush(changed)
-        self._wake.set()
-
-    def _assess(self, now: float) -> None:
-        """Who coordinates; claim the role if elected. A claim is a metadata
-        change, which goes out with the next gossip round."""
-        self._assessed_at = now
-        before = self.assessment
-        a = self.assessment = effects.coordinate(self.core, self.keeper, now)
-        ring = self.keeper.ring
-        if (
-            log.isEnabledFor(logging.DEBUG)
-            and a.coordinator == self.core.node
-            and ring is not None
-            and ring.pending
-        ):
-            waiting = coordinator.not_ready(ring, self.core.member_list())
-            if waiting != self._waiting_on:
-                log.debug("epoch %d waits for %s", ring.epoch, sorted(n[:12] for n in waiting))
-                self._waiting_on = waiting
-        if before is None or (a.coordinator, a.term, a.majority) != (
-            before.coordinator,
-            before.term,
-            before.majority,
-        ):
-            log.info(
-                "coordinator: %s (term %d%s)",
-                a.coordinator[:12] if a.coordinator else "none",
-                a.term,
-                "" if a.majority else "; no majority of members alive, it may not act",
-            )
 
     def _log_event(self, event: MemberEvent) -> None:
         m = event.member
@@ -379,15 +347,7 @@ def members_view(service: GossipService) -> list[MemberView]:
 def gossip_figures(service: GossipService) -> dict[str, int | str]:
     """Figures for CLUSTER INFO, which prints each as ``keycafe_<name>``."""
     states = [m.state for m in service.core.members.values()]
-    a = service.assessment
-    ring = service.ring
     return {
-        "ring_epoch": ring.epoch if ring else 0,
-        "ring_term": ring.term if ring else 0,
-        "ring_members": len(ring.members) if ring else 0,
-        "coordinator": (a.coordinator or "") if a else "",
-        "coordinator_term": a.term if a else 0,
-        "coordinator_majority": int(a.majority) if a else 0,
         "gossip_members_alive": states.count(State.ALIVE),
         "gossip_members_suspect": states.count(State.SUSPECT),
         "gossip_members_dead": states.count(State.DEAD),

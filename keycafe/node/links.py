@@ -35,6 +35,7 @@ BACKOFF: Final = (0.1, 5.0)  # first and longest wait between reconnects
 QUEUE_FRAMES: Final = 1024  # frames waiting per peer before senders wait
 
 OnFrame = Callable[[str, Frame], None]
+OnBroken = Callable[[str], None]
 
 
 @attrs.define(eq=False)
@@ -68,6 +69,9 @@ class PeerLinks:
     ) -> None:
         self.node_id = node_id
         self.on_frame = on_frame
+        # Told the peer's id when an outgoing link fails: frames written to it
+        # may be lost (delivery is at most once), so the sender can repeat them.
+        self.on_broken: OnBroken | None = None
         self.queue_frames = queue_frames
         self.backoff = backoff
         self.counters = LinkCounters()
@@ -127,6 +131,8 @@ class PeerLinks:
                 await self._connect_and_pump(link)
             except* (OSError, trio.BrokenResourceError, trio.TooSlowError, BadPacket) as group:
                 self.counters.failures += 1
+                if self.on_broken is not None:
+                    self.on_broken(link.peer)
                 log.debug(
                     "link to %s (%s:%d) failed: %s", link.peer[:12], *link.addr, group.exceptions[0]
                 )

@@ -54,11 +54,13 @@ async def _two_proposals_in_one_go() -> None:
         gossip.keeper.publish(
             Ring(epoch=2, term=1, coordinator=OLD, members=(OLD,), pending=(OLD, ME)), now
         )
-        slots.check()
+        gossip.flush()
         gossip.keeper.publish(
             Ring(epoch=3, term=1, coordinator=OLD, members=(OLD,), pending=(OLD, ME, OTHER)), now
         )
-        slots.check()
-        await trio.testing.wait_all_tasks_blocked()  # both proposals' tasks have run
+        gossip.flush()
+        await trio.testing.wait_all_tasks_blocked()
         assert gossip.core.me.meta.get(coordinator.READY_KEY) == "3"
+        assert slots.ring is not None
+        assert slots.ring.epoch == 3
         nursery.cancel_scope.cancel()
