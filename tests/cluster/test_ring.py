@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import random
+from bisect import bisect_left
 from collections import Counter
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keycafe.cluster.ring import RingConfig, build_table, moved, slot_owners, token
+from keycafe.cluster.ring import (
+    _ORDER,
+    _POINTS,
+    RingConfig,
+    TokenIndex,
+    build_table,
+    moved,
+    slot_owners,
+    token,
+)
 from keycafe.cluster.slot_table import NodeAddr
 from keycafe.store.keyslot import SLOT_COUNT
 
@@ -94,3 +105,83 @@ def test_build_table_routes_by_the_ring() -> None:
     other = next(s for s in range(SLOT_COUNT) if not table.mine[s])
     owner = addrs[table.owners[other][0]]
     assert table.redirect(other) == b"-MOVED %d 127.0.0.1:%d\r\n" % (other, owner.port)
+
+
+def reference_owners(
+    members: set[str] | list[str], config: RingConfig
+) -> tuple[tuple[str, ...], ...]:
+    """The placement rule written plainly: one sorted ring of every member's
+    tokens, each slot (in _ORDER) walking clockwise from its point to the first
+    member not yet chosen with room at each rank; after a whole turn with no
+    room, the first member not yet chosen."""
+    names = sorted(set(members))
+    ring = sorted((token(m, i), m) for m in names for i in range(config.vnodes))
+    tokens = [t for t, _ in ring]
+    holders = [m for _, m in ring]
+    size = len(ring)
+    cap = math.ceil(config.load_factor * SLOT_COUNT / len(names))
+    loads = [dict.fromkeys(names, 0) for _ in range(min(config.replicas, len(names)))]
+    owners: list[tuple[str, ...]] = [()] * SLOT_COUNT
+    for slot in _ORDER:
+        i = bisect_left(tokens, _POINTS[slot]) % size
+        chosen: list[str] = []
+        for load in loads:
+            room: float = cap
+            for step in range(2 * size):
+                if step == size:
+                    room = math.inf
+                m = holders[(i + step) % size]
+                if m not in chosen and load[m] < room:
+                    break
+            i = (i + step) % size
+            chosen.append(m)
+            load[m] += 1
+        owners[slot] = tuple(chosen)
+    return tuple(owners)
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 3])
+def test_the_token_index_gives_the_tables_of_a_cold_computation(replicas: int) -> None:
+    # A warm index has seen other members (some since gone), in another order.
+    config = RingConfig(vnodes=64, replicas=replicas)
+    warm = TokenIndex(64)
+    for seen in (names(30)[::-1], names(12, "gone"), names(5)):
+        slot_owners(seen, config, index=warm)
+    for n in (1, 2, 7, 20):
+        members = names(n)
+        cold = slot_owners(members, config, index=TokenIndex(64))
+        assert slot_owners(members, config, index=warm) == cold == reference_owners(members, config)
+
+
+def test_the_process_index_at_the_defaults_gives_the_plain_table() -> None:
+    members = names(20, "default")
+    assert slot_owners(members) == reference_owners(members, RingConfig())
+    assert slot_owners(members, RingConfig(replicas=2)) == reference_owners(
+        members, RingConfig(replicas=2)
+    )
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    st.lists(st.sets(st.sampled_from(names(16)), min_size=1, max_size=10), min_size=1, max_size=4),
+    st.integers(1, 3),
+)
+def test_an_index_fed_any_history_gives_the_plain_tables(
+    history: list[set[str]], replicas: int
+) -> None:
+    # slack=0: the index forgets members that left at almost every change.
+    config = RingConfig(vnodes=8, replicas=replicas)
+    warm = TokenIndex(8, slack=0)
+    for members in history:
+        assert slot_owners(members, config, index=warm) == reference_owners(members, config)
+        assert len(warm.names) <= 2 * len(members)
+
+
+@pytest.mark.parametrize(("n", "replicas"), [(3, 2), (4, 3)])
+def test_a_copy_goes_over_the_cap_rather_than_walk_for_ever(n: int, replicas: int) -> None:
+    # With 64 vnodes these member sets leave, for some slots, every member not
+    # yet chosen full at a replica rank (docs/ring.md).
+    config = RingConfig(vnodes=64, replicas=replicas)
+    owners = slot_owners(names(n), config, index=TokenIndex(64))
+    assert all(len(set(o)) == replicas for o in owners)
+    assert owners == reference_owners(names(n), config)
