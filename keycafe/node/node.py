@@ -21,6 +21,7 @@ from keycafe.gossip.config import GossipConfig
 from keycafe.gossip.messages import MemberInfo, State
 from keycafe.node.gossip import GossipService, gossip_figures, members_view, open_cluster_port
 from keycafe.node.links import PeerLinks
+from keycafe.node.loopwatch import LoopWatch, loop_figures
 from keycafe.node.server import bind_listener, have_epoll, serve_clients
 from keycafe.node.slots import SlotService, slot_figures
 from keycafe.resp.parser import Limits
@@ -121,6 +122,7 @@ class _Probe:
 
     gossip: GossipService
     slots: SlotService
+    loop: LoopWatch
 
     def process(self) -> dict[str, float]:
         return process_figures()
@@ -129,7 +131,11 @@ class _Probe:
         return members_view(self.gossip)
 
     def figures(self) -> dict[str, int | str]:
-        return {**gossip_figures(self.gossip), **slot_figures(self.slots)}
+        return {
+            **gossip_figures(self.gossip),
+            **slot_figures(self.slots),
+            **loop_figures(self.loop),
+        }
 
 
 async def _expiry_timer(state: ServerState) -> None:
@@ -220,8 +226,9 @@ async def serve_node(
         links=links,
     )
     slots = SlotService(state, gossip, links, config.ring)
-    state.probe = _Probe(gossip, slots)
+    state.probe = _Probe(gossip, slots, loop := LoopWatch())
     async with trio.open_nursery() as nursery:
+        await nursery.start(loop.run)
         await nursery.start(links.run)
         await nursery.start(slots.run)
         await nursery.start(gossip.run, udp, stream_listener)
