@@ -1,0 +1,200 @@
+"""Whole nodes in the cluster simulator: seeded scenarios and a Hypothesis
+state machine of joins, leaves, crashes, broken links, delays and rings a
+node misses, with the cluster's invariants checked throughout."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from keycafe.cluster.simulator import ClusterSimulator, SimClient, check, run_writer
+from keycafe.gossip.simulator import Link
+from sims import cluster as cluster_script
+
+EXAMPLES = int(os.environ.get("KEYCAFE_SIM_EXAMPLES", "10"))
+SETTLE_LIMIT = 60.0  # virtual seconds after the last fault for the cluster to settle
+
+
+def test_the_scenario_script_passes_and_replays() -> None:
+    assert cluster_script.main(["--nodes", "6", "--seed", "3", "--quiet"]) == 0
+    a = ClusterSimulator(seed=11)
+    b = ClusterSimulator(seed=11)
+    for sim in (a, b):
+        first = sim.add_node(0)
+        for i in range(1, 4):
+            sim.add_node(i, seed=first)
+        client = SimClient(sim)
+        run_writer(sim, client, until=6.0)
+        sim.run_for(4)
+        sim.add_node(4, seed=first)
+        sim.run_for(6)
+    assert a.trace_digest == b.trace_digest
+    assert a.frames_sent == b.frames_sent > 0
+
+
+def test_a_joiner_that_misses_the_proposal_still_gets_its_data() -> None:
+    """The joiner hears no gossip for a while (it misses the proposal's ring
+    broadcast) while its peer links carry the data: nothing may be lost."""
+    sim = ClusterSimulator(seed=5)
+    first = sim.add_node(0)
+    for i in range(1, 3):
+        sim.add_node(i, seed=first)
+    assert sim.run_until_true(sim.settled, 30)
+    client = SimClient(sim)
+    run_writer(sim, client, until=sim.now + 8)
+    sim.run_for(1)
+    joiner = sim.add_node(3, seed=first)
+    sim.run_for(0.3)
+    deaf = Link(loss=1.0)
+    for name in list(sim.members)[:3]:
+        sim.net.set_link(name, joiner.sim.name, deaf)
+    sim.run_for(2.5)
+    for name in list(sim.members)[:3]:
+        sim.net.links.pop((name, joiner.sim.name), None)
+    last = sim.now
+    verdict = check(sim, client, last_change=last, settle_limit=SETTLE_LIMIT)
+    assert verdict.settled_after is not None
+    assert verdict.lost == []
+    assert verdict.ring_conflicts == []
+    assert verdict.writes_acked > 100
+
+
+class WholeCluster(RuleBasedStateMachine):
+    """Faults at random, a client writing throughout; at the end everything
+    settles and every acknowledged write no crash excuses is readable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sim: ClusterSimulator | None = None
+        self.client: SimClient | None = None
+        self.next_id = 0
+        self.last_change = 0.0
+
+    @initialize(seed=st.integers(0, 2**32 - 1), founders=st.integers(2, 4))
+    def form(self, seed: int, founders: int) -> None:
+        sim = self.sim = ClusterSimulator(seed=seed)
+        first = sim.add_node(0)
+        for i in range(1, founders):
+            sim.add_node(i, seed=first)
+        self.next_id = founders
+        assert sim.run_until_true(sim.settled, 30), "the founders formed no ring"
+        self.client = SimClient(sim)
+        run_writer(self.sim, self.client, until=float("inf"), keys=500, concurrency=2)
+
+    def _live(self) -> list[str]:
+        assert self.sim is not None
+        return sorted(
+            m.sim.name for m in self.sim.live() if m.left_at is None and m.crashed_at is None
+        )
+
+    def _can_lose_one(self) -> bool:
+        """A member may go (leave or crash) only while the newest ring keeps a
+        majority alive without it: with no majority the coordinator rightly
+        changes nothing (keep-majority), and the cluster would never settle."""
+        assert self.sim is not None
+        live = set(self._live())
+        rings = [m.cluster.ring for m in self.sim.live() if m.cluster.ring is not None]
+        if len(live) <= 2 or not rings:
+            return False
+        # The voters are each ring's members (coordinator.py); a change in
+        # flight may still leave an older ring in force somewhere.
+        return all(2 * (len(set(r.members) & live) - 1) > len(r.members) for r in rings)
+
+    def _changed(self) -> None:
+        assert self.sim is not None
+        self.last_change = self.sim.now
+
+    @precondition(lambda self: self.next_id < 8)
+    @rule()
+    def join(self) -> None:
+        assert self.sim is not None
+        live = self._live()
+        seed = self.sim.members[live[0]]
+        self.sim.add_node(self.next_id, seed=seed)
+        self.next_id += 1
+        self._changed()
+
+    @precondition(lambda self: self._can_lose_one())
+    @rule(pick=st.integers(0, 7))
+    def leave(self, pick: int) -> None:
+        assert self.sim is not None
+        live = self._live()
+        self.sim.leave(live[pick % len(live)])
+        self._changed()
+
+    @precondition(lambda self: self._can_lose_one())
+    @rule(pick=st.integers(0, 7))
+    def crash(self, pick: int) -> None:
+        assert self.sim is not None
+        live = self._live()
+        self.sim.crash(live[pick % len(live)])
+        self._changed()
+
+    @rule(a=st.integers(0, 7), b=st.integers(0, 7))
+    def break_link(self, a: int, b: int) -> None:
+        assert self.sim is not None
+        live = self._live()
+        x, y = live[a % len(live)], live[b % len(live)]
+        if x != y:
+            self.sim.break_link(x, y)
+
+    @rule(a=st.integers(0, 7), b=st.integers(0, 7), delay=st.floats(0.001, 0.2))
+    def slow_path(self, a: int, b: int, delay: float) -> None:
+        assert self.sim is not None
+        live = self._live()
+        x, y = live[a % len(live)], live[b % len(live)]
+        if x != y:
+            self.sim.net.set_link(x, y, Link(delay=delay, jitter=delay / 2))
+
+    @rule(pick=st.integers(0, 7), seconds=st.floats(0.2, 2.5))
+    def miss_rings(self, pick: int, seconds: float) -> None:
+        """A node hears no datagrams for a while (shorter than the suspicion
+        timeout): it skips ring broadcasts, its peer links still work."""
+        assert self.sim is not None
+        live = self._live()
+        victim = live[pick % len(live)]
+        for other in live:
+            if other != victim:
+                self.sim.net.set_link(other, victim, Link(loss=1.0))
+        self.sim.run_for(seconds)
+        for other in live:
+            self.sim.net.links.pop((other, victim), None)
+
+    @rule(seconds=st.floats(0.05, 6.0))
+    def run(self, seconds: float) -> None:
+        assert self.sim is not None
+        self.sim.run_for(seconds)
+
+    @invariant()
+    def one_member_set_per_epoch(self) -> None:
+        if self.sim is not None:
+            assert self.sim.ring_conflicts == []
+
+    def teardown(self) -> None:
+        if self.sim is None or self.client is None:
+            return
+        self.sim.net.links.clear()
+        verdict = check(
+            self.sim, self.client, last_change=self.last_change, settle_limit=SETTLE_LIMIT
+        )
+        assert verdict.ring_conflicts == []
+        assert verdict.settled_after is not None, "the cluster did not settle"
+        assert verdict.lost == [], verdict.lost[:5]
+
+
+TestWholeCluster = WholeCluster.TestCase
+TestWholeCluster.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
