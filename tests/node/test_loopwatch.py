@@ -54,7 +54,7 @@ def test_the_recent_longest_step_forgets_steps_older_than_the_window(
 
     def step(at: float, took: float) -> None:
         now[0] = at
-        watch.before_task_step(task)
+        watch.after_io_wait(0)
         now[0] = at + took
         watch.after_task_step(task)
 
