@@ -8,7 +8,10 @@ and keeps the longest, when it ended and which task took it, the longest of
 the last few seconds (so that a sim can tell which ring change held the loop)
 and how many steps took over 20 ms. It runs on every step, so it does one
 clock read and a few comparisons there, and its slow path only when a step
-sets a record or a second goes by.
+sets a record or a second goes by. Even so it costs: redis-benchmark -t
+set,get against one node took 31.5 us of node CPU per request with it and
+28.5 without at -c 50, 79.5 and 73.5 at -c 1 (medians of 3, load ~2.5),
+mostly trio's call of the hook.
 """
 
 from __future__ import annotations
