@@ -41,7 +41,7 @@ from keycafe.gossip.messages import Address, MemberInfo, State
 
 # Gossip metadata key holding the term a member claims as coordinator.
 TERM_KEY: Final = "coordinator-term"
-# The member has streamed out what the pending change of this epoch moves.
+# "<term>.<epoch>": the member has streamed out what that proposal moves.
 READY_KEY: Final = "ready-epoch"
 # "1": the member asks to leave the ring (a graceful shutdown).
 LEAVING_KEY: Final = "leaving"
@@ -184,14 +184,20 @@ def next_ring(
 def not_ready(ring: Ring, members: Iterable[MemberInfo]) -> frozenset[str]:
     """Live members involved in ``ring``'s proposal that have not yet said they
     streamed their part of it."""
-    epoch = str(ring.epoch)
+    version = ready_value(ring.term, ring.epoch)
     return frozenset(
         m.node
         for m in members
         if m.state in (State.ALIVE, State.SUSPECT)
         and (m.node in ring.members or m.node in ring.pending)
-        and m.meta.get(READY_KEY) != epoch
+        and m.meta.get(READY_KEY) != version
     )
+
+
+def ready_value(term: int, epoch: int) -> str:
+    """What ``READY_KEY`` holds for the proposal (term, epoch): the term too,
+    since a new coordinator may publish another proposal at the same epoch."""
+    return f"{term}.{epoch}"
 
 
 def step(

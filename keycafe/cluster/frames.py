@@ -35,7 +35,7 @@ DATA: Final = 4  # body: application payload (replication: later)
 # (term, epoch) is the version of the ring proposal the frame belongs to.
 BATCH: Final = 5  # [transfer id, term, epoch, slot, [entry, ...]]: part of a handed-over slot
 DONE: Final = 6  # [transfer id, term, epoch, batches sent, [slot, ...]]: the transfer's end
-ACK: Final = 7  # [transfer id, batches received]: the receiver's answer to DONE
+ACK: Final = 7  # [transfer id, batches received, [slot not kept, ...]]: answers DONE
 FORWARD: Final = 8  # [term, epoch, slot, [entry, ...]]: writes made meanwhile to a moving slot
 
 # 2: hand-off frames carry the proposal's (term, epoch).

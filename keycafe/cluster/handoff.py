@@ -56,9 +56,11 @@ BATCH_ENTRIES: Final = 512  # entries per frame (well under the frame limit for 
 BATCH_BYTES: Final = 1 << 20  # ... or about this many bytes of keys and values
 ACK_TIMEOUT: Final = 10.0  # a transfer not acknowledged in this long is sent again
 RETRY_PAUSE: Final = 0.5  # seconds before sending a failed transfer again
-# A slot handed over waits at most this long for the new owner to acknowledge
-# its last forwards (a dead new owner never will; the next ring drops it).
-DRAIN_TIMEOUT: Final = 10.0
+# A new owner answers TRYAGAIN for a slot it gained until the old owner's
+# barrier arrives (the old owner may still be acknowledging writes under the
+# ring before), or the old owner is known dead, or at most this long: a
+# bound on staleness, not on durability (late writes still arrive as forwards).
+AWAIT_TIMEOUT: Final = 10.0
 FORWARD_PERIOD: Final = 0.002  # how often writes to moving slots are collected
 # Largest term or epoch accepted in a frame: far beyond any honest value, and
 # small enough that every arithmetic on it stays in msgpack's int64.
@@ -87,8 +89,11 @@ class Outgoing:
 
 @attrs.frozen(kw_only=True)
 class Ready:
-    """This node streamed what the proposal of ``epoch`` moves: say so."""
+    """This node streamed what the proposal ``(term, epoch)`` moves: say so.
+    The term matters: a new coordinator may publish another proposal at the
+    same epoch, and readiness for the old one must not count for it."""
 
+    term: int
     epoch: int
 
 
@@ -131,6 +136,7 @@ class _Transfer:
     # it arrived; after a broken link it carries ``slots`` whole (``full``).
     barrier: bool = False
     full: bool = True
+    breaks: int = 0  # the peer's link breaks counted when this attempt started
     tid: int = 0
     sent: int = 0  # batches of the current attempt
     batches: Iterator[tuple[int, list[Exported]]] | None = None
@@ -216,15 +222,28 @@ class Handoff:
         self.table = SlotTable.unassigned(me)
         self._pending_mine = bytes(SLOT_COUNT)  # 1: ours in the ring's pending set
         self._down: frozenset[str] = frozenset()
+        self._unknown: frozenset[str] = frozenset()  # ring members with no address
         self._ids = itertools.count(1)
         self._transfers: list[_Transfer] = []  # the proposal's and the drains' transfers
-        self._ready_for: int | None = None  # the proposal epoch Ready was reported for
+        self._ready_for: Version | None = None  # the proposal Ready was reported for
         # Outgoing: who receives the writes to each watched slot.
         self._subscribers: dict[int, set[str]] = {}
         self._forward_at: float | None = None
-        # Handed-over slots kept (TRYAGAIN) until their new owner confirms.
+        # Handed-over slots kept (TRYAGAIN) until their new owner confirms:
+        # never let go on a timeout, only on an acknowledgement or a death.
         self._draining: dict[int, str] = {}
-        self._drain_deadline: dict[str, float] = {}
+        # Links that broke since a whole transfer to that peer was last
+        # acknowledged: forwards may be missing there, so its drain sends
+        # everything again instead of a bare barrier.
+        self._breaks: dict[str, int] = {}
+        self._whole: dict[str, int] = {}
+        # Slots gained in the change, awaiting the old owner's barrier: slot ->
+        # (old owner, deadline). Slots whose barrier came: slot -> its version.
+        self._awaiting: dict[int, tuple[str, float]] = {}
+        self._confirmed: dict[int, Version] = {}
+        # Data from a peer for slots this node does not keep: reported in the
+        # next ACK to it, so it does not let go of them.
+        self._refused: dict[str, set[int]] = {}
         # Incoming: batches received per (sender, transfer id); slots whose
         # transfer completed, with the proposal version it belonged to.
         self._inbound: dict[tuple[str, int], _Inbound] = {}
@@ -237,15 +256,15 @@ class Handoff:
     # -- inputs ---------------------------------------------------------------------------
 
     def set_ring(self, ring: RingLike, nodes: Mapping[str, NodeAddr], now: float) -> bool:
-        """Adopt ``ring`` (newer than any before); ``nodes`` must have an address
-        for each of its members, else nothing happens and this returns False
-        (adopt it once gossip has told us of them)."""
-        if any(n != self.node and n not in nodes for n in ring.members):
-            return False
+        """Adopt ``ring`` (the caller hands only rings newer than the last);
+        ``nodes`` has the address of each member gossip knows. A member it does
+        not (dead and forgotten, or news not here yet) is routed as down until
+        ``update_nodes`` brings its address: waiting for it instead could wait
+        for ever, and hold up the whole cluster's next change."""
         previous = self.ring
         self.ring = ring
         if previous is None or previous.members != ring.members:
-            self._adopt_members(ring, nodes, now)
+            self._adopt_members(ring, previous, nodes, now)
         pending = self.owners(ring.pending) if ring.pending else None
         self._pending_mine = (
             bytes(1 if o and o[0] == self.node else 0 for o in pending)
@@ -268,8 +287,11 @@ class Handoff:
             return
         self._down = down
         for peer in down:
-            if peer in self._drain_deadline:
-                self._release(peer)
+            if peer in self._draining.values():
+                self._release(peer, set())
+        for slot, (owner, _) in list(self._awaiting.items()):
+            if owner in down:
+                del self._awaiting[slot]
         self._route()
 
     def link_broken(self, peer: str, now: float) -> None:
@@ -277,6 +299,7 @@ class Handoff:
         one by one): send its transfers again, whole, and the slots it was
         given by a transfer that already finished too."""
         self._out = deque(o for o in self._out if o.peer != peer)
+        self._breaks[peer] = self._breaks.get(peer, 0) + 1
         active = set()
         for t in self._transfers:
             if t.peer == peer and not t.done:
@@ -339,7 +362,7 @@ class Handoff:
     def get_timer(self) -> float | None:
         times = [t.retry_at for t in self._transfers if t.retry_at is not None]
         times += [t.waiting_until for t in self._transfers if t.waiting_until is not None]
-        times += self._drain_deadline.values()
+        times += [deadline for _, deadline in self._awaiting.values()]
         if self._forward_at is not None:
             times.append(self._forward_at)
         return min(times, default=None)
@@ -355,10 +378,13 @@ class Handoff:
                 self._start(t)
             elif t.waiting_until is not None and now >= t.waiting_until:
                 self.counters.transfers_retried += 1
+                t.full = True  # whatever went before it may be lost too
                 self._restart(t, now)
-        for peer, deadline in list(self._drain_deadline.items()):
-            if now >= deadline:
-                self._release(peer)
+        due = [s for s, (_, deadline) in self._awaiting.items() if now >= deadline]
+        for slot in due:
+            del self._awaiting[slot]
+        if due:
+            self._route()
 
     def collect_forwards(self) -> None:
         """Queue the writes made to watched slots since the last collection."""
@@ -382,33 +408,70 @@ class Handoff:
 
     # -- following the ring ---------------------------------------------------------------
 
-    def _adopt_members(self, ring: RingLike, nodes: Mapping[str, NodeAddr], now: float) -> None:
+    def _adopt_members(
+        self,
+        ring: RingLike,
+        previous: RingLike | None,
+        nodes: Mapping[str, NodeAddr],
+        now: float,
+    ) -> None:
         """Route by the new members; keep handed-over slots until drained."""
-        known = {self.node: self.me, **{n: nodes[n] for n in ring.members if n in nodes}}
-        self.table = SlotTable(
-            epoch=ring.epoch, my_id=self.node, nodes=known, owners=self.owners(ring.members)
-        )
+        self.table = self._table(ring, nodes)
         # What was written to moving slots until now goes out first, then a
-        # barrier each new owner acknowledges once it has it all.
+        # barrier each new owner acknowledges once it has it all. Each slot goes
+        # to its owner in this ring (a node that skipped a proposal may hold an
+        # older plan): whole if that is not who had the proposal's transfer, or
+        # if the link to it broke since it last acknowledged a whole transfer.
         self.collect_forwards()
-        mine = self.table.mine
-        handing: dict[str, list[int]] = {}
-        for slot, dests in self._subscribers.items():
-            if not mine[slot]:
-                for dest in dests:
-                    handing.setdefault(dest, []).append(slot)
-        self._unwatch()
+        mine, owners = self.table.mine, self.table.owners
         version = (ring.term, ring.epoch)
-        for dest, slots in handing.items():
-            for slot in slots:
-                self._draining[slot] = dest
-            if dest in self._down:
-                self._release(dest)
+        drains: dict[tuple[str, bool], set[int]] = {}
+        for slot, dests in self._subscribers.items():
+            owner = owners[slot][0] if owners[slot] else None
+            if mine[slot] or owner is None:
                 continue
-            self._drain_deadline[dest] = now + DRAIN_TIMEOUT
-            barrier = _Transfer(peer=dest, slots=slots, version=version, barrier=True, full=False)
-            self._transfers.append(barrier)
-            self._start(barrier)
+            whole = owner not in dests or self._unsure(owner)
+            drains.setdefault((owner, whole), set()).add(slot)
+        # Slots still draining from an earlier change whose owner changed since.
+        for slot, dest in list(self._draining.items()):
+            owner = owners[slot][0] if owners[slot] else None
+            if owner == self.node:
+                del self._draining[slot]  # ours again
+            elif owner is not None and owner != dest:
+                drains.setdefault((owner, True), set()).add(slot)
+        self._unwatch()
+        for (dest, whole), slots in drains.items():
+            self._drain(dest, slots, version, whole)
+        # Slots we gain wait for their old owner's barrier (TRYAGAIN meanwhile).
+        self._awaiting = {s: v for s, v in self._awaiting.items() if mine[s]}
+        if previous is not None:
+            before = self.owners(previous.members)
+            since = (previous.term, previous.epoch)
+            for slot in range(SLOT_COUNT):
+                if not mine[slot] or not before[slot] or slot in self._awaiting:
+                    continue
+                old = before[slot][0]
+                if old == self.node or old in self._down:
+                    continue
+                if self._confirmed.get(slot, since) > since:
+                    continue  # its barrier came before we heard of the change
+                self._awaiting[slot] = (old, now + AWAIT_TIMEOUT)
+
+    def _unsure(self, peer: str) -> bool:
+        """The link to ``peer`` broke since it last acknowledged a whole transfer."""
+        return self._breaks.get(peer, 0) > self._whole.get(peer, 0)
+
+    def _drain(self, dest: str, slots: set[int], version: Version, whole: bool) -> None:
+        for slot in slots:
+            self._draining[slot] = dest
+        if dest in self._down:
+            self._release(dest, set())
+            return
+        barrier = _Transfer(
+            peer=dest, slots=sorted(slots), version=version, barrier=True, full=whole
+        )
+        self._transfers.append(barrier)
+        self._start(barrier)
 
     def _drop_unowned(self) -> None:
         """Forget every slot this node neither owns, gains in the pending set,
@@ -466,15 +529,37 @@ class Handoff:
         for slot in self._received:
             if not self.table.mine[slot]:
                 moving[slot] = 1
+        for slot in self._awaiting:
+            moving[slot] = 1
         table = self.table
-        if table.down != self._down:
-            table = self.table = attrs.evolve(table, down=self._down)
+        down = self._down | self._unknown
+        if table.down != down:
+            table = self.table = attrs.evolve(table, down=down)
         self._events.append(RoutingChanged(table=table, moving=bytes(moving)))
+
+    def _table(self, ring: RingLike, nodes: Mapping[str, NodeAddr]) -> SlotTable:
+        known = {self.node: self.me, **{n: nodes[n] for n in ring.members if n in nodes}}
+        self._unknown = frozenset(n for n in ring.members if n not in known)
+        return SlotTable(
+            epoch=ring.epoch,
+            my_id=self.node,
+            nodes=known,
+            owners=self.owners(ring.members),
+            down=self._down | self._unknown,
+        )
+
+    def update_nodes(self, nodes: Mapping[str, NodeAddr]) -> None:
+        """Addresses of ring members that were unknown when the ring came."""
+        if self.ring is None or not any(n in nodes for n in self._unknown):
+            return
+        self.table = self._table(self.ring, nodes)
+        self._route()
 
     # -- transfers ------------------------------------------------------------------------
 
     def _start(self, t: _Transfer) -> None:
         t.tid = next(self._ids)
+        t.breaks = self._breaks.get(t.peer, 0)
         t.sent = 0
         t.retry_at = None
         t.waiting_until = None
@@ -492,40 +577,76 @@ class Handoff:
         t.waiting_until = None
         t.retry_at = now + RETRY_PAUSE
 
-    def _acknowledged(self, t: _Transfer, got: int, now: float) -> None:
+    def _acknowledged(self, t: _Transfer, got: int, refused: set[int], now: float) -> None:
         if t.batches is not None or t.waiting_until is None:
             return  # an answer to an attempt we have given up on
-        if got != t.sent:
+        refused &= set(t.slots)
+        if got != t.sent or (refused and not t.barrier):
+            # Short, or the receiver does not take some slots (its ring is
+            # newer than our plan): again, until a newer ring replaces the plan.
             self.counters.transfers_retried += 1
             self._restart(t, now)
             return
         t.done = True
         t.waiting_until = None
+        if t.full and not refused:
+            self._whole[t.peer] = max(self._whole.get(t.peer, 0), t.breaks)
         if t.barrier:
-            self._release(t.peer)
+            self._release(t.peer, refused, t.slots)
+            if refused:
+                self._redrain(t, refused, now)
         self._transfers = [x for x in self._transfers if not x.done]
         self._check_ready()
 
+    def _redrain(self, t: _Transfer, refused: set[int], now: float) -> None:
+        """The receiver of a drain did not keep ``refused``: send them whole to
+        their owner by our table (again to the same peer, after a pause, while
+        our table still names it: one of us is behind on rings)."""
+        owners = self.table.owners
+        by_owner: dict[str, set[int]] = {}
+        for slot in refused:
+            owner = owners[slot][0] if owners[slot] else None
+            if owner == self.node or owner is None:
+                self._draining.pop(slot, None)
+            else:
+                by_owner.setdefault(owner, set()).add(slot)
+        for owner, slots in by_owner.items():
+            if owner != t.peer:
+                self._drain(owner, slots, t.version, True)
+                continue
+            again = _Transfer(
+                peer=owner, slots=sorted(slots), version=t.version, barrier=True, full=True
+            )
+            self._transfers.append(again)
+            self._restart(again, now)
+        self._route()
+
     def _check_ready(self) -> None:
         ring = self.ring
-        if ring is None or not ring.pending or self._ready_for == ring.epoch:
+        if ring is None or not ring.pending or self._ready_for == (ring.term, ring.epoch):
             return
         if self.node not in (*ring.members, *ring.pending):
             return
         if any(not t.barrier for t in self._transfers):
             return
-        self._ready_for = ring.epoch
-        self._events.append(Ready(epoch=ring.epoch))
+        self._ready_for = (ring.term, ring.epoch)
+        self._events.append(Ready(term=ring.term, epoch=ring.epoch))
 
-    def _release(self, peer: str) -> None:
-        """Let go of the slots handed to ``peer``: confirmed, dead or timed out."""
-        self._drain_deadline.pop(peer, None)
-        for t in self._transfers:
-            if t.barrier and t.peer == peer:
-                t.done = True
-        self._transfers = [t for t in self._transfers if not t.done]
+    def _release(
+        self, peer: str, refused: set[int], slots: Iterable[int] | None = None
+    ) -> None:
+        """Let go of the slots drained to ``peer`` (``slots`` only, if given) but
+        ``refused``: it confirmed having them, or it is dead."""
+        if slots is None:
+            for t in self._transfers:
+                if t.barrier and t.peer == peer:
+                    t.done = True
+            self._transfers = [t for t in self._transfers if not t.done]
+        only = None if slots is None else set(slots)
         mine = self.table.mine
         for slot in [s for s, dest in self._draining.items() if dest == peer]:
+            if slot in refused or (only is not None and slot not in only):
+                continue
             del self._draining[slot]
             if not mine[slot] and not self._pending_mine[slot] and slot not in self._received:
                 self.counters.keys_dropped += self.store.drop_slot(slot)
@@ -565,7 +686,7 @@ class Handoff:
                 inbound = self._inbound[key] = _Inbound(version=version)
             inbound.batches += 1
             if not self._gains(slot, version):
-                self.counters.stale_frames += 1
+                self._refuse(peer, slot)
                 return
             self.store.merge(slot, items, wall_ms)
             self.counters.keys_received += len(items)
@@ -580,27 +701,41 @@ class Handoff:
             # Earlier transfers from this peer were given up by it: forget them.
             for k in [k for k in self._inbound if k[0] == peer and k[1] < tid]:
                 del self._inbound[k]
+            # Slots of this transfer we do not keep, or whose data we refused:
+            # the sender must not let go of them on our word.
+            stale = self._refused.get(peer, set())
+            not_kept = sorted({s for s in slots if s in stale or not self._gains(s, version)})
+            stale.difference_update(slots)
             if got == batches:
-                gained = [s for s in slots if self._gains(s, version)]
-                for slot in gained:
+                taken = [s for s in slots if s not in not_kept]
+                for slot in taken:
                     self._received[slot] = max(version, self._received.get(slot, version))
-                if gained:
+                    self._confirmed[slot] = max(version, self._confirmed.get(slot, version))
+                    self._awaiting.pop(slot, None)
+                if taken:
                     self._route()
-            self._out.append(Outgoing(peer=peer, kind=frames.ACK, body=[tid, got]))
+            self._out.append(Outgoing(peer=peer, kind=frames.ACK, body=[tid, got, not_kept]))
         elif frame.kind == frames.ACK:
             tid, got = _count(body[0]), _count(body[1])
+            if len(body) > 2 and type(body[2]) is not list:
+                raise ValueError("refused slots must be a list")
+            refused = {_slot(s) for s in body[2]} if len(body) > 2 else set()
             for t in self._transfers:
                 if t.peer == peer and t.tid == tid and not t.done:
-                    self._acknowledged(t, got, now)
+                    self._acknowledged(t, got, refused, now)
                     break
         elif frame.kind == frames.FORWARD:
             term, epoch, slot, raw = body
             version, slot = _version(term, epoch), _slot(slot)
             items = decode_entries_untrusted(raw)
             if not self._gains(slot, version):
-                self.counters.stale_frames += 1
+                self._refuse(peer, slot)
                 return
             self.store.merge(slot, items, wall_ms)
+
+    def _refuse(self, peer: str, slot: int) -> None:
+        self.counters.stale_frames += 1
+        self._refused.setdefault(peer, set()).add(slot)
 
 
 def figures(core: Handoff) -> dict[str, int | str]:

@@ -91,6 +91,9 @@ class ClusterNode:
             self._assess(now)
         self._follow(now)
         if changed:
+            ring = self.ring
+            if ring is not None:
+                self.handoff.update_nodes(self._nodes(ring))
             self._mark_down(now)
 
     def get_timer(self) -> float | None:
@@ -144,6 +147,12 @@ class ClusterNode:
         current = self.handoff.ring
         if ring is None or (current is not None and (current.term, current.epoch) >= ring.version):
             return
+        self.handoff.set_ring(ring, self._nodes(ring), now)
+        self._mark_down(now)
+        self._events(now)
+
+    def _nodes(self, ring: Ring) -> dict[str, NodeAddr]:
+        """Addresses of the ring's members that gossip knows."""
         nodes: dict[str, NodeAddr] = {}
         for node in ring.members:
             m = self.core.members.get(node)
@@ -155,9 +164,7 @@ class ClusterNode:
                     port=info.client_addr[1],
                     cluster_port=info.addr[1],
                 )
-        if self.handoff.set_ring(ring, nodes, now):
-            self._mark_down(now)
-            self._events(now)
+        return nodes
 
     def _mark_down(self, now: float) -> None:
         """Ring members this node knows are dead: CLUSTERDOWN for their slots."""
@@ -178,6 +185,7 @@ class ClusterNode:
                     self.routing = ev
                     self.routing_version += 1
                 case Ready():
-                    self._announce(coordinator.READY_KEY, ev.epoch, now)
+                    ready = coordinator.ready_value(ev.term, ev.epoch)
+                    self._announce(coordinator.READY_KEY, ready, now)
                 case Left():
                     self.left = True

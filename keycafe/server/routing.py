@@ -38,13 +38,18 @@ class Routing:
     # the old owner), or one handed over whose last forwarded writes the new
     # owner has not acknowledged yet (redirecting could read stale data there).
     moving: bytes = _SETTLED
-    # Derived: ``table.mine``, 1 where this node serves the slot.
+    # Derived: 1 where this node serves the slot: ``table.mine`` less the
+    # moving slots (a new owner holds a slot it gained back, with TRYAGAIN,
+    # until the old owner's last writes have reached it).
     mine: bytes = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         if len(self.moving) != SLOT_COUNT:
             raise ValueError(f"moving needs {SLOT_COUNT} entries, got {len(self.moving)}")
-        object.__setattr__(self, "mine", self.table.mine)
+        mine = self.table.mine
+        if self.moving != _SETTLED:
+            mine = bytes(m and not h for m, h in zip(mine, self.moving, strict=True))
+        object.__setattr__(self, "mine", mine)
 
     @classmethod
     def create(cls, table: SlotTable, moving: Iterable[int] = ()) -> Routing:

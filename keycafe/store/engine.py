@@ -264,7 +264,8 @@ class Store:
     def merge(self, slot: int, items: Iterable[Exported], now: int) -> int:
         """Apply remote entries: last writer wins by (stamp, writer id), so every
         replica that has seen the same writes holds the same entries, whatever
-        the order they came in. Returns how many changed something.
+        the order they came in. Returns how many changed something. In a
+        watched slot, what changed is recorded in ``dirty`` like a local write.
 
         An entry stamped further ahead of ``now`` than the clock admits is
         refused: not merged, counted in ``clock.refused``. Merged, it would win
@@ -273,6 +274,7 @@ class Store:
         that hears from us, as far ahead.
         """
         live, tombs = self.slots[slot], self.tombstones[slot]
+        watched = self.watched[slot]
         admit = self.clock.admit
         applied = 0
         newest = 0
@@ -297,6 +299,9 @@ class Store:
                 tombs.pop(item.key, None)
                 live[item.key] = entry.pack(item.value, item.expires_ms, item.stamp, writer)
                 self._track_expiry(slot, item.key, old, item.expires_ms)
+            if watched:
+                # A slot moving on from here: what arrived goes on too.
+                self.dirty.append((slot, item.key))
             applied += 1
             newest = max(newest, item.stamp)
         if newest:

@@ -98,7 +98,7 @@ def test_a_change_is_proposed_first_then_made_once_everyone_involved_is_ready() 
     assert proposal.members == current.members  # nothing moves yet
     assert proposal.pending == ("a", "d", "e")
     # Until every live member of either set has streamed its part, nothing changes.
-    ready = {READY_KEY: "6"}
+    ready = {READY_KEY: "1.6"}
     almost = [
         member("a", **ready),
         member("b", State.DEAD),
@@ -110,8 +110,11 @@ def test_a_change_is_proposed_first_then_made_once_everyone_involved_is_ready() 
     change = next_ring(proposal, done, "a", 1)
     assert change == Ring(epoch=7, term=1, coordinator="a", members=("a", "d", "e"))
     # Readiness for an older proposal does not count.
-    stale = [member(n, **{READY_KEY: "5"}) for n in ("a", "d", "e")]
+    stale = [member(n, **{READY_KEY: "1.5"}) for n in ("a", "d", "e")]
     assert next_ring(ring("a", "d", pending=("a", "d", "e"), epoch=6), stale, "a", 1) is None
+    # Nor does readiness for another term's proposal at the same epoch.
+    other_term = [member(n, **{READY_KEY: "2.6"}) for n in ("a", "d", "e")]
+    assert next_ring(ring("a", "d", pending=("a", "d", "e"), epoch=6), other_term, "a", 1) is None
 
 
 def test_a_new_event_during_a_change_makes_a_new_proposal() -> None:
@@ -181,7 +184,7 @@ def ready_at_once(x: SimNode, now: float) -> None:
     """Members hold no data here: each is ready for a proposal at once."""
     ring = keeper(x).ring
     if ring is not None and ring.pending:
-        announce(x.core, READY_KEY, ring.epoch, now)
+        announce(x.core, READY_KEY, f"{ring.term}.{ring.epoch}", now)
 
 
 def view(x: SimNode) -> Assessment:

@@ -346,3 +346,166 @@ def test_data_for_a_newer_proposal_survives_an_older_ring_heard_late() -> None:
     net.ring(R(epoch=4, members=(A, B)))
     net.deliver()
     assert held_by(net.cores[B].store, keys) == set(gained)
+
+
+def test_forwarded_writes_go_on_when_the_slot_moves_again() -> None:
+    """A lags a ring and keeps serving a slot that moved A -> B and moves on
+    B -> C: A's write reaches B as a forward, and must reach C, not stay
+    behind at B (merged data in a watched slot is forwarded like a write)."""
+    net = Cluster(A, B, C)
+    keys = fill(net.cores[A].store, 3000)
+    net.ring(R(epoch=1, members=(A,)))
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.deliver()
+    net.ring(R(epoch=3, members=(A, B)), B, C)  # A misses the change for a while
+    net.deliver()
+    o2, o3 = owners((A, B)), owners((A, B, C))
+    slot = next(
+        s
+        for s in range(SLOT_COUNT)
+        if o2[s][0] == B and o3[s][0] == C and any(key_slot(k) == s for k in keys)
+    )
+    key = next(k for k in keys if key_slot(k) == slot)
+    net.ring(R(epoch=4, members=(A, B), pending=(A, B, C)), B, C)
+    net.deliver()
+    net.cores[A].store.put(slot, key, b"ACKED-AT-A", 0, WALL + 5)  # A still owns it by its ring
+    net.advance(0.01)
+    net.deliver()  # the forward reaches B, which is streaming the slot on to C
+    net.ring(R(epoch=3, members=(A, B)), A)  # A catches up: B confirms, A lets go
+    net.deliver()
+    assert value(net.cores[A].store, key) is None
+    net.ring(R(epoch=5, members=(A, B, C)), B, C)
+    net.deliver()
+    net.ring(R(epoch=5, members=(A, B, C)), A)
+    net.deliver()
+    net.advance(1)
+    net.deliver()
+    assert (value(net.cores[C].store, key) or b"").endswith(b"ACKED-AT-A\r\n")
+
+
+def test_forwards_refused_by_a_node_that_moved_on_are_sent_to_the_owner() -> None:
+    """B has already handed the slot to C when A's late forwards and barrier
+    reach it: B refuses them in its ACK, and A sends them to C itself."""
+    net = Cluster(A, B, C)
+    keys = fill(net.cores[A].store, 3000)
+    net.ring(R(epoch=1, members=(A,)))
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.deliver()
+    o2, o3 = owners((A, B)), owners((A, B, C))
+    slot = next(
+        s
+        for s in range(SLOT_COUNT)
+        if o2[s][0] == B and o3[s][0] == C and any(key_slot(k) == s for k in keys)
+    )
+    key = next(k for k in keys if key_slot(k) == slot)
+    net.cores[A].store.put(slot, key, b"LATE", 0, WALL + 5)
+    net.ring(R(epoch=3, members=(A, B)), A)  # A's forwards and barrier wait on the wire
+    late = [(s, o) for s, o in net.wire if s == A]
+    net.wire = [(s, o) for s, o in net.wire if s != A]
+    net.ring(R(epoch=3, members=(A, B)), B, C)
+    net.ring(R(epoch=4, members=(A, B), pending=(A, B, C)), B, C)
+    net.deliver()
+    net.ring(R(epoch=5, members=(A, B, C)), B, C)
+    net.deliver()
+    net.wire += late
+    net.deliver()
+    assert net.cores[B].counters.stale_frames > 0
+    assert value(net.cores[A].store, key) is not None  # not let go on B's word
+    net.ring(R(epoch=4, members=(A, B), pending=(A, B, C)), A)
+    net.ring(R(epoch=5, members=(A, B, C)), A)
+    net.deliver()
+    net.advance(RETRY_PAUSE + 0.1)
+    net.deliver()
+    assert (value(net.cores[C].store, key) or b"").endswith(b"LATE\r\n")
+    assert net.routing(A).moving == bytes(SLOT_COUNT)
+
+
+def test_a_link_broken_after_ready_makes_the_drain_send_everything() -> None:
+    net = Cluster(A, B)
+    keys = fill(net.cores[A].store, 500)
+    net.ring(R(epoch=1, members=(A,)))
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.deliver()
+    assert net.ready(A) == [2]
+    gained = mine(owners((A, B)), B, keys)
+    for k in gained[:20]:
+        net.cores[A].store.put(key_slot(k), k, b"late", 0, WALL + 2)
+    net.advance(0.01)  # the forwards are on the wire ...
+    net.drop(B)  # ... and lost with the connection
+    net.cores[A].link_broken(B, net.now)
+    net.ring(R(epoch=3, members=(A, B)))  # the change comes before any resend
+    net.advance(RETRY_PAUSE + 0.1)
+    net.deliver()
+    got = net.cores[B].store
+    assert all((value(got, k) or b"").endswith(b"late\r\n") for k in gained[:20])
+
+
+def test_a_drain_never_lets_go_while_the_new_owner_is_alive() -> None:
+    net = Cluster(A, B)
+    keys = fill(net.cores[A].store, 500)
+    net.ring(R(epoch=1, members=(A,)))
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.deliver()
+    gained = mine(owners((A, B)), B, keys)
+    net.ring(R(epoch=3, members=(A, B)))
+    for _ in range(6):  # a minute with every frame to B lost
+        net.drop(B)
+        net.advance(ACK_TIMEOUT)
+    assert held_by(net.cores[A].store, gained) == set(gained)
+    assert net.routing(A).moving[key_slot(gained[0])] == 1
+    net.deliver()
+    net.advance(RETRY_PAUSE + ACK_TIMEOUT)
+    net.deliver()
+    assert net.routing(A).moving == bytes(SLOT_COUNT)
+    assert held_by(net.cores[B].store, gained) == set(gained)
+    # A new owner known dead ends the drain at once.
+    other = Cluster(A, B)
+    fill(other.cores[A].store, 500)
+    other.ring(R(epoch=1, members=(A,)))
+    other.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    other.deliver()
+    other.ring(R(epoch=3, members=(A, B)))
+    other.drop(B)
+    other.cores[A].set_down(frozenset({B}), other.now)
+    other.collect()
+    assert other.routing(A).moving == bytes(SLOT_COUNT)
+
+
+def test_a_new_owner_holds_a_gained_slot_until_the_old_owner_is_done() -> None:
+    net = Cluster(A, B)
+    keys = fill(net.cores[A].store, 500)
+    net.ring(R(epoch=1, members=(A,)))
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.deliver()
+    gained = mine(owners((A, B)), B, keys)
+    slot = key_slot(gained[0])
+    net.ring(R(epoch=3, members=(A, B)), B)  # B first: A may still take writes
+    assert net.routing(B).table.mine[slot] == 1
+    assert net.routing(B).moving[slot] == 1  # TRYAGAIN, not served
+    net.ring(R(epoch=3, members=(A, B)), A)
+    net.deliver()  # A's barrier
+    assert net.routing(B).moving == bytes(SLOT_COUNT)
+
+
+def test_readiness_names_the_proposals_term() -> None:
+    """A new coordinator may publish another proposal at the same epoch:
+    readiness for the old one must not stand for it."""
+    net = Cluster(A, B, C)
+    fill(net.cores[A].store, 500)
+    net.ring(R(epoch=1, members=(A,)))
+    net.ring(R(epoch=2, term=1, members=(A,), pending=(A, B)))
+    net.deliver()
+    net.ring(R(epoch=2, term=2, members=(A,), pending=(A, C)))
+    net.deliver()
+    readies = [(e.term, e.epoch) for e in net.events[A] if isinstance(e, Ready)]
+    assert readies == [(1, 2), (2, 2)]
+
+
+def test_a_ring_member_nobody_knows_is_routed_as_down() -> None:
+    core = Handoff(me=addr(B), store=Store(B), owners=owners)
+    assert core.set_ring(R(epoch=4, members=(A, B)), {}, 0.0)
+    table = core.table
+    slot = next(s for s in range(SLOT_COUNT) if table.owners[s][0] == A)
+    assert table.redirect(slot).startswith(b"-CLUSTERDOWN")
+    core.update_nodes({A: addr(A)})
+    assert core.table.redirect(slot).startswith(b"-MOVED")

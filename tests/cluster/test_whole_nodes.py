@@ -78,6 +78,7 @@ class WholeCluster(RuleBasedStateMachine):
         self.client: SimClient | None = None
         self.next_id = 0
         self.last_change = 0.0
+        self.seed_of: dict[str, str] = {}  # joiner -> the one member it joins through
 
     @initialize(seed=st.integers(0, 2**32 - 1), founders=st.integers(2, 4))
     def form(self, seed: int, founders: int) -> None:
@@ -95,6 +96,17 @@ class WholeCluster(RuleBasedStateMachine):
         return sorted(
             m.sim.name for m in self.sim.live() if m.left_at is None and m.crashed_at is None
         )
+
+    def _may_go(self) -> list[str]:
+        """Live members that may leave or crash: not the only seed of a node
+        still joining (like a real node with one seed, it could never join)."""
+        assert self.sim is not None
+        waiting = {
+            seed
+            for joiner, seed in self.seed_of.items()
+            if not self.sim.members[joiner].cluster.joined
+        }
+        return [n for n in self._live() if n not in waiting]
 
     def _can_lose_one(self) -> bool:
         """A member may go (leave or crash) only while the newest ring keeps a
@@ -119,7 +131,8 @@ class WholeCluster(RuleBasedStateMachine):
         assert self.sim is not None
         live = self._live()
         seed = self.sim.members[live[0]]
-        self.sim.add_node(self.next_id, seed=seed)
+        joiner = self.sim.add_node(self.next_id, seed=seed)
+        self.seed_of[joiner.sim.name] = seed.sim.name
         self.next_id += 1
         self._changed()
 
@@ -127,16 +140,18 @@ class WholeCluster(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 7))
     def leave(self, pick: int) -> None:
         assert self.sim is not None
-        live = self._live()
-        self.sim.leave(live[pick % len(live)])
+        candidates = self._may_go()
+        if candidates:
+            self.sim.leave(candidates[pick % len(candidates)])
         self._changed()
 
     @precondition(lambda self: self._can_lose_one())
     @rule(pick=st.integers(0, 7))
     def crash(self, pick: int) -> None:
         assert self.sim is not None
-        live = self._live()
-        self.sim.crash(live[pick % len(live)])
+        candidates = self._may_go()
+        if candidates:
+            self.sim.crash(candidates[pick % len(candidates)])
         self._changed()
 
     @rule(a=st.integers(0, 7), b=st.integers(0, 7))
@@ -154,6 +169,18 @@ class WholeCluster(RuleBasedStateMachine):
         x, y = live[a % len(live)], live[b % len(live)]
         if x != y:
             self.sim.net.set_link(x, y, Link(delay=delay, jitter=delay / 2))
+
+    @rule(a=st.integers(0, 7), b=st.integers(0, 7), seconds=st.floats(0.5, 12.0))
+    def cut(self, a: int, b: int, seconds: float) -> None:
+        """Two members cannot reach each other for a while (gossip and peer
+        links alike); the others still see both."""
+        assert self.sim is not None
+        live = self._live()
+        x, y = live[a % len(live)], live[b % len(live)]
+        if x != y:
+            self.sim.partition([x], [y])
+            self.sim.run_for(seconds)
+            self.sim.heal()
 
     @rule(pick=st.integers(0, 7), seconds=st.floats(0.2, 2.5))
     def miss_rings(self, pick: int, seconds: float) -> None:
