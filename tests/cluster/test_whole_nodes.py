@@ -79,6 +79,10 @@ class WholeCluster(RuleBasedStateMachine):
         self.next_id = 0
         self.last_change = 0.0
         self.seed_of: dict[str, str] = {}  # joiner -> the one member it joins through
+        # Members asked to leave: never asked twice, and never all of them (a
+        # ring needs someone to take the slots; what a node does when nobody
+        # can is the shell's leave timeout).
+        self.leaving: set[str] = set()
 
     @initialize(seed=st.integers(0, 2**32 - 1), founders=st.integers(2, 4))
     def form(self, seed: int, founders: int) -> None:
@@ -94,7 +98,9 @@ class WholeCluster(RuleBasedStateMachine):
     def _live(self) -> list[str]:
         assert self.sim is not None
         return sorted(
-            m.sim.name for m in self.sim.live() if m.left_at is None and m.crashed_at is None
+            m.sim.name
+            for m in self.sim.live()
+            if m.left_at is None and m.crashed_at is None and m.sim.name not in self.leaving
         )
 
     def _may_go(self) -> list[str]:
@@ -142,7 +148,9 @@ class WholeCluster(RuleBasedStateMachine):
         assert self.sim is not None
         candidates = self._may_go()
         if candidates:
-            self.sim.leave(candidates[pick % len(candidates)])
+            name = candidates[pick % len(candidates)]
+            self.leaving.add(name)
+            self.sim.leave(name)
         self._changed()
 
     @precondition(lambda self: self._can_lose_one())
