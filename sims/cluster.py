@@ -118,13 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         show_until(sim.now + 0.1)
     settled_at = sim.now if sim.settled() else None
     show_until(max(sim.now + 2, args.duration))
-    stop = sim.now
-    run_writer_stopped = [w for w in client.writes if w.issued < stop]
+    issued = len(client.writes)
     verdict = check(sim, client, last_change=last_change, settle_limit=1.0)
     cpu = time.process_time() - started
     settled_after = None if settled_at is None else settled_at - last_change
     print()
-    print(f"formed in {formed:.2f} s; {len(run_writer_stopped)} writes issued")
+    print(f"formed in {formed:.2f} s; {issued} writes issued")
     print(
         f"writes acknowledged {verdict.writes_acked}, failed {verdict.writes_failed},"
         f" lost {len(verdict.lost)}, excused by the crash {verdict.excused}"
@@ -139,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{sim.now:.1f} virtual s in {cpu:.1f} s of CPU; trace {sim.trace_digest[:16]}")
     for line in verdict.lost[:10] + verdict.ring_conflicts[:10]:
         print("  " + line)
-    good = not verdict.lost and not verdict.ring_conflicts and settled_after is not None
+    # Settled within the limit after the last change, as measured above (the
+    # checker's own wait starts later).
+    good = verdict.ok and settled_after is not None
     print("verdict:", "PASS" if good else "FAIL")
     return 0 if good else 1
 

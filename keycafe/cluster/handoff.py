@@ -9,21 +9,25 @@ node's part in both, in the shape of the gossip core::
     core.set_down(down, now)                   # ring members known dead
     core.receive_frame(peer, frame, now, wall_ms)
     core.link_broken(peer, now)                # frames queued to peer may be lost
-    core.frames_to_send(limit) -> list[Outgoing]
+    core.frames_to_send(now, limit) -> list[Outgoing]
     core.handle_timer(now); core.get_timer()
     core.next_event() -> Ready | RoutingChanged | Left | None
+    core.update_nodes(nodes)                   # addresses of members learnt late
     core.leave(now)
 
 On a proposal, each member streams the slots it is primary of that the change
 gives to another node (``BATCH`` frames, then ``DONE`` with the number of
 batches), watches them so every later write to them is forwarded
-(``FORWARD``), and reports ``Ready(epoch)`` once every transfer is
+(``FORWARD``), and reports ``Ready(term, epoch)`` once every transfer is
 acknowledged (``ACK`` with the batches received: delivery on a link is at
 most once, so a short count or a silence sends the transfer again; merging
 is idempotent, last writer wins by stamp). On the change, the old owner keeps
-each handed-over slot, answering TRYAGAIN, until the new owner acknowledges an
-empty transfer sent behind the last forwards (frames on a link arrive in
-order): a client redirected at once then cannot read past its own write.
+each handed-over slot, answering TRYAGAIN, until the new owner acknowledges a
+barrier sent behind the last forwards (frames on a link arrive in order), or
+is known dead; never on a timeout. The new owner answers TRYAGAIN for what it
+gained until that barrier comes: neither side serves a slot while the other
+may still hold a write it lacks. A receiver's ACK names the slots it did not
+keep (it moved on), and the sender sends those whole to their owner.
 
 Every frame about a proposal carries its version (term, epoch). A receiver
 keeps what it received for a slot it gains in its ring's ``pending`` set, or

@@ -25,7 +25,6 @@ import attrs
 from keycafe.cluster import frames
 from keycafe.cluster.node import ClusterNode, owners_cache
 from keycafe.cluster.ring import RingConfig
-from keycafe.cluster.ring_record import Ring
 from keycafe.cluster.ringcast import RingKeeper
 from keycafe.cluster.slot_table import NodeAddr, SlotTable
 from keycafe.gossip.config import GossipConfig
@@ -566,10 +565,6 @@ def _bulk(reply: bytes | None) -> bytes | None:
         return None
     header, _, rest = reply.partition(b"\r\n")
     return rest[: int(header[1:])]
-
-
-def ring_of(m: Member) -> Ring | None:
-    return m.cluster.ring
 
 
 __all__ = [
