@@ -47,6 +47,10 @@ READY_KEY: Final = "ready-epoch"
 LEAVING_KEY: Final = "leaving"
 # "<term>.<epoch>" of the last ring the coordinator published: who is behind pulls it.
 RING_KEY: Final = "ring"
+# "<term>.<epoch>" of the ring a member follows. A ring broadcast and the
+# coordinator's RING_KEY travel together, so a member can miss both; the
+# coordinator sees it is behind here and pushes its state to it.
+HELD_KEY: Final = "ring-held"
 
 
 @attrs.frozen(kw_only=True)
@@ -93,7 +97,17 @@ class PullRing:
     addr: Address
 
 
-Decision: TypeAlias = ClaimTerm | PublishRing | AnnounceRing | PullRing
+@attrs.frozen(kw_only=True)
+class PushRing:
+    """Member ``node`` at ``addr`` says it holds an older ring than ours
+    (``HELD_KEY``): exchange state with it, if it stays behind."""
+
+    node: str
+    addr: Address
+    version: tuple[int, int]
+
+
+Decision: TypeAlias = ClaimTerm | PublishRing | AnnounceRing | PullRing | PushRing
 
 
 def claimed_term(member: MemberInfo) -> int:
@@ -220,6 +234,12 @@ def step(
         new = next_ring(ring, members, me, a.term)
         if new is not None:
             decisions += [PublishRing(ring=new), AnnounceRing(version=new.version)]
+        elif ring is not None:
+            for m in members:
+                if m.node != me and m.state == State.ALIVE and m.node in ring.members:
+                    held = _ring_version(m.meta.get(HELD_KEY, ""))
+                    if held is not None and held < ring.version:
+                        decisions.append(PushRing(node=m.node, addr=m.addr, version=held))
     elif a.coordinator is not None and a.coordinator != me:
         holder = next((m for m in members if m.node == a.coordinator), None)
         if holder is not None:

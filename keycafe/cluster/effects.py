@@ -18,6 +18,7 @@ from keycafe.cluster.coordinator import (
     Decision,
     PublishRing,
     PullRing,
+    PushRing,
     step,
 )
 from keycafe.cluster.ringcast import RingKeeper
@@ -43,6 +44,8 @@ def apply_decisions(
                 announce(core, RING_KEY, f"{d.version[0]}.{d.version[1]}", now)
             case PullRing():
                 keeper.pull(d.version, d.addr, now)
+            case PushRing():
+                keeper.push_to(d.node, d.addr, d.version, now)
 
 
 def coordinate(core: Gossip, keeper: RingKeeper, now: float) -> Assessment:

@@ -150,6 +150,10 @@ class ClusterNode:
         self.handoff.set_ring(ring, self._nodes(ring), now)
         self._mark_down(now)
         self._events(now)
+        # Say which ring we follow: a coordinator that sees us behind pushes.
+        held = self.handoff.ring
+        if held is not None and self.joined:
+            self._announce(coordinator.HELD_KEY, f"{held.term}.{held.epoch}", now)
 
     def _nodes(self, ring: Ring) -> dict[str, NodeAddr]:
         """Addresses of the ring's members that gossip knows."""

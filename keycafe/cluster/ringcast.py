@@ -46,6 +46,9 @@ class RingKeeper:
         self._encoded = b""
         self._next_pull = float("-inf")
         self._behind: tuple[tuple[int, int], float] | None = None  # (ring version, noticed)
+        # Members the coordinator saw behind: node -> (their version, noticed, next push).
+        self._laggards: dict[str, tuple[tuple[int, int], float, float]] = {}
+        self.pushes = 0  # state exchanges made because a member was behind
 
     @classmethod
     def attach(cls, core: Gossip) -> RingKeeper:
@@ -80,6 +83,25 @@ class RingKeeper:
             return
         self._next_pull = now + interval
         self.pulls += 1
+        self.core.pull_from(addr, now)
+
+    def push_to(self, node: str, addr: Address, version: tuple[int, int], now: float) -> None:
+        """As the coordinator: ``node`` says it holds ring ``version``, older
+        than ours. After the same grace as ``pull`` (the epidemic reaches most
+        members), exchange state with it, at most once a probe interval."""
+        if self.ring is None or version >= self.ring.version:
+            self._laggards.pop(node, None)
+            return
+        seen = self._laggards.get(node)
+        if seen is None or seen[0] != version:
+            seen = self._laggards[node] = (version, now, now)
+        interval = self.core.config.probe_interval
+        if now - seen[1] < 2 * interval or now < seen[2]:
+            return
+        self._laggards[node] = (version, seen[1], now + interval)
+        if len(self._laggards) > 4 * len(self.ring.members) + 16:
+            self._laggards.clear()  # forget members long gone (bounded memory)
+        self.pushes += 1
         self.core.pull_from(addr, now)
 
     # -- the gossip core's delegate ----------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from keycafe.cluster.coordinator import (
+    HELD_KEY,
     LEAVING_KEY,
     READY_KEY,
     RING_KEY,
@@ -14,6 +15,7 @@ from keycafe.cluster.coordinator import (
     ClaimTerm,
     PublishRing,
     PullRing,
+    PushRing,
     assess,
     next_ring,
     step,
@@ -376,3 +378,18 @@ def test_a_ring_too_big_for_a_datagram_still_spreads_quickly() -> None:
     assert sim.now - published[0] < 5.0
     pulls = sum(keeper(x).pulls for x in sim.live())
     assert 0 < pulls < 160 // 4  # only laggards pull, not everyone at once
+
+
+def test_the_coordinator_pushes_its_ring_to_members_that_hold_an_older_one() -> None:
+    current = Ring(epoch=7, term=2, coordinator="a", members=("a", "b", "c"))
+    view = [
+        member("a", term=2),
+        member("b", **{HELD_KEY: "2.6"}),  # missed the last ring
+        member("c", **{HELD_KEY: "2.7"}),
+    ]
+    _, decisions = step("a", view, current)
+    assert [d for d in decisions if isinstance(d, PushRing)] == [
+        PushRing(node="b", addr=("h", 1), version=(2, 6))
+    ]
+    _, others = step("b", view, current)  # only the coordinator pushes
+    assert not [d for d in others if isinstance(d, PushRing)]

@@ -102,3 +102,21 @@ def test_a_member_behind_pulls_after_a_grace_period_and_not_too_often() -> None:
     k.publish(ring(3), 20.0)
     k.pull((1, 3), coordinator, 30.0)
     assert not [j for j in jobs(k.core) if j.addr == coordinator]  # caught up
+
+
+def test_the_coordinator_pushes_to_a_member_left_behind_after_a_grace() -> None:
+    k = keeper_with(2)
+    k.publish(ring(5), 0.0)
+    jobs(k.core)
+    interval = k.core.config.probe_interval
+    lagging = info(2).addr
+    k.push_to("n2", lagging, (1, 4), 10.0)
+    k.push_to("n2", lagging, (1, 4), 10.0 + 1.9 * interval)
+    assert jobs(k.core) == []  # the epidemic gets two probe intervals first
+    k.push_to("n2", lagging, (1, 4), 10.0 + 2 * interval)
+    assert [j.addr for j in jobs(k.core)] == [lagging]
+    k.push_to("n2", lagging, (1, 4), 10.0 + 2.5 * interval)
+    assert jobs(k.core) == []  # at most once a probe interval
+    k.push_to("n2", lagging, (1, 5), 20.0)
+    assert jobs(k.core) == []  # caught up
+    assert k.pushes == 1
