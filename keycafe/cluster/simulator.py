@@ -536,10 +536,13 @@ def check(
         if not acked:
             continue
         last = max(acked, key=lambda w: w.acked or 0.0)
-        # Later writes that failed or were still open may have happened too.
-        allowed = {last.value} | {
-            w.value for w in writes if w.issued >= last.issued and w.acked is None
-        }
+        # An acknowledged write is superseded only by one issued after its
+        # acknowledgement; writes that overlapped in time may land in either
+        # order (last writer wins by the stamp each got where it was served).
+        # A write never acknowledged may have happened, at any time.
+        newest = max(w.issued for w in acked)
+        allowed = {w.value for w in acked if (w.acked or 0.0) >= newest}
+        allowed |= {w.value for w in writes if w.acked is None}
         reply = reads.get(key)
         value = _bulk(reply)
         if value in allowed:
