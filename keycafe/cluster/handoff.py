@@ -69,6 +69,10 @@ FORWARD_PERIOD: Final = 0.002  # how often writes to moving slots are collected
 # Largest term or epoch accepted in a frame: far beyond any honest value, and
 # small enough that every arithmetic on it stays in msgpack's int64.
 MAX_VERSION: Final = (1 << 62) - 1
+# Transfers in progress towards this node that it keeps count of: peers choose
+# transfer ids, so past this the oldest receipt is forgotten (its sender
+# repeats the transfer when the count in its ACK comes back short).
+MAX_INBOUND: Final = 1024
 
 
 class RingLike(Protocol):
@@ -324,10 +328,6 @@ class Handoff:
             return False
         self.leaving = True
         return True
-
-    @property
-    def has_left(self) -> bool:
-        return self._left
 
     def receive_frame(self, peer: str, frame: Frame, now: float, wall_ms: int) -> None:
         """A frame from a peer link; a malformed one is counted and dropped."""
@@ -687,6 +687,8 @@ class Handoff:
             key = (peer, _count(tid))
             inbound = self._inbound.get(key)
             if inbound is None:
+                if len(self._inbound) >= MAX_INBOUND:
+                    del self._inbound[next(iter(self._inbound))]
                 inbound = self._inbound[key] = _Inbound(version=version)
             inbound.batches += 1
             if not self._gains(slot, version):

@@ -59,6 +59,7 @@ class _Conn:
 
     generation: int = 0
     last_arrival: float = 0.0
+    failing: bool = False  # the sender is yet to be told this connection broke
 
 
 class ClusterSimulator:
@@ -303,12 +304,16 @@ class ClusterSimulator:
         conn = self._conn(src, dst)
         conn.generation += 1
         sender = self.members.get(src)
-        if sender is not None and sender.sim.up:
+        if sender is not None and sender.sim.up and not conn.failing:
+            # One failure per connection: frames sent before the sender hears
+            # of it are lost with it, as on a real socket.
+            conn.failing = True
             self.net.call_at(
                 self.now + CONNECT_TIMEOUT, sender.sim, lambda at: self._broken(sender, dst, at)
             )
 
     def _broken(self, m: Member, peer: str, at: float) -> None:
+        self._conn(m.sim.name, peer).failing = False
         self._drive(m, lambda: m.cluster.link_broken(peer, at))
 
     def _send_frame(self, m: Member, peer: str, kind: int, body: Any) -> None:
