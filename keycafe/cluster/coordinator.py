@@ -257,4 +257,7 @@ def _ring_version(text: str) -> tuple[int, int] | None:
     term, _, epoch = text.partition(".")
     if not all(x.isascii() and x.isdigit() and len(x) <= 19 for x in (term, epoch)):
         return None
-    return (int(term), int(epoch))
+    version = (int(term), int(epoch))
+    # No ring exceeds these (ring_record.py): a version beyond them is no
+    # version, not one every member would chase for ever.
+    return version if version[0] <= MAX_TERM and version[1] <= MAX_EPOCH else None

@@ -99,8 +99,8 @@ class RingKeeper:
         if now - seen[1] < 2 * interval or now < seen[2]:
             return
         self._laggards[node] = (version, seen[1], now + interval)
-        if len(self._laggards) > 4 * len(self.ring.members) + 16:
-            self._laggards.clear()  # forget members long gone (bounded memory)
+        while len(self._laggards) > 4 * len(self.ring.members) + 16:
+            del self._laggards[next(iter(self._laggards))]  # the longest-known go first
         self.pushes += 1
         self.core.pull_from(addr, now)
 

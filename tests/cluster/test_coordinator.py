@@ -393,3 +393,14 @@ def test_the_coordinator_pushes_its_ring_to_members_that_hold_an_older_one() -> 
     ]
     _, others = step("b", view, current)  # only the coordinator pushes
     assert not [d for d in others if isinstance(d, PushRing)]
+
+
+def test_a_ring_version_beyond_the_bounds_is_not_chased() -> None:
+    current = Ring(epoch=7, term=2, coordinator="a", members=("a", "b"))
+    for text in (f"{MAX_TERM + 1}.1", f"2.{MAX_EPOCH + 1}"):
+        view = [member("a", term=2, **{RING_KEY: text}), member("b")]
+        _, decisions = step("b", view, current)
+        assert not [d for d in decisions if isinstance(d, PullRing)]
+    view = [member("a", term=2, **{RING_KEY: "2.8"}), member("b")]
+    _, decisions = step("b", view, current)
+    assert [d for d in decisions if isinstance(d, PullRing)]
