@@ -98,7 +98,11 @@ class SlotService:
             self._forget_departed()
 
     def _on_frame(self, peer: str, frame: Frame) -> None:
-        self._step(lambda now: self.cluster.receive_frame(peer, frame, now, _wall_ms()))
+        # Frames come by the thousand during a transfer: flush gossip only when
+        # one changed our metadata (readiness), not after every frame.
+        self._step(
+            lambda now: self.cluster.receive_frame(peer, frame, now, _wall_ms()), frame=True
+        )
 
     def _on_broken(self, peer: str) -> None:
         self._step(lambda now: self.cluster.link_broken(peer, now))
@@ -115,8 +119,9 @@ class SlotService:
 
     # -- out --------------------------------------------------------------------------------
 
-    def _step(self, fn: Callable[[float], object]) -> None:
+    def _step(self, fn: Callable[[float], object], *, frame: bool = False) -> None:
         """Run one input through the core, then carry out what it decided."""
+        incarnation = self.gossip.core.me.incarnation
         fn(trio.current_time())
         cluster = self.cluster
         if cluster.routing is not None and cluster.routing_version != self._routing_seen:
@@ -127,7 +132,8 @@ class SlotService:
         if cluster.left:
             self._left.set()
         self._log_assessment()
-        if not self._in_flush:
+        changed_meta = self.gossip.core.me.incarnation != incarnation
+        if not self._in_flush and (changed_meta or not frame):
             self.gossip.flush()  # our metadata (readiness, leaving) goes out now
         self._wake_timer.set()
         self._wake_sender.set()
