@@ -110,6 +110,16 @@ class Cluster:
         return [e.epoch for e in self.events[n] if isinstance(e, Ready)]
 
 
+def streamed(count: int) -> tuple[Cluster, list[bytes]]:
+    """A holds ``count`` keys; B joins: the proposal is out and delivered."""
+    net = Cluster(A, B)
+    keys = fill(net.cores[A].store, count)
+    net.ring(R(epoch=1, members=(A,)))
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.deliver()
+    return net, keys
+
+
 def fill(store: Store, count: int, prefix: bytes = b"k") -> list[bytes]:
     keys = [prefix + b"%d" % i for i in range(count)]
     for k in keys:
@@ -206,11 +216,7 @@ def test_a_joiner_that_skips_the_proposal_keeps_its_data() -> None:
 
 
 def test_a_withdrawn_proposal_leaves_no_tryagain_and_no_stale_copy() -> None:
-    net = Cluster(A, B)
-    keys = fill(net.cores[A].store, 1000)
-    net.ring(R(epoch=1, members=(A,)))
-    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
-    net.deliver()
+    net, keys = streamed(1000)
     assert any(net.routing(B).moving)
     net.ring(R(epoch=3, members=(A,)))  # withdrawn: B is gone from the plan
     assert net.routing(B).moving == bytes(SLOT_COUNT)
@@ -243,11 +249,7 @@ def test_receipts_of_lost_transfers_are_forgotten() -> None:
 def test_a_broken_link_during_the_drain_sends_the_slots_again() -> None:
     """Forwards are not acknowledged one by one: if the link breaks after the
     last forwards were sent, the drain must not let go on a barrier alone."""
-    net = Cluster(A, B)
-    keys = fill(net.cores[A].store, 500)
-    net.ring(R(epoch=1, members=(A,)))
-    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
-    net.deliver()
+    net, keys = streamed(500)
     gained = mine(owners((A, B)), B, keys)
     store = net.cores[A].store
     for k in gained[:20]:
@@ -279,11 +281,8 @@ def test_an_unacknowledged_transfer_is_sent_again() -> None:
 
 def test_a_leave_hands_everything_over_then_reports_left() -> None:
     net = Cluster(A, B)
-    keys = fill(net.cores[B].store, 800)
+    keys = [b"k%d" % i for i in range(800)]
     net.ring(R(epoch=1, members=(A, B)))
-    net.cores[B].store.flush()
-    keys_b = fill(net.cores[B].store, 0)
-    assert keys_b == []
     # Put the keys where the ring says they live.
     for n in (A, B):
         for k in mine(owners((A, B)), n, keys):
@@ -421,11 +420,7 @@ def test_forwards_refused_by_a_node_that_moved_on_are_sent_to_the_owner() -> Non
 
 
 def test_a_link_broken_after_ready_makes_the_drain_send_everything() -> None:
-    net = Cluster(A, B)
-    keys = fill(net.cores[A].store, 500)
-    net.ring(R(epoch=1, members=(A,)))
-    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
-    net.deliver()
+    net, keys = streamed(500)
     assert net.ready(A) == [2]
     gained = mine(owners((A, B)), B, keys)
     for k in gained[:20]:
@@ -441,11 +436,7 @@ def test_a_link_broken_after_ready_makes_the_drain_send_everything() -> None:
 
 
 def test_a_drain_never_lets_go_while_the_new_owner_is_alive() -> None:
-    net = Cluster(A, B)
-    keys = fill(net.cores[A].store, 500)
-    net.ring(R(epoch=1, members=(A,)))
-    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
-    net.deliver()
+    net, keys = streamed(500)
     gained = mine(owners((A, B)), B, keys)
     net.ring(R(epoch=3, members=(A, B)))
     for _ in range(6):  # a minute with every frame to B lost
@@ -472,11 +463,7 @@ def test_a_drain_never_lets_go_while_the_new_owner_is_alive() -> None:
 
 
 def test_a_new_owner_holds_a_gained_slot_until_the_old_owner_is_done() -> None:
-    net = Cluster(A, B)
-    keys = fill(net.cores[A].store, 500)
-    net.ring(R(epoch=1, members=(A,)))
-    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
-    net.deliver()
+    net, keys = streamed(500)
     gained = mine(owners((A, B)), B, keys)
     slot = key_slot(gained[0])
     net.ring(R(epoch=3, members=(A, B)), B)  # B first: A may still take writes
