@@ -141,8 +141,9 @@ def settled(nodes: list[Node]) -> bool:
 
 
 @contextlib.contextmanager
-def cluster(size: int, profile: str, log_dir: Path) -> Iterator[list[Node]]:
-    """Start ``size`` nodes; kill every one of them on the way out."""
+def cluster(size: int, profile: str, log_dir: Path, wave: int) -> Iterator[list[Node]]:
+    """Start ``size`` nodes, ``wave`` at a time (each wave serving before the
+    next starts); kill every one of them on the way out."""
     nodes: list[Node] = []
 
     def interrupted(signum: int, frame: object) -> None:
@@ -153,7 +154,11 @@ def cluster(size: int, profile: str, log_dir: Path) -> Iterator[list[Node]]:
         nodes.append(Node(0, log_dir, profile, None))
         poll_until("the first node", nodes[0].serving, 30, 0.05)
         seed = nodes[0].cluster_port
-        nodes += [Node(i, log_dir, profile, seed) for i in range(1, size)]
+        for start in range(1, size, wave):
+            batch = [Node(i, log_dir, profile, seed) for i in range(start, min(size, start + wave))]
+            nodes += batch
+            if start + wave < size:
+                poll_until("a wave serving", lambda: all(n.serving() for n in batch), 120, 0.1)
         yield nodes
     finally:
         for node in nodes:
@@ -246,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=float, default=120.0, help="seconds any one wait may take")
     p.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measured")
     p.add_argument("--keep-logs", action="store_true")
+    p.add_argument(
+        "--wave", type=int, default=0, help="start nodes this many at a time (default: all at once)"
+    )
     args = p.parse_args(argv)
     if args.kills >= args.nodes - 1:
         p.error("--kills must leave at least two nodes")
@@ -253,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     print(f"{args.nodes} nodes, profile {args.profile}, load average before {load[0]:.2f}")
     try:
-        with cluster(args.nodes, args.profile, log_dir) as nodes:
+        with cluster(args.nodes, args.profile, log_dir, args.wave or args.nodes) as nodes:
             t0 = time.monotonic()
             poll_until("every node serving", lambda: all(n.serving() for n in nodes), args.limit)
             started = time.monotonic() - t0

@@ -367,12 +367,14 @@ class Handoff:
         times = [t.retry_at for t in self._transfers if t.retry_at is not None]
         times += [t.waiting_until for t in self._transfers if t.waiting_until is not None]
         times += [deadline for _, deadline in self._awaiting.values()]
-        if self._forward_at is not None:
+        if self._forward_at is not None and self.store.dirty:
+            # Only when a write is waiting: an idle node moving slots must not
+            # wake every FORWARD_PERIOD (the store's on_dirty wakes the shell).
             times.append(self._forward_at)
         return min(times, default=None)
 
     def handle_timer(self, now: float) -> None:
-        if self._forward_at is not None and now >= self._forward_at:
+        if self._forward_at is not None and now >= self._forward_at and self.store.dirty:
             self.collect_forwards()
             self._forward_at = now + FORWARD_PERIOD if self._subscribers else None
         for t in self._transfers:
@@ -636,9 +638,7 @@ class Handoff:
         self._ready_for = (ring.term, ring.epoch)
         self._events.append(Ready(term=ring.term, epoch=ring.epoch))
 
-    def _release(
-        self, peer: str, refused: set[int], slots: Iterable[int] | None = None
-    ) -> None:
+    def _release(self, peer: str, refused: set[int], slots: Iterable[int] | None = None) -> None:
         """Let go of the slots drained to ``peer`` (``slots`` only, if given) but
         ``refused``: it confirmed having them, or it is dead."""
         if slots is None:

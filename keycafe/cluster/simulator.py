@@ -114,6 +114,7 @@ class ClusterSimulator:
         )
         member = Member(sim=sim, cluster=cluster, state=state, session=Session.open(state))
         self.members[name] = member
+        state.store.on_dirty = lambda: self._arm(member)
         if seed is not None:
             state.routing = Routing.create(SlotTable.unassigned(me))
             self.net.join(sim, seed.sim)

@@ -71,6 +71,8 @@ class SlotService:
         self._in_flush = False
         links.on_frame = self._on_frame
         links.on_broken = self._on_broken
+        # A write to a moving slot: the core now has a forward deadline.
+        state.store.on_dirty = lambda: self._wake_timer.set()
         gossip.after_flush = self._after_gossip
 
     @property
@@ -100,9 +102,7 @@ class SlotService:
     def _on_frame(self, peer: str, frame: Frame) -> None:
         # Frames come by the thousand during a transfer: flush gossip only when
         # one changed our metadata (readiness), not after every frame.
-        self._step(
-            lambda now: self.cluster.receive_frame(peer, frame, now, _wall_ms()), frame=True
-        )
+        self._step(lambda now: self.cluster.receive_frame(peer, frame, now, _wall_ms()), frame=True)
 
     def _on_broken(self, peer: str) -> None:
         self._step(lambda now: self.cluster.link_broken(peer, now))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
 
 import attrs
@@ -89,9 +89,12 @@ class Store:
         self._tomb_heap: list[tuple[int, int, bytes]] = []  # (deleted_ms, slot, key)
         # Slots whose local writes must also reach another node (a slot moving
         # to a joiner, or being handed off by a leaver): 1 per watched slot. A
-        # write to one appends (slot, key) to ``dirty``, which the shell drains.
+        # write to one appends (slot, key) to ``dirty``, which the shell drains;
+        # ``on_dirty`` is called when ``dirty`` stops being empty, so nobody
+        # has to poll it.
         self.watched = bytearray(SLOT_COUNT)
         self.dirty: list[tuple[int, bytes]] = []
+        self.on_dirty: Callable[[], None] | None = None
 
     # -- reads ---------------------------------------------------------------------
 
@@ -184,7 +187,7 @@ class Store:
             if tombs:
                 tombs.pop(key, None)
         if self.watched[slot]:
-            self.dirty.append((slot, key))
+            self._mark(slot, key)
 
     def set_expiry(self, slot: int, key: bytes, record: bytes, expires_ms: int, now: int) -> None:
         """Give an existing live key a new expiry (0 removes it)."""
@@ -192,7 +195,7 @@ class Store:
         self.slots[slot][key] = entry.restamp(record, expires_ms, stamp, 0)
         self._track_expiry(slot, key, record, expires_ms)
         if self.watched[slot]:
-            self.dirty.append((slot, key))
+            self._mark(slot, key)
 
     def remove(self, slot: int, key: bytes, now: int) -> bool:
         """Delete ``key`` if it is live, leaving a tombstone. True if it was."""
@@ -206,8 +209,13 @@ class Store:
         self.tombstones[slot][key] = entry.pack(b"", now, stamp, 0)
         heapq.heappush(self._tomb_heap, (now, slot, key))
         if self.watched[slot]:
-            self.dirty.append((slot, key))
+            self._mark(slot, key)
         return True
+
+    def _mark(self, slot: int, key: bytes) -> None:
+        self.dirty.append((slot, key))
+        if len(self.dirty) == 1 and self.on_dirty is not None:
+            self.on_dirty()
 
     def flush(self) -> None:
         """Drop everything (FLUSHALL): no tombstones, as Redis keeps no trace."""
@@ -301,7 +309,7 @@ class Store:
                 self._track_expiry(slot, item.key, old, item.expires_ms)
             if watched:
                 # A slot moving on from here: what arrived goes on too.
-                self.dirty.append((slot, item.key))
+                self._mark(slot, item.key)
             applied += 1
             newest = max(newest, item.stamp)
         if newest:

@@ -12,6 +12,7 @@ from keycafe.cluster import frames
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.handoff import (
     ACK_TIMEOUT,
+    FORWARD_PERIOD,
     RETRY_PAUSE,
     Event,
     Handoff,
@@ -180,6 +181,29 @@ def test_writes_made_while_a_slot_moves_reach_its_new_owner() -> None:
     got = net.cores[B].store
     assert all((value(got, k) or b"").endswith(b"new\r\n") for k in gained[:50])
     assert value(got, gained[50]) is None
+
+
+def test_a_moving_slot_wakes_its_old_owner_only_when_written() -> None:
+    """Forwards are collected every FORWARD_PERIOD only while a write waits: an
+    idle node streaming slots out must not wake 500 times a second (at N=100
+    those wake-ups alone overloaded a 2-core machine)."""
+    net, keys = streamed(500)
+    core = net.cores[A]
+    woken: list[int] = []
+    core.store.on_dirty = lambda: woken.append(len(core.store.dirty))
+    timer = core.get_timer()
+    assert timer is None or timer > net.now + 1
+    k = mine(owners((A, B)), B, keys)[0]
+    core.store.put(key_slot(k), k, b"new", 0, WALL + 1)
+    core.store.put(key_slot(k), k, b"newer", 0, WALL + 2)
+    assert woken == [1]  # told once, when the first write made it dirty
+    timer = core.get_timer()
+    assert timer is not None and timer <= net.now + FORWARD_PERIOD
+    net.advance(FORWARD_PERIOD)
+    net.deliver()
+    assert (value(net.cores[B].store, k) or b"").endswith(b"newer\r\n")
+    timer = core.get_timer()
+    assert timer is None or timer > net.now + 1
 
 
 def test_a_joiner_that_gets_its_data_before_the_proposal_keeps_it() -> None:
