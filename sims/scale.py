@@ -158,7 +158,7 @@ def cluster(size: int, profile: str, log_dir: Path, wave: int) -> Iterator[list[
             batch = [Node(i, log_dir, profile, seed) for i in range(start, min(size, start + wave))]
             nodes += batch
             if start + wave < size:
-                poll_until("a wave serving", lambda: all(n.serving() for n in batch), 120, 0.1)
+                poll_until("a wave serving", lambda b=batch: all(n.serving() for n in b), 120, 0.1)
         yield nodes
     finally:
         for node in nodes:

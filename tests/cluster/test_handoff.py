@@ -198,7 +198,8 @@ def test_a_moving_slot_wakes_its_old_owner_only_when_written() -> None:
     core.store.put(key_slot(k), k, b"newer", 0, WALL + 2)
     assert woken == [1]  # told once, when the first write made it dirty
     timer = core.get_timer()
-    assert timer is not None and timer <= net.now + FORWARD_PERIOD
+    assert timer is not None
+    assert timer <= net.now + FORWARD_PERIOD
     net.advance(FORWARD_PERIOD)
     net.deliver()
     assert (value(net.cores[B].store, k) or b"").endswith(b"newer\r\n")
