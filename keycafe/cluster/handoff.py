@@ -236,6 +236,7 @@ class Handoff:
         self._ready_for: Version | None = None  # the proposal Ready was reported for
         # Outgoing: who receives the writes to each watched slot.
         self._subscribers: dict[int, set[str]] = {}
+        self._routed: tuple[SlotTable, bytes] | None = None  # the last RoutingChanged
         self._forward_at: float | None = None
         # Handed-over slots kept (TRYAGAIN) until their new owner confirms:
         # never let go on a timeout, only on an acknowledgement or a death.
@@ -540,8 +541,12 @@ class Handoff:
         table = self.table
         down = self._down | self._unknown
         if table.down != down:
-            table = self.table = attrs.evolve(table, down=down)
-        self._events.append(RoutingChanged(table=table, moving=bytes(moving)))
+            table = self.table = table.with_down(down)
+        last, settled = self._routed, bytes(moving)
+        if last is not None and last[0] is table and last[1] == settled:
+            return  # nothing changed: no new routing for the shell to build
+        self._routed = (table, settled)
+        self._events.append(RoutingChanged(table=table, moving=settled))
 
     def _table(self, ring: RingLike, nodes: Mapping[str, NodeAddr]) -> SlotTable:
         known = {self.node: self.me, **{n: nodes[n] for n in ring.members if n in nodes}}

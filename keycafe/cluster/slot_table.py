@@ -8,6 +8,7 @@ a topology change builds a new table with a higher epoch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Final
 
@@ -107,5 +108,13 @@ class SlotTable:
                 start = slot
         return out
 
+    def with_down(self, down: frozenset[str]) -> SlotTable:
+        """The same table with ``down`` the members known dead (``mine`` does
+        not depend on them, so it is not computed again)."""
+        table = copy.copy(self)
+        object.__setattr__(table, "down", down)
+        object.__setattr__(table, "_redirects", {})
+        return table
+
     def slots_assigned(self) -> int:
-        return sum(1 for o in self.owners if o)
+        return SLOT_COUNT - self.owners.count(())

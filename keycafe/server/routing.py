@@ -48,7 +48,10 @@ class Routing:
             raise ValueError(f"moving needs {SLOT_COUNT} entries, got {len(self.moving)}")
         mine = self.table.mine
         if self.moving != _SETTLED:
-            mine = bytes(m and not h for m, h in zip(mine, self.moving, strict=True))
+            # Both are 0/1 per byte: m & ~h bytewise, done on whole ints (in C;
+            # a Python loop over 16384 slots cost ~1 ms per routing change).
+            both = int.from_bytes(mine, "big") & ~int.from_bytes(self.moving, "big")
+            mine = both.to_bytes(SLOT_COUNT, "big")
         object.__setattr__(self, "mine", mine)
 
     @classmethod

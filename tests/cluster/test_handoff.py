@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from functools import cache
 
@@ -205,6 +206,20 @@ def test_a_moving_slot_wakes_its_old_owner_only_when_written() -> None:
     assert (value(net.cores[B].store, k) or b"").endswith(b"newer\r\n")
     timer = core.get_timer()
     assert timer is None or timer > net.now + 1
+
+
+def test_routing_is_reported_only_when_it_changed() -> None:
+    """The shell builds a routing value per report (16384 slots): a report
+    that changes nothing is work for nothing, and at N=100 they came by the
+    hundred per second."""
+    net, _ = streamed(2000)
+    net.ring(R(epoch=3, members=(A, B)))
+    net.deliver()
+    for n in (A, B):
+        routed = [(e.table, e.moving) for e in net.events[n] if isinstance(e, RoutingChanged)]
+        assert len(routed) >= 2
+        for (t1, m1), (t2, m2) in itertools.pairwise(routed):
+            assert t1 is not t2 or m1 != m2
 
 
 def test_a_joiner_that_gets_its_data_before_the_proposal_keeps_it() -> None:

@@ -73,3 +73,22 @@ def test_asking_is_accepted_and_changes_no_routing() -> None:
     reply = run_in(s, "SET", key, "v")
     assert isinstance(reply, hiredis.ReplyError)
     assert str(reply).startswith("TRYAGAIN ")
+
+
+def test_a_moving_slot_of_mine_is_not_served_and_the_rest_are() -> None:
+    table = two_node_table()
+    r = Routing.create(table, moving=[100, 8191, 9000])
+    assert (r.mine[99], r.mine[100], r.mine[101], r.mine[8191], r.mine[9000]) == (1, 0, 1, 0, 0)
+    assert sum(r.mine) == sum(table.mine) - 2
+    assert r.refusal(100) == TRYAGAIN
+
+
+def test_a_table_with_members_down_redirects_to_none_of_them() -> None:
+    table = two_node_table()
+    assert table.redirect(9001) == b"-MOVED 9001 127.0.0.2:9815\r\n"  # cached in table
+    down = table.with_down(frozenset({OTHER.node_id}))
+    assert down.redirect(9001) == CLUSTERDOWN
+    assert table.redirect(9001) == b"-MOVED 9001 127.0.0.2:9815\r\n"  # the old one unchanged
+    assert down.mine == table.mine
+    assert down.down == frozenset({OTHER.node_id})
+    assert table.slots_assigned() == SLOT_COUNT
