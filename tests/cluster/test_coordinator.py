@@ -119,16 +119,38 @@ def test_a_change_is_proposed_first_then_made_once_everyone_involved_is_ready() 
     assert next_ring(ring("a", "d", pending=("a", "d", "e"), epoch=6), other_term, "a", 1) is None
 
 
-def test_a_new_event_during_a_change_makes_a_new_proposal() -> None:
-    proposal = ring("a", "b", pending=("a", "b", "c"), epoch=6)
-    view = [member("a"), member("b"), member("c"), member("d")]
+def test_a_member_of_a_proposal_that_goes_makes_a_new_proposal() -> None:
+    proposal = ring("a", "b", pending=("a", "b", "c", "d"), epoch=6)
+    view = [member("a"), member("b"), member("c", State.DEAD), member("d")]
     again = next_ring(proposal, view, "a", 1)
     assert again is not None
-    assert (again.epoch, again.members, again.pending) == (7, ("a", "b"), ("a", "b", "c", "d"))
-    # The newcomer went away again: the proposal is withdrawn.
+    assert (again.epoch, again.members, again.pending) == (7, ("a", "b"), ("a", "b", "d"))
+    # The newcomers went away again: the proposal is withdrawn.
     withdrawn = next_ring(proposal, [member("a"), member("b")], "a", 1)
     assert withdrawn is not None
     assert (withdrawn.members, withdrawn.pending) == (("a", "b"), ())
+
+
+def test_newcomers_wait_for_the_proposal_under_way() -> None:
+    proposal = ring("a", "b", pending=("a", "b", "c"), epoch=6)
+    ready = {READY_KEY: "1.6"}
+    view = [member("a"), member("b"), member("c"), member("d")]
+    assert next_ring(proposal, view, "a", 1) is None  # d waits; the proposal goes on
+    view = [member("a", **ready), member("b", **ready), member("c", **ready), member("d")]
+    change = next_ring(proposal, view, "a", 1)
+    assert change is not None
+    assert (change.epoch, change.members, change.pending) == (7, ("a", "b", "c"), ())
+    following = next_ring(change, view, "a", 1)
+    assert following is not None
+    assert (following.members, following.pending) == (("a", "b", "c"), ("a", "b", "c", "d"))
+
+
+def test_a_suspected_newcomer_stays_in_the_proposal_it_is_in() -> None:
+    proposal = ring("a", "b", pending=("a", "b", "c"), epoch=6)
+    view = [member("a"), member("b"), member("c", State.SUSPECT)]
+    assert next_ring(proposal, view, "a", 1) is None
+    # ... but one not yet in a proposal waits until it is alive again.
+    assert next_ring(ring("a", "b"), view, "a", 1) is None
 
 
 def test_nothing_to_change_and_never_an_empty_ring() -> None:
