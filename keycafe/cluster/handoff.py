@@ -42,6 +42,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import compress
 from typing import Any, Final, Protocol
 
 import attrs
@@ -49,7 +50,7 @@ import attrs
 from keycafe.cluster import frames
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.ring import outgoing
-from keycafe.cluster.slot_table import NodeAddr, SlotTable
+from keycafe.cluster.slot_table import NodeAddr, SlotTable, primary_mask
 from keycafe.store.engine import Exported, Store
 from keycafe.store.keyslot import SLOT_COUNT
 
@@ -276,9 +277,7 @@ class Handoff:
             self._adopt_members(ring, previous, nodes, now)
         pending = self.owners(ring.pending) if ring.pending else None
         self._pending_mine = (
-            bytes(1 if o and o[0] == self.node else 0 for o in pending)
-            if pending is not None
-            else bytes(SLOT_COUNT)
+            primary_mask(pending, self.node) if pending is not None else bytes(SLOT_COUNT)
         )
         # Receipts of proposals this ring supersedes are history now.
         version = (ring.term, ring.epoch)
@@ -492,15 +491,16 @@ class Handoff:
             if got <= version and (mine[slot] or not gaining[slot]):
                 del self._received[slot]  # owned now, or the proposal was withdrawn
         store = self.store
+        live, tombs = store.slots, store.tombstones
+        # Slots holding anything, neither owned nor gained: found with masks
+        # in C (a Python test of all 16384 slots took ~5 ms of every ring
+        # change at N=100). Masks are 0/1 per byte, so & ~ clears bytewise.
+        held = _mask(map(bool, live)) | _mask(map(bool, tombs))
+        kept = _mask(mine) | _mask(gaining)
+        others = (held & ~kept).to_bytes(SLOT_COUNT, "big")
         dropped = 0
-        for slot in range(SLOT_COUNT):
-            if (
-                not mine[slot]
-                and not gaining[slot]
-                and slot not in self._received
-                and slot not in self._draining
-                and (store.slots[slot] or store.tombstones[slot])
-            ):
+        for slot in compress(range(SLOT_COUNT), others):
+            if slot not in self._received and slot not in self._draining:
                 dropped += store.drop_slot(slot)
         self.counters.keys_dropped += dropped
 
@@ -764,3 +764,8 @@ def figures(core: Handoff) -> dict[str, int | str]:
         "slots_bad_frames": c.bad_frames,
         "slots_stale_frames": c.stale_frames,
     }
+
+
+def _mask(flags: Iterable[int]) -> int:
+    """A 0/1 value per slot as one int, for bytewise & and | in C."""
+    return int.from_bytes(bytes(flags), "big")

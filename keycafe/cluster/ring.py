@@ -39,7 +39,7 @@ from typing import Final
 
 import attrs
 
-from keycafe.cluster.slot_table import NodeAddr, SlotTable
+from keycafe.cluster.slot_table import NodeAddr, SlotTable, primary_mask
 from keycafe.store.keyslot import SLOT_COUNT
 
 _RING: Final = 1 << 64
@@ -376,8 +376,11 @@ def outgoing(
     before: tuple[tuple[str, ...], ...], after: tuple[tuple[str, ...], ...], me: str
 ) -> dict[str, list[int]]:
     """Slots ``me`` is primary of in ``before`` and hands over in ``after``, by new primary."""
+    if len(before) != len(after):
+        raise ValueError("tables of different sizes")
     out: dict[str, list[int]] = {}
-    for slot, (a, b) in enumerate(zip(before, after, strict=True)):
-        if a[:1] == (me,) and b and b[0] != me:
+    for slot in compress(range(len(before)), primary_mask(before, me)):
+        b = after[slot]
+        if b and b[0] != me:
             out.setdefault(b[0], []).append(slot)
     return out

@@ -56,13 +56,12 @@ class SlotTable:
     # Derived: 1 where this node is the slot's primary (one index per request).
     mine: bytes = attrs.field(init=False)
     _redirects: dict[int, bytes] = attrs.field(init=False, factory=dict, eq=False)
+    _ranges: list[SlotRange] | None = attrs.field(init=False, default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if len(self.owners) != SLOT_COUNT:
             raise ValueError(f"a slot table needs {SLOT_COUNT} entries, got {len(self.owners)}")
-        me = self.my_id
-        mine = bytes(1 if o and o[0] == me else 0 for o in self.owners)
-        object.__setattr__(self, "mine", mine)
+        object.__setattr__(self, "mine", primary_mask(self.owners, self.my_id))
 
     @classmethod
     def single(cls, me: NodeAddr, epoch: int = 1) -> SlotTable:
@@ -97,7 +96,14 @@ class SlotTable:
         return reply
 
     def ranges(self) -> list[SlotRange]:
-        """Maximal runs of consecutive slots with the same owners, owned ones only."""
+        """Maximal runs of consecutive slots with the same owners, owned ones only
+        (computed once per table: CLUSTER SLOTS asks for them often)."""
+        if self._ranges is None:
+            object.__setattr__(self, "_ranges", self._find_ranges())
+        assert self._ranges is not None
+        return list(self._ranges)
+
+    def _find_ranges(self) -> list[SlotRange]:
         out: list[SlotRange] = []
         start = 0
         owners = self.owners
@@ -118,3 +124,11 @@ class SlotTable:
 
     def slots_assigned(self) -> int:
         return SLOT_COUNT - self.owners.count(())
+
+
+def primary_mask(owners: tuple[tuple[str, ...], ...], node: str) -> bytes:
+    """1 for each slot whose primary is ``node``, else 0. A table holds few
+    distinct owner tuples (one per member at one copy), so each is tested
+    once and the slots are mapped in C."""
+    first = {o: o[:1] == (node,) for o in set(owners)}
+    return bytes(map(first.__getitem__, owners))

@@ -222,6 +222,26 @@ def test_routing_is_reported_only_when_it_changed() -> None:
             assert t1 is not t2 or m1 != m2
 
 
+def test_a_withdrawn_proposal_leaves_no_stale_tombstones_either() -> None:
+    """A slot that held only deletes reaches the joiner as tombstones; when the
+    proposal is withdrawn they must go like any other copy (a stale copy of a
+    slot that comes back later could hide a newer write's absence)."""
+    net = Cluster(A, B)
+    keys = fill(net.cores[A].store, 500)
+    net.ring(R(epoch=1, members=(A,)), A)
+    slot = key_slot(mine(owners((A, B)), B, keys)[0])
+    for k in [k for k in keys if key_slot(k) == slot]:
+        assert net.cores[A].store.remove(slot, k, WALL)
+    net.ring(R(epoch=2, members=(A,), pending=(A, B)))
+    net.deliver()
+    got = net.cores[B].store
+    assert got.tombstones[slot]
+    assert not got.slots[slot]
+    net.ring(R(epoch=3, members=(A,)))  # withdrawn
+    assert not got.tombstones[slot]
+    assert net.cores[A].store.tombstones[slot]  # the owner keeps its own
+
+
 def test_a_joiner_that_gets_its_data_before_the_proposal_keeps_it() -> None:
     """The link is faster than gossip: B gets BATCH and DONE before it hears
     of the proposal, and the first ring it adopts is that proposal, whose
