@@ -559,6 +559,11 @@ class Handoff:
             down=self._down | self._unknown,
         )
 
+    @property
+    def unknown(self) -> frozenset[str]:
+        """Ring members whose address this core lacks (``update_nodes`` is for them)."""
+        return self._unknown
+
     def update_nodes(self, nodes: Mapping[str, NodeAddr]) -> None:
         """Addresses of ring members that were unknown when the ring came."""
         if self.ring is None or not any(n in nodes for n in self._unknown):

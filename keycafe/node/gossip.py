@@ -44,6 +44,9 @@ FRAME: Final = struct.Struct(">I")
 MAX_FRAME: Final = 16 * 1024 * 1024
 STREAM_TIMEOUT: Final = 5.0  # seconds for one TCP exchange, connect included
 JOIN_BACKOFF: Final = (0.5, 30.0)  # first and longest wait between seed rounds
+# Datagrams handled per task step: each costs ~0.1-1 ms (decode, the core, the
+# layer above), so a batch holds the loop a few ms at most.
+DATAGRAM_BATCH: Final = 16
 
 
 @attrs.define(eq=False)
@@ -158,7 +161,11 @@ class GossipService:
     async def _receive_datagrams(self, udp: socket.socket) -> None:
         while True:
             await trio.lowlevel.wait_readable(udp)
-            while True:
+            # At most a batch per task step (wait_readable parks the task until
+            # the next I/O poll, so the others run in between): a socket that
+            # never runs dry (100 members gossiping to a busy node) held one
+            # node's loop for 28 s, and every member suspected it.
+            for _ in range(DATAGRAM_BATCH):
                 try:
                     data, addr = udp.recvfrom(65536)
                 except BlockingIOError:
