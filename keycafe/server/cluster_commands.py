@@ -50,22 +50,42 @@ def cluster_info(s: Session, a: list[bytes], slot: int) -> bytes:
     assigned = table.slots_assigned()
     probe = s.state.probe
     members = probe.members()
+    figures = probe.figures()
     known = set(table.nodes) | {m.node_id for m in members if m.state != "left"}
+    # As Redis counts them: a slot whose primary is known dead is failed (we
+    # answer CLUSTERDOWN for it), one whose primary is suspected is pfail.
+    suspect = frozenset(m.node_id for m in members if m.state == "suspect") - table.down
+    failed = _slots_led_by(table, table.down)
+    pfailed = _slots_led_by(table, suspect)
+    # A node that sees no majority of the ring alive says so, as a Redis
+    # Cluster master on the minority side does (a lone state has no shell to
+    # ask, and is a cluster of one).
+    majority = int(figures.get("coordinator_majority", 1)) == 1
+    ok = assigned == SLOT_COUNT and not failed and majority
     lines = [
-        f"cluster_state:{'ok' if assigned == SLOT_COUNT else 'fail'}",
+        f"cluster_state:{'ok' if ok else 'fail'}",
         f"cluster_slots_assigned:{assigned}",
-        f"cluster_slots_ok:{assigned}",
-        "cluster_slots_pfail:0",
-        "cluster_slots_fail:0",
+        f"cluster_slots_ok:{assigned - failed - pfailed}",
+        f"cluster_slots_pfail:{pfailed}",
+        f"cluster_slots_fail:{failed}",
         f"cluster_known_nodes:{len(known)}",
         f"cluster_size:{len({o[0] for o in table.owners if o})}",
         f"cluster_current_epoch:{table.epoch}",
         f"cluster_my_epoch:{table.epoch}",
     ]
     # The slot table's epoch unless the shell knows the ring's own.
-    figures = {"ring_epoch": table.epoch, **probe.figures()}
-    lines += [f"keycafe_{k}:{v}" for k, v in figures.items()]
+    shown = {"ring_epoch": table.epoch, **figures}
+    lines += [f"keycafe_{k}:{v}" for k, v in shown.items()]
     return resp.encode(resp.Verbatim("\r\n".join(lines) + "\r\n"), s.proto)
+
+
+def _slots_led_by(table: SlotTable, nodes: frozenset[str]) -> int:
+    """How many slots have their primary among ``nodes`` (few distinct owner
+    tuples in a table: each is tested once)."""
+    if not nodes:
+        return 0
+    owners = table.owners
+    return sum(owners.count(o) for o in set(owners) if o and o[0] in nodes)
 
 
 @subcommand(

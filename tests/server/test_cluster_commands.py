@@ -29,6 +29,31 @@ def two_node_session() -> Session:
     return s
 
 
+def info_of(s: Session) -> dict[str, str]:
+    reader = hiredis.Reader()
+    reader.feed(s.execute([b"CLUSTER", b"INFO"]))
+    text = reader.gets()
+    assert isinstance(text, bytes)
+    return dict(line.split(":", 1) for line in text.decode().split("\r\n") if line)
+
+
+def test_cluster_info_counts_the_slots_of_a_dead_primary_as_failed() -> None:
+    owners = tuple(
+        (ME.node_id, OTHER.node_id) if slot < 12288 else (OTHER.node_id, ME.node_id)
+        for slot in range(SLOT_COUNT)
+    )
+    nodes = {ME.node_id: ME, OTHER.node_id: OTHER}
+    table = SlotTable(epoch=7, my_id=ME.node_id, nodes=nodes, owners=owners)
+    s = make_session()
+    s.state.routing = Routing.create(table)
+    assert info_of(s)["cluster_state"] == "ok"
+    s.state.routing = Routing.create(table.with_down(frozenset({OTHER.node_id})))
+    info = info_of(s)
+    assert info["cluster_state"] == "fail"
+    assert (info["cluster_slots_fail"], info["cluster_slots_ok"]) == ("4096", "12288")
+    assert info["cluster_slots_assigned"] == "16384"
+
+
 def test_cluster_of_one(run: Run) -> None:
     assert run("CLUSTER", "MYID") == ME.node_id.encode()
     assert run("CLUSTER", "SLOTS") == [[0, 16383, [b"127.0.0.1", 9814, ME.node_id.encode(), []]]]

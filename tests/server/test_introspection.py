@@ -9,7 +9,7 @@ import hiredis
 from keycafe.server import MemberView
 from keycafe.store.keyslot import key_slot
 from tests.server.conftest import make_session, run_in
-from tests.server.test_cluster_commands import OTHER, two_node_session
+from tests.server.test_cluster_commands import OTHER, info_of, two_node_session
 
 
 def stats(raw: bytes) -> dict[str, str]:
@@ -94,3 +94,26 @@ def test_a_lone_state_reports_its_tables_epoch_and_no_process_figures() -> None:
     assert cluster["keycafe_ring_epoch"] == "1"
     assert cluster["cluster_known_nodes"] == "1"
     assert stats(s.execute([b"INFO", b"memory"]))["used_memory"] == "0"
+
+
+class MinorityProbe(FakeProbe):
+    def figures(self) -> Mapping[str, int | str]:
+        return {"coordinator_majority": 0}
+
+
+def test_cluster_info_tells_a_minority_node_it_is_failed() -> None:
+    s = make_session()
+    assert stats(s.execute([b"CLUSTER", b"INFO"]))["cluster_state"] == "ok"
+    s.state.probe = MinorityProbe()
+    cluster = stats(s.execute([b"CLUSTER", b"INFO"]))
+    assert cluster["cluster_state"] == "fail"
+    assert cluster["cluster_slots_ok"] == "16384"  # its slots are not failed: it is
+
+
+def test_cluster_info_counts_the_slots_of_a_suspected_primary_as_pfail() -> None:
+    s = two_node_session()
+    s.state.probe = FakeProbe()  # OTHER is suspected
+    info = info_of(s)
+    assert info["cluster_state"] == "ok"  # suspected is not failed: still served
+    assert (info["cluster_slots_pfail"], info["cluster_slots_ok"]) == ("8192", "8192")
+    assert info["cluster_slots_fail"] == "0"
