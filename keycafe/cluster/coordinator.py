@@ -20,8 +20,10 @@ its members, the coordinator first publishes them as the ring's ``pending``
 set in a new epoch; every member then streams to their new owners the slots
 it holds that the change moves, and says so (``READY_KEY`` = that epoch, in
 its gossip metadata); once every live member of both sets has, the
-coordinator publishes the change itself as the next epoch. A new death or
-newcomer meanwhile makes a new proposal, which members handle afresh.
+coordinator publishes the change itself as the next epoch. A member of the
+proposal that dies or leaves meanwhile, or a ring member it left out that is
+back, makes a new proposal, which members handle afresh; newcomers wait for
+the next one.
 
 Pure: ``step`` takes a member's view (its id, the member records, the ring it
 holds) and returns its assessment and the decisions to carry out; it changes
@@ -190,9 +192,12 @@ def next_ring(
 
     if not ring.pending:
         return None if wanted == ring.members else publish(ring.members, wanted)
-    if not set(ring.pending) <= set(wanted):
+    pending = set(ring.pending)
+    if not pending <= set(wanted) or (set(wanted) - pending) & set(ring.members):
         # A member of the proposal died or is leaving while it was carried
-        # out: propose again without it (or withdraw, if nothing else changed).
+        # out, or a ring member it leaves out is back (refuted its death):
+        # propose again (or withdraw, if nothing else changed). Carrying on
+        # would stream the returning member's share out, then back.
         return publish(ring.members, () if wanted == ring.members else wanted)
     # Newcomers wait for the proposal under way to finish, and come in the
     # next one: replacing a proposal for each arrival restarts every member's

@@ -48,6 +48,7 @@ class Member:
     session: Session
     timer_at: float | None = None
     routing_seen: int = 0
+    ring_seen: tuple[int, int] | None = None
     events_seen: int = 0
     crashed_at: float | None = None
     left_at: float | None = None
@@ -83,6 +84,7 @@ class ClusterSimulator:
         self.frames_lost = 0
         # (term, epoch) -> (members, pending) as each node adopted it.
         self.rings: dict[tuple[int, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self.adopted: dict[tuple[int, int], set[str]] = {}  # ring version: who adopted it
         self.ring_conflicts: list[str] = []
         self.owned_by: dict[str, set[int]] = {}  # slots each node was ever primary of
         self.log: list[tuple[float, str]] = []
@@ -237,6 +239,9 @@ class ClusterSimulator:
             m.routing_seen = cluster.routing_version
             r = cluster.routing
             m.state.routing = Routing(table=r.table, moving=r.moving)
+        # Every ring adopted is checked, a proposal too (it changes no routing).
+        if cluster.ring is not None and cluster.ring.version != m.ring_seen:
+            m.ring_seen = cluster.ring.version
             self._record_ring(m)
         for out in cluster.frames_to_send(self.now, limit=1 << 30):
             self._send_frame(m, out.peer, out.kind, out.body)
@@ -249,6 +254,7 @@ class ClusterSimulator:
         ring = m.cluster.ring
         if ring is None:
             return
+        self.adopted.setdefault(ring.version, set()).add(m.sim.name)
         seen = self.rings.setdefault(ring.version, (ring.members, ring.pending))
         if seen != (ring.members, ring.pending):
             self.ring_conflicts.append(f"{m.sim.name}: {ring.version} is {ring} but was {seen}")

@@ -9,6 +9,7 @@ a topology change builds a new table with a higher epoch.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Mapping
 from typing import Final
 
@@ -57,6 +58,7 @@ class SlotTable:
     mine: bytes = attrs.field(init=False)
     _redirects: dict[int, bytes] = attrs.field(init=False, factory=dict, eq=False)
     _ranges: list[SlotRange] | None = attrs.field(init=False, default=None, eq=False)
+    _led: dict[str, int] | None = attrs.field(init=False, default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if len(self.owners) != SLOT_COUNT:
@@ -121,6 +123,17 @@ class SlotTable:
         object.__setattr__(table, "down", down)
         object.__setattr__(table, "_redirects", {})
         return table
+
+    def primary_counts(self) -> dict[str, int]:
+        """How many slots each member is primary of (computed once per table)."""
+        if self._led is None:
+            led: dict[str, int] = {}
+            for owners, n in Counter(self.owners).items():  # few distinct tuples
+                if owners:
+                    led[owners[0]] = led.get(owners[0], 0) + n
+            object.__setattr__(self, "_led", led)
+        assert self._led is not None
+        return dict(self._led)
 
     def slots_assigned(self) -> int:
         return SLOT_COUNT - self.owners.count(())

@@ -128,7 +128,7 @@ class SlotService:
             self._routing_seen = cluster.routing_version
             r = cluster.routing
             self.state.routing = Routing(table=r.table, moving=r.moving)
-            self._log_ring()
+        self._log_ring()  # a proposal changes no routing, and is logged too
         if cluster.left:
             self._left.set()
         self._log_assessment()

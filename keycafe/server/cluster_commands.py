@@ -55,8 +55,9 @@ def cluster_info(s: Session, a: list[bytes], slot: int) -> bytes:
     # As Redis counts them: a slot whose primary is known dead is failed (we
     # answer CLUSTERDOWN for it), one whose primary is suspected is pfail.
     suspect = frozenset(m.node_id for m in members if m.state == "suspect") - table.down
-    failed = _slots_led_by(table, table.down)
-    pfailed = _slots_led_by(table, suspect)
+    led = table.primary_counts()
+    failed = sum(n for node, n in led.items() if node in table.down)
+    pfailed = sum(n for node, n in led.items() if node in suspect)
     # A node that sees no majority of the ring alive says so, as a Redis
     # Cluster master on the minority side does (a lone state has no shell to
     # ask, and is a cluster of one).
@@ -77,15 +78,6 @@ def cluster_info(s: Session, a: list[bytes], slot: int) -> bytes:
     shown = {"ring_epoch": table.epoch, **figures}
     lines += [f"keycafe_{k}:{v}" for k, v in shown.items()]
     return resp.encode(resp.Verbatim("\r\n".join(lines) + "\r\n"), s.proto)
-
-
-def _slots_led_by(table: SlotTable, nodes: frozenset[str]) -> int:
-    """How many slots have their primary among ``nodes`` (few distinct owner
-    tuples in a table: each is tested once)."""
-    if not nodes:
-        return 0
-    owners = table.owners
-    return sum(owners.count(o) for o in set(owners) if o and o[0] in nodes)
 
 
 @subcommand(

@@ -46,6 +46,8 @@ class Routing:
     def __attrs_post_init__(self) -> None:
         if len(self.moving) != SLOT_COUNT:
             raise ValueError(f"moving needs {SLOT_COUNT} entries, got {len(self.moving)}")
+        if self.moving.translate(None, b"\x00\x01"):
+            raise ValueError("moving holds 0 or 1 per slot")  # the masks below need it
         mine = self.table.mine
         if self.moving != _SETTLED:
             # Both are 0/1 per byte: m & ~h bytewise, done on whole ints (in C;

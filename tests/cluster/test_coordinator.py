@@ -145,6 +145,20 @@ def test_newcomers_wait_for_the_proposal_under_way() -> None:
     assert (following.members, following.pending) == (("a", "b", "c"), ("a", "b", "c", "d"))
 
 
+def test_a_ring_member_back_from_a_false_death_makes_a_new_proposal() -> None:
+    """c was declared dead, so the proposal leaves it out; it refuted and is
+    alive again: carrying on would stream its share out, then back."""
+    proposal = ring("a", "b", "c", pending=("a", "b"), epoch=6)
+    view = [member("a"), member("b"), member("c")]
+    again = next_ring(proposal, view, "a", 1)
+    assert again is not None
+    assert (again.members, again.pending) == (("a", "b", "c"), ())  # withdrawn
+    view.append(member("d"))  # ... and with a newcomer too: re-proposed with both
+    both = next_ring(proposal, view, "a", 1)
+    assert both is not None
+    assert both.pending == ("a", "b", "c", "d")
+
+
 def test_a_suspected_newcomer_stays_in_the_proposal_it_is_in() -> None:
     proposal = ring("a", "b", pending=("a", "b", "c"), epoch=6)
     view = [member("a"), member("b"), member("c", State.SUSPECT)]

@@ -41,6 +41,23 @@ def test_the_scenario_script_passes_and_replays() -> None:
     assert a.frames_sent == b.frames_sent > 0
 
 
+def test_every_ring_a_node_adopts_is_checked_proposals_included() -> None:
+    """The one-ring-per-version check must see proposals too, though they
+    change no node's routing."""
+    sim = ClusterSimulator(seed=5)
+    first = sim.add_node(0)
+    for i in range(1, 4):
+        sim.add_node(i, seed=first)
+    assert sim.run_until_true(sim.settled, 30)
+    sim.add_node(4, seed=first)
+    assert sim.run_until_true(sim.settled, 30)
+    proposals = [v for v, (_, pending) in sim.rings.items() if pending]
+    assert proposals
+    last = max(proposals)
+    assert sim.adopted[last] == set(sim.members)  # all five, the joiner included
+    assert not sim.ring_conflicts
+
+
 def test_a_joiner_that_misses_the_proposal_still_gets_its_data() -> None:
     """The joiner hears no gossip for a while (it misses the proposal's ring
     broadcast) while its peer links carry the data: nothing may be lost."""

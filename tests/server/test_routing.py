@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 import hiredis
+import pytest
 
 from keycafe.cluster.slot_table import CLUSTERDOWN, SlotTable
 from keycafe.server import Routing
@@ -92,3 +93,10 @@ def test_a_table_with_members_down_redirects_to_none_of_them() -> None:
     assert down.mine == table.mine
     assert down.down == frozenset({OTHER.node_id})
     assert table.slots_assigned() == SLOT_COUNT
+
+
+def test_moving_holds_only_zeros_and_ones() -> None:
+    moving = bytearray(SLOT_COUNT)
+    moving[5] = 2
+    with pytest.raises(ValueError, match="0 or 1"):
+        Routing(table=two_node_table(), moving=bytes(moving))
