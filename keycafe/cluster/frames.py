@@ -37,6 +37,9 @@ BATCH: Final = 5  # [transfer id, term, epoch, slot, [entry, ...]]: part of a ha
 DONE: Final = 6  # [transfer id, term, epoch, batches sent, [slot, ...]]: the transfer's end
 ACK: Final = 7  # [transfer id, batches received, [slot not kept, ...]]: answers DONE
 FORWARD: Final = 8  # [term, epoch, slot, [entry, ...]]: writes made meanwhile to a moving slot
+# Replication (keycafe/cluster/replication.py); (term, epoch): the sender's ring.
+REPL: Final = 9  # [term, epoch, frame number, [[slot, [entry, ...]], ...]]: a primary's writes
+REPL_ACK: Final = 10  # [term, epoch, frame number, [slot refused, ...]]: answers REPL
 
 # 2: hand-off frames carry the proposal's (term, epoch).
 PROTOCOL_VERSION: Final = 2

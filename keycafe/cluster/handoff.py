@@ -51,7 +51,7 @@ from keycafe.cluster import frames
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.ring import outgoing
 from keycafe.cluster.slot_table import NodeAddr, SlotTable, primary_mask
-from keycafe.store.engine import Exported, Store
+from keycafe.store.engine import MOVING, Exported, Store
 from keycafe.store.keyslot import SLOT_COUNT
 
 Owners = tuple[tuple[str, ...], ...]
@@ -515,7 +515,7 @@ class Handoff:
         for dest, slots in plan.items():
             for slot in slots:
                 self._subscribers.setdefault(slot, set()).add(dest)
-                self.store.watched[slot] = 1
+                self.store.watched[slot] |= MOVING
             transfer = _Transfer(peer=dest, slots=slots, version=version)
             self._transfers.append(transfer)
             self._start(transfer)
@@ -525,7 +525,7 @@ class Handoff:
         self._check_ready()
 
     def _unwatch(self) -> None:
-        self.store.watched[:] = bytes(SLOT_COUNT)
+        self.store.set_watch(MOVING, None)
         self._subscribers.clear()
         self._forward_at = None
 

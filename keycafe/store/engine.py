@@ -20,6 +20,7 @@ import heapq
 import struct
 from collections.abc import Callable, Iterable
 from itertools import islice
+from typing import Final
 
 import attrs
 
@@ -62,6 +63,12 @@ class Stats:
     tombstones_collected: int = 0
 
 
+# ``Store.watched`` flags.
+MOVING: Final = 1
+REPLICATED: Final = 2
+# Byte translation tables that clear one flag in every slot at once.
+_CLEAR: Final = {f: bytes(b & ~f for b in range(256)) for f in (MOVING, REPLICATED)}
+
 _pack = entry.pack
 _NO_EXPIRY = entry.NO_EXPIRY
 
@@ -87,13 +94,15 @@ class Store:
         # Every tombstone has an item here; items of tombstones since rewritten,
         # replaced or dropped go stale and are skipped when popped.
         self._tomb_heap: list[tuple[int, int, bytes]] = []  # (deleted_ms, slot, key)
-        # Slots whose local writes must also reach another node (a slot moving
-        # to a joiner, or being handed off by a leaver): 1 per watched slot. A
-        # write to one appends (slot, key) to ``dirty``, which the shell drains;
-        # ``on_dirty`` is called when ``dirty`` stops being empty, so nobody
-        # has to poll it.
+        # Slots whose writes must also reach another node, as flags per slot:
+        # MOVING (moving to a joiner, or handed off by a leaver: a write
+        # appends (slot, key) to ``dirty``) and REPLICATED (this node is the
+        # slot's primary and it has replicas: a write appends to ``replog``).
+        # The cluster core drains both; ``on_dirty`` is called when either
+        # stops being empty, so nobody has to poll them.
         self.watched = bytearray(SLOT_COUNT)
         self.dirty: list[tuple[int, bytes]] = []
+        self.replog: list[tuple[int, bytes]] = []
         self.on_dirty: Callable[[], None] | None = None
 
     # -- reads ---------------------------------------------------------------------
@@ -213,9 +222,24 @@ class Store:
         return True
 
     def _mark(self, slot: int, key: bytes) -> None:
-        self.dirty.append((slot, key))
-        if len(self.dirty) == 1 and self.on_dirty is not None:
-            self.on_dirty()
+        flags = self.watched[slot]
+        if flags & REPLICATED:
+            self.replog.append((slot, key))
+            if len(self.replog) == 1 and self.on_dirty is not None:
+                self.on_dirty()
+        if flags & MOVING:
+            self.dirty.append((slot, key))
+            if len(self.dirty) == 1 and self.on_dirty is not None:
+                self.on_dirty()
+
+    def set_watch(self, flag: int, slots: Iterable[int] | None) -> None:
+        """Set ``flag`` on ``slots`` (None: clear it on every slot)."""
+        watched = self.watched
+        if slots is None:
+            watched[:] = watched.translate(_CLEAR[flag])
+            return
+        for slot in slots:
+            watched[slot] |= flag
 
     def flush(self) -> None:
         """Drop everything (FLUSHALL): no tombstones, as Redis keeps no trace."""
@@ -273,7 +297,7 @@ class Store:
         """Apply remote entries: last writer wins by (stamp, writer id), so every
         replica that has seen the same writes holds the same entries, whatever
         the order they came in. Returns how many changed something. In a
-        watched slot, what changed is recorded in ``dirty`` like a local write.
+        watched slot, what changed is recorded like a local write.
 
         An entry stamped further ahead of ``now`` than the clock admits is
         refused: not merged, counted in ``clock.refused``. Merged, it would win

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keycafe.store import entry
-from keycafe.store.engine import Store, StoreConfig
+from keycafe.store.engine import MOVING, REPLICATED, Store, StoreConfig
 from keycafe.store.keyslot import key_slot
 
 NODE = "a" * 40
@@ -163,6 +163,26 @@ def test_writes_to_watched_slots_are_recorded_for_forwarding() -> None:
     store.remove(slot, b"k", NOW)
     store.remove(other, b"other", NOW)
     assert store.dirty == [(slot, b"k")] * 3
+
+
+def test_moving_and_replicated_slots_are_logged_apart_and_cleared_apart() -> None:
+    store = Store(NODE)
+    a, b = key_slot(b"a"), key_slot(b"b")
+    woken: list[int] = []
+    store.on_dirty = lambda: woken.append(len(store.dirty) + len(store.replog))
+    store.set_watch(MOVING, [a])
+    store.set_watch(REPLICATED, [a, b])
+    store.put(a, b"a", b"1", 0, NOW)
+    store.put(b, b"b", b"1", 0, NOW)
+    assert store.dirty == [(a, b"a")]
+    assert store.replog == [(a, b"a"), (b, b"b")]
+    assert woken == [1, 2]  # once per log that stopped being empty
+    store.set_watch(MOVING, None)  # the hand-off's slots settle: replication goes on
+    assert (store.watched[a], store.watched[b]) == (REPLICATED, REPLICATED)
+    store.set_watch(REPLICATED, None)
+    store.set_watch(MOVING, [b])
+    store.set_watch(REPLICATED, None)
+    assert (store.watched[a], store.watched[b]) == (0, MOVING)
 
 
 def test_dropping_a_slot_forgets_its_entries_and_tombstones_only() -> None:

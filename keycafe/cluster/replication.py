@@ -1,0 +1,292 @@
+"""Replication: a primary copies each write in its slots to the slots' replicas.
+
+A sans-I/O core in the shape of the hand-off's (``keycafe.cluster.handoff``)::
+
+    rep.set_ring(version, owners, in_sync)     # the ring in force, and who is in sync
+    rep.collect()                              # take the store's replog into the outbox
+    rep.frames_to_send(now, limit) -> list[Outgoing]
+    rep.receive_frame(peer, frame, now, wall_ms)
+    rep.link_broken(peer, now)                 # frames queued to peer may be lost
+    rep.handle_timer(now); rep.get_timer()
+    rep.written, rep.durable                   # write numbers: the last, the last safe
+
+*Primary side.* The store appends each write to a slot this node is primary of
+(and that has replicas) to its ``replog`` (the ``REPLICATED`` watch flag, set
+here from the ring). Writes are numbered in the order they were collected.
+One ``REPL`` frame per replica and collection carries the *entries* (value,
+stamp, writer; tombstones too), not the commands, as they are when the frame
+is built: applying one twice or after a newer one changes nothing (the store's
+last-writer-wins merge). A replica answers each frame with ``REPL_ACK`` and
+the frame's number. Links deliver in order and at most once, so an
+acknowledgement covers every frame before it; a broken link sends every
+unacknowledged key again. ``durable`` is the highest write number such that
+every write up to it is held by every in-sync replica of its slot: the shell
+answers a client's write only once ``durable`` has reached it.
+
+*Replica side (fencing).* Entries are applied only for slots whose primary,
+in the ring this node follows, is the sender, and of which this node is a
+replica; the others are named in the acknowledgement as refused, and the
+primary offers them again after ``RETRY_PAUSE`` (the two may follow different
+rings for a moment). A paused or cut-off old primary therefore gets no
+acknowledgement from a replica that follows a newer ring.
+
+Which replicas are in sync is the ring's to say (the coordinator publishes
+it); writes wait for the in-sync ones only, and are still sent to the others
+so that they catch up.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Final
+
+import attrs
+
+from keycafe.cluster import frames
+from keycafe.cluster.frames import Frame
+from keycafe.cluster.handoff import MAX_VERSION, Outgoing, Owners, Version
+from keycafe.store.engine import REPLICATED, Exported, Store
+from keycafe.store.keyslot import SLOT_COUNT
+
+RETRY_PAUSE: Final = 0.5  # seconds before refused entries are offered again
+FRAME_ENTRIES: Final = 512  # entries per REPL frame, at most
+
+
+@attrs.define(eq=False)
+class ReplicationCounters:
+    frames_sent: int = 0
+    entries_sent: int = 0
+    entries_applied: int = 0
+    entries_refused: int = 0  # not applied here: the sender is not the slot's primary
+    resent: int = 0  # writes sent again after a broken link or a refusal
+    bad_frames: int = 0
+
+
+Item = tuple[int, int, bytes]  # (write number, slot, key)
+
+
+@attrs.define(eq=False)
+class _Sent:
+    """A REPL frame on its way: its number and the writes it carried."""
+
+    number: int
+    items: list[Item]
+
+
+class Replication:
+    """One node's part in replication, as primary of some slots and replica of others."""
+
+    def __init__(self, *, node: str, store: Store) -> None:
+        self.node = node
+        self.store = store
+        self.version: Version = (0, 0)
+        self.owners: Owners = ((),) * SLOT_COUNT
+        self.in_sync: frozenset[str] = frozenset()
+        self.counters = ReplicationCounters()
+        self._written = 0  # number of the last write collected
+        self._out: deque[Outgoing] = deque()
+        # Per replica: writes to send next, frames sent and not acknowledged,
+        # and writes it refused, offered again at a time.
+        self._queued: dict[str, list[Item]] = {}
+        self._unacked: dict[str, deque[_Sent]] = {}
+        self._retry: list[tuple[float, str, list[Item]]] = []
+        self._frame_no = 0
+
+    # -- the ring --------------------------------------------------------------------------
+
+    def set_ring(self, version: Version, owners: Owners, in_sync: Iterable[str]) -> None:
+        """Follow the ring ``version`` with these slot ``owners`` (primary
+        first); ``in_sync`` are the replicas whose acknowledgement a write needs."""
+        self.collect()  # what was written under the old ring is numbered first
+        self.version, self.owners, self.in_sync = version, owners, frozenset(in_sync)
+        me = self.node
+        self.store.set_watch(REPLICATED, None)
+        self.store.set_watch(
+            REPLICATED, (s for s, o in enumerate(owners) if len(o) > 1 and o[0] == me)
+        )
+        # Writes queued for a node that is no longer a replica of their slot
+        # (or of which we are no longer primary) go nowhere now.
+        for peer, items in list(self._queued.items()):
+            self._queued[peer] = [i for i in items if self._replicates(peer, i[1])]
+
+    def _replicates(self, peer: str, slot: int) -> bool:
+        o = self.owners[slot]
+        return bool(o) and o[0] == self.node and peer in o[1:]
+
+    # -- primary side ------------------------------------------------------------------------
+
+    def collect(self) -> None:
+        """Number the writes in the store's replog and queue them per replica."""
+        log, self.store.replog = self.store.replog, []
+        owners, queued = self.owners, self._queued
+        for slot, key in log:
+            self._written += 1
+            for peer in owners[slot][1:]:
+                queued.setdefault(peer, []).append((self._written, slot, key))
+
+    @property
+    def written(self) -> int:
+        """The number of the last write (writes are numbered as they are collected)."""
+        self.collect()
+        return self._written
+
+    @property
+    def durable(self) -> int:
+        """Every write numbered up to this is held by every in-sync replica of its slot."""
+        bound = self.written
+        for peer in self.in_sync:
+            lowest = self._lowest_pending(peer)
+            if lowest is not None:
+                bound = min(bound, lowest - 1)
+        return bound
+
+    def _lowest_pending(self, peer: str) -> int | None:
+        numbers = [n for n, _, _ in self._queued.get(peer, ())]
+        numbers += [n for sent in self._unacked.get(peer, ()) for n, _, _ in sent.items]
+        numbers += [n for _, p, items in self._retry if p == peer for n, _, _ in items]
+        return min(numbers, default=None)
+
+    def frames_to_send(self, now: float, limit: int) -> list[Outgoing]:
+        self.collect()
+        for peer in sorted(self._queued):
+            items = self._queued.pop(peer)
+            for i in range(0, len(items), FRAME_ENTRIES):
+                self._send(peer, items[i : i + FRAME_ENTRIES])
+        out: list[Outgoing] = []
+        while self._out and len(out) < limit:
+            out.append(self._out.popleft())
+        return out
+
+    def _send(self, peer: str, items: list[Item]) -> None:
+        by_slot: dict[int, list[bytes]] = {}
+        for _, slot, key in items:
+            by_slot.setdefault(slot, []).append(key)
+        groups = []
+        entries = 0
+        for slot, keys in by_slot.items():
+            # As the entries are now: a key written twice goes once.
+            exported = self.store.export(slot, dict.fromkeys(keys))
+            entries += len(exported)
+            groups.append([slot, [_entry(e) for e in exported]])
+        self._frame_no += 1
+        self._unacked.setdefault(peer, deque()).append(_Sent(number=self._frame_no, items=items))
+        term, epoch = self.version
+        body = [term, epoch, self._frame_no, groups]
+        self._out.append(Outgoing(peer=peer, kind=frames.REPL, body=body))
+        self.counters.frames_sent += 1
+        self.counters.entries_sent += entries
+
+    def link_broken(self, peer: str, now: float) -> None:
+        """Frames to ``peer`` may be lost: send their writes again, as they are now."""
+        self._out = deque(o for o in self._out if o.peer != peer)
+        lost = [i for sent in self._unacked.pop(peer, ()) for i in sent.items]
+        if lost:
+            self.counters.resent += len(lost)
+            self._queued[peer] = lost + self._queued.get(peer, [])
+
+    # -- replica side ------------------------------------------------------------------------
+
+    def receive_frame(self, peer: str, frame: Frame, now: float, wall_ms: int) -> None:
+        if frame.kind == frames.REPL:
+            self._on_repl(peer, frame.body, wall_ms)
+        elif frame.kind == frames.REPL_ACK:
+            self._on_ack(peer, frame.body, now)
+
+    def _on_repl(self, peer: str, body: Any, wall_ms: int) -> None:
+        parsed = _parse_repl(body)
+        if parsed is None:
+            self.counters.bad_frames += 1
+            return
+        _, number, groups = parsed
+        owners, me = self.owners, self.node
+        refused = []
+        for slot, items in groups:
+            o = owners[slot]
+            if o and o[0] == peer and me in o[1:]:
+                self.store.merge(slot, items, wall_ms)
+                self.counters.entries_applied += len(items)
+            else:
+                refused.append(slot)
+                self.counters.entries_refused += len(items)
+        term, epoch = self.version
+        ack = [term, epoch, number, refused]
+        self._out.append(Outgoing(peer=peer, kind=frames.REPL_ACK, body=ack))
+
+    def _on_ack(self, peer: str, body: Any, now: float) -> None:
+        if (
+            type(body) is not list
+            or len(body) != 4
+            or any(type(x) is not int or not 0 <= x <= MAX_VERSION for x in body[:3])
+            or type(body[3]) is not list
+            or any(type(s) is not int or not 0 <= s < SLOT_COUNT for s in body[3])
+        ):
+            self.counters.bad_frames += 1
+            return
+        number, refused = body[2], set(body[3])
+        pending = self._unacked.get(peer)
+        # Frames arrive in order: this acknowledges every frame up to it. The
+        # refusals are this frame's (an earlier frame's were in its own ack).
+        while pending and pending[0].number <= number:
+            sent = pending.popleft()
+            if sent.number == number and refused:
+                again = [i for i in sent.items if i[1] in refused]
+                if again:
+                    self._retry.append((now + RETRY_PAUSE, peer, again))
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        return min((at for at, _, _ in self._retry), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        due = [r for r in self._retry if r[0] <= now]
+        self._retry = [r for r in self._retry if r[0] > now]
+        for _, peer, items in due:
+            keep = [i for i in items if self._replicates(peer, i[1])]
+            if keep:
+                self.counters.resent += len(keep)
+                self._queued[peer] = keep + self._queued.get(peer, [])
+
+
+def _entry(e: Exported) -> list[Any]:
+    return [e.key, e.value, e.expires_ms, e.stamp, e.writer]
+
+
+def _parse_repl(body: Any) -> tuple[Version, int, list[tuple[int, list[Exported]]]] | None:
+    """A REPL body from a peer, checked: ((term, epoch), number, [(slot, entries)])."""
+    if type(body) is not list or len(body) != 4:
+        return None
+    term, epoch, number, groups = body
+    if any(type(x) is not int or not 0 <= x <= MAX_VERSION for x in (term, epoch, number)):
+        return None
+    if type(groups) is not list:
+        return None
+    out = []
+    for group in groups:
+        if type(group) is not list or len(group) != 2:
+            return None
+        slot, raw = group
+        if type(slot) is not int or not 0 <= slot < SLOT_COUNT or type(raw) is not list:
+            return None
+        items = []
+        for e in raw:
+            item = _parse_entry(e)
+            if item is None:
+                return None
+            items.append(item)
+        out.append((slot, items))
+    return (term, epoch), number, out
+
+
+def _parse_entry(e: Any) -> Exported | None:
+    if type(e) is not list or len(e) != 5:
+        return None
+    key, value, expires_ms, stamp, writer = e
+    if type(key) is not bytes or (value is not None and type(value) is not bytes):
+        return None
+    if type(expires_ms) is not int or type(stamp) is not int or type(writer) is not str:
+        return None
+    if not (0 <= expires_ms < 1 << 63 and 0 <= stamp < 1 << 64 and len(writer) <= 64):
+        return None
+    return Exported(key=key, value=value, expires_ms=expires_ms, stamp=stamp, writer=writer)

@@ -1,0 +1,257 @@
+"""The replication core: writes reach the in-sync replicas before they count as
+durable, replicas take them only from the slot's primary, lost frames are sent
+again, and entries (not commands) travel, so order and repeats do not matter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from keycafe.cluster import frames
+from keycafe.cluster.frames import Frame
+from keycafe.cluster.handoff import Outgoing
+from keycafe.cluster.replication import FRAME_ENTRIES, RETRY_PAUSE, Replication
+from keycafe.store.engine import Store
+from keycafe.store.keyslot import SLOT_COUNT, key_slot
+
+A, B, C = "a" * 40, "b" * 40, "c" * 40
+WALL = 1_800_000_000_000
+
+
+def owners_of(*nodes: str) -> tuple[tuple[str, ...], ...]:
+    return (tuple(nodes),) * SLOT_COUNT
+
+
+class Net:
+    """Replication cores joined by in-order links; frames wait on the wire."""
+
+    def __init__(self, *names: str) -> None:
+        self.now = 0.0
+        self.cores = {n: Replication(node=n, store=Store(n)) for n in names}
+        self.wire: list[tuple[str, Outgoing]] = []
+
+    def ring(self, owners: tuple[tuple[str, ...], ...], in_sync: set[str], *names: str) -> None:
+        for n in names or self.cores:
+            self.cores[n].set_ring((1, 1), owners, in_sync)
+
+    def collect(self) -> None:
+        for n, core in self.cores.items():
+            self.wire += [(n, o) for o in core.frames_to_send(self.now, limit=10_000)]
+
+    def deliver(self, only: set[str] | None = None) -> int:
+        """Deliver what is on the wire (to ``only``), and the answers, until quiet."""
+        total = 0
+        while True:
+            self.collect()
+            go = [(s, o) for s, o in self.wire if only is None or o.peer in only]
+            if not go:
+                return total
+            self.wire = [(s, o) for s, o in self.wire if not (only is None or o.peer in only)]
+            for src, o in go:
+                self.cores[o.peer].receive_frame(src, Frame(o.kind, o.body), self.now, WALL)
+            total += len(go)
+
+    def drop(self, to: str) -> None:
+        self.collect()
+        self.wire = [(s, o) for s, o in self.wire if o.peer != to]
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for core in self.cores.values():
+            t = core.get_timer()
+            if t is not None and t <= self.now:
+                core.handle_timer(self.now)
+
+
+def put(core: Replication, key: bytes, value: bytes, wall: int = WALL) -> None:
+    core.store.put(key_slot(key), key, value, 0, wall)
+
+
+def value(core: Replication, key: bytes) -> bytes | None:
+    record = core.store.lookup(key_slot(key), key, WALL)
+    return None if record is None else record
+
+
+def held(core: Replication, key: bytes, v: bytes) -> bool:
+    return (value(core, key) or b"").endswith(v + b"\r\n")
+
+
+def test_a_write_is_durable_once_the_replica_holds_it() -> None:
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    put(net.cores[A], b"k", b"v1")
+    assert (net.cores[A].written, net.cores[A].durable) == (1, 0)
+    net.collect()  # on the wire, not yet applied
+    assert net.cores[A].durable == 0
+    assert value(net.cores[B], b"k") is None
+    net.deliver()
+    assert held(net.cores[B], b"k", b"v1")
+    assert net.cores[A].durable == 1
+
+
+def test_a_round_sends_one_frame_per_replica() -> None:
+    net = Net(A, B, C)
+    net.ring(owners_of(A, B, C), {B, C})
+    for i in range(100):
+        put(net.cores[A], b"k%d" % i, b"v")
+    out = net.cores[A].frames_to_send(0.0, limit=100)
+    assert sorted(o.peer for o in out) == [B, C]
+    assert all(o.kind == frames.REPL for o in out)
+    assert net.cores[A].counters.entries_sent == 200
+
+
+def test_a_key_written_twice_in_a_round_travels_once_at_its_last_value() -> None:
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    put(net.cores[A], b"k", b"old")
+    put(net.cores[A], b"k", b"new")
+    net.deliver()
+    assert held(net.cores[B], b"k", b"new")
+    assert net.cores[A].counters.entries_sent == 1
+    assert net.cores[A].durable == 2
+
+
+def test_deletes_travel_as_tombstones() -> None:
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    put(net.cores[A], b"k", b"v")
+    net.deliver()
+    assert net.cores[A].store.remove(key_slot(b"k"), b"k", WALL + 1)
+    net.deliver()
+    assert value(net.cores[B], b"k") is None
+    assert b"k" in net.cores[B].store.tombstones[key_slot(b"k")]
+
+
+def test_writes_wait_for_every_in_sync_replica_and_for_no_other() -> None:
+    net = Net(A, B, C)
+    net.ring(owners_of(A, B, C), {B})  # C is catching up: not in sync
+    put(net.cores[A], b"k", b"v")
+    net.deliver(only={C})
+    assert held(net.cores[C], b"k", b"v")  # C gets the writes all the same
+    assert net.cores[A].durable == 0  # ... but B has not acknowledged
+    net.deliver(only={B, A})
+    assert net.cores[A].durable == 1
+
+
+def test_a_replica_refuses_writes_from_a_node_that_is_not_the_primary() -> None:
+    """B follows a ring where C is the primary: A (paused, cut off, or behind)
+    gets no acknowledgement that would let it answer a client."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B}, A)
+    net.ring(owners_of(C, B), {B}, B)
+    put(net.cores[A], b"k", b"stale")
+    net.deliver()
+    assert value(net.cores[B], b"k") is None
+    assert net.cores[B].counters.entries_refused == 1
+    assert net.cores[A].durable == 0
+    # Offered again later; once B follows A's ring, it takes it.
+    net.advance(RETRY_PAUSE)
+    net.ring(owners_of(A, B), {B}, B)
+    net.deliver()
+    assert held(net.cores[B], b"k", b"stale")
+    assert net.cores[A].durable == 1
+
+
+def test_a_node_that_is_not_a_replica_of_the_slot_refuses_too() -> None:
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B}, A)
+    net.ring(owners_of(A), set(), B)  # B holds no copy in its ring
+    put(net.cores[A], b"k", b"v")
+    net.deliver()
+    assert value(net.cores[B], b"k") is None
+    assert net.cores[A].durable == 0
+
+
+def test_frames_lost_with_a_broken_link_are_sent_again() -> None:
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    for i in range(3):
+        put(net.cores[A], b"k%d" % i, b"v")
+    net.drop(B)
+    assert net.cores[A].durable == 0
+    net.cores[A].link_broken(B, net.now)
+    put(net.cores[A], b"k3", b"v")
+    net.deliver()
+    assert all(held(net.cores[B], b"k%d" % i, b"v") for i in range(4))
+    assert net.cores[A].durable == 4
+    assert net.cores[A].counters.resent == 3
+
+
+def test_replicas_hold_the_newest_whatever_the_order_frames_are_applied() -> None:
+    """Entries, not commands: an old frame applied after a newer one changes nothing."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    put(net.cores[A], b"k", b"old", WALL)
+    old = net.cores[A].frames_to_send(0.0, limit=10)
+    put(net.cores[A], b"k", b"new", WALL + 5)
+    new = net.cores[A].frames_to_send(0.0, limit=10)
+    replica = net.cores[B]
+    for o in (*new, *old, *new):
+        replica.receive_frame(A, Frame(o.kind, o.body), 0.0, WALL)
+    assert held(replica, b"k", b"new")
+
+
+def test_large_rounds_are_split_into_frames() -> None:
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    count = FRAME_ENTRIES * 2 + 1
+    for i in range(count):
+        put(net.cores[A], b"k%d" % i, b"v")
+    out = net.cores[A].frames_to_send(0.0, limit=100)
+    assert len(out) == 3
+    for o in out:
+        net.cores[B].receive_frame(A, Frame(o.kind, o.body), 0.0, WALL)
+    net.deliver()
+    assert net.cores[A].durable == count
+
+
+def test_only_slots_this_node_is_primary_of_with_replicas_are_logged() -> None:
+    net = Net(A, B)
+    half = tuple((A, B) if s < SLOT_COUNT // 2 else (B, A) for s in range(SLOT_COUNT))
+    net.ring(half, {A, B})
+    mine = next(k for k in (b"k%d" % i for i in range(100)) if key_slot(k) < SLOT_COUNT // 2)
+    theirs = next(k for k in (b"k%d" % i for i in range(100)) if key_slot(k) >= SLOT_COUNT // 2)
+    put(net.cores[A], mine, b"v")
+    put(net.cores[A], theirs, b"v")  # not A's to replicate (the shell would redirect it)
+    assert net.cores[A].durable == 0
+    assert net.cores[A].written == 1
+    net.ring(owners_of(A), set())  # no replicas: nothing to log
+    put(net.cores[A], mine, b"v2")
+    assert net.cores[A].written == 1
+
+
+BAD: list[Any] = [
+    None,
+    [1, 1, 1],
+    [1, 1, -1, []],
+    [1, 1, 1 << 63, []],
+    [1, 1, 1, [[SLOT_COUNT, []]]],
+    [1, 1, 1, [[0, [[b"k", b"v", 0, 1]]]]],
+    [1, 1, 1, [[0, [[b"k", b"v", 0, -1, A]]]]],
+    [1, 1, 1, [[0, [["k", b"v", 0, 1, A]]]]],
+]
+
+
+@pytest.mark.parametrize("body", BAD)
+def test_malformed_frames_are_counted_and_dropped(body: Any) -> None:
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    net.cores[B].receive_frame(A, Frame(frames.REPL, body), 0.0, WALL)
+    net.cores[A].receive_frame(B, Frame(frames.REPL_ACK, body), 0.0, WALL)
+    assert net.cores[B].counters.bad_frames == 1
+    assert net.cores[A].counters.bad_frames == 1
+    assert not any(net.cores[B].store.slots)
+
+
+def test_writes_queued_for_a_node_that_stopped_being_a_replica_are_not_sent() -> None:
+    """Copies for a new replica come by the ring change's streaming; the old
+    replica, no longer one, must not be sent writes it would refuse for ever."""
+    net = Net(A, B, C)
+    net.ring(owners_of(A, B), {B}, A)
+    put(net.cores[A], b"k", b"v")
+    assert net.cores[A].written == 1  # collected, queued for B
+    net.ring(owners_of(A, C), {C}, A)
+    out = net.cores[A].frames_to_send(0.0, limit=10)
+    assert [o.peer for o in out] == []
+    assert net.cores[A].durable == 1  # nothing pending for an in-sync replica
