@@ -169,11 +169,16 @@ def next_ring(
             n
             for n in live
             if by_id[n].meta.get(LEAVING_KEY) != "1"
-            # A newcomer must be alive, not merely unsuspected of death; once
-            # in a proposal, a suspicion alone does not take it out again (at
-            # N=100 on a busy machine, suspicions that were refuted withdrew
-            # every proposal and the ring never formed).
-            and (n in ring.members or n in ring.pending or by_id[n].state == State.ALIVE)
+            # A newcomer (or a member back from being declared down) must be
+            # alive, not merely unsuspected of death; once in a proposal, a
+            # suspicion alone does not take it out again (at N=100 on a busy
+            # machine, suspicions that were refuted withdrew every proposal
+            # and the ring never formed).
+            and (
+                (n in ring.members and n not in ring.down)
+                or n in ring.pending
+                or by_id[n].state == State.ALIVE
+            )
         )
     )
     if not wanted:
@@ -181,24 +186,36 @@ def next_ring(
     if ring.epoch >= MAX_EPOCH:
         return None  # nothing can follow it (ring_record.py)
 
-    def publish(members: tuple[str, ...], pending: tuple[str, ...] = ()) -> Ring:
+    def publish(
+        members: tuple[str, ...], pending: tuple[str, ...] = (), down: tuple[str, ...] = ()
+    ) -> Ring:
         return Ring(
             epoch=ring.epoch + 1,
             term=term,
             coordinator=coordinator,
             members=members,
             pending=pending,
+            down=down,
         )
 
+    # Failover first: a ring member known dead (or gone) is declared down in
+    # the next epoch, with nothing else changed, so its slots are served at
+    # once by their next owner, which holds an in-sync copy. Removing it (and
+    # streaming new copies) is a change like any other, afterwards.
+    down = set(ring.down)
+    dead = {n for n in ring.members if n not in down and n not in live}
+    if dead:
+        return publish(ring.members, ring.pending, tuple(sorted(down | dead)))
+    settled = wanted == ring.members and not ring.down
     if not ring.pending:
-        return None if wanted == ring.members else publish(ring.members, wanted)
+        return None if settled else publish(ring.members, wanted, ring.down)
     pending = set(ring.pending)
-    if not pending <= set(wanted) or (set(wanted) - pending) & set(ring.members):
+    if not pending <= set(wanted) or (set(wanted) - pending) & (set(ring.members) - down):
         # A member of the proposal died or is leaving while it was carried
         # out, or a ring member it leaves out is back (refuted its death):
         # propose again (or withdraw, if nothing else changed). Carrying on
         # would stream the returning member's share out, then back.
-        return publish(ring.members, () if wanted == ring.members else wanted)
+        return publish(ring.members, () if settled else wanted, ring.down)
     # Newcomers wait for the proposal under way to finish, and come in the
     # next one: replacing a proposal for each arrival restarts every member's
     # streaming, and members arriving one after another would starve the change.

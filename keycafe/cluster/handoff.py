@@ -49,8 +49,8 @@ import attrs
 
 from keycafe.cluster import frames
 from keycafe.cluster.frames import Frame
-from keycafe.cluster.ring import outgoing
-from keycafe.cluster.slot_table import NodeAddr, SlotTable, primary_mask
+from keycafe.cluster.ring import outgoing, without
+from keycafe.cluster.slot_table import NodeAddr, SlotTable, owner_mask, primary_mask
 from keycafe.store.engine import MOVING, Exported, Store
 from keycafe.store.keyslot import SLOT_COUNT
 
@@ -87,6 +87,8 @@ class RingLike(Protocol):
     def members(self) -> tuple[str, ...]: ...
     @property
     def pending(self) -> tuple[str, ...]: ...
+    @property
+    def down(self) -> tuple[str, ...]: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -229,7 +231,11 @@ class Handoff:
         self.counters = HandoffCounters()
         self.ring: RingLike | None = None
         self.table = SlotTable.unassigned(me)
-        self._pending_mine = bytes(SLOT_COUNT)  # 1: ours in the ring's pending set
+        self._pending_mine = bytes(SLOT_COUNT)  # 1: primary in the ring's pending set
+        # 1 where this node holds a copy (primary or replica): in the ring in
+        # force, and in its pending set.
+        self._held = bytes(SLOT_COUNT)
+        self._pending_held = bytes(SLOT_COUNT)
         self._down: frozenset[str] = frozenset()
         self._unknown: frozenset[str] = frozenset()  # ring members with no address
         self._ids = itertools.count(1)
@@ -273,11 +279,14 @@ class Handoff:
         for ever, and hold up the whole cluster's next change."""
         previous = self.ring
         self.ring = ring
-        if previous is None or previous.members != ring.members:
+        if previous is None or (previous.members, previous.down) != (ring.members, ring.down):
             self._adopt_members(ring, previous, nodes, now)
         pending = self.owners(ring.pending) if ring.pending else None
         self._pending_mine = (
             primary_mask(pending, self.node) if pending is not None else bytes(SLOT_COUNT)
+        )
+        self._pending_held = (
+            owner_mask(pending, self.node) if pending is not None else bytes(SLOT_COUNT)
         )
         # Receipts of proposals this ring supersedes are history now.
         version = (ring.term, ring.epoch)
@@ -423,6 +432,7 @@ class Handoff:
     ) -> None:
         """Route by the new members; keep handed-over slots until drained."""
         self.table = self._table(ring, nodes)
+        self._held = owner_mask(self.table.owners, self.node)
         # What was written to moving slots until now goes out first, then a
         # barrier each new owner acknowledges once it has it all. Each slot goes
         # to its owner in this ring (a node that skipped a proposal may hold an
@@ -431,6 +441,7 @@ class Handoff:
         self.collect_forwards()
         mine, owners = self.table.mine, self.table.owners
         version = (ring.term, ring.epoch)
+        before = self._acting(previous) if previous is not None else None
         drains: dict[tuple[str, bool], set[int]] = {}
         for slot, dests in self._subscribers.items():
             owner = owners[slot][0] if owners[slot] else None
@@ -438,6 +449,15 @@ class Handoff:
                 continue
             whole = owner not in dests or self._unsure(owner)
             drains.setdefault((owner, whole), set()).add(slot)
+        if before is not None:
+            # A replica that becomes the primary has its copy, so nothing was
+            # streamed to it; it still waits for our barrier behind the last
+            # writes we sent it (TRYAGAIN meanwhile), as a streamed-to one does.
+            for slot in compress(range(SLOT_COUNT), primary_mask(before, self.node)):
+                o = owners[slot]
+                promoted = bool(o) and o[0] != self.node and o[0] in before[slot]
+                if promoted and slot not in self._subscribers and slot not in self._draining:
+                    drains.setdefault((o[0], False), set()).add(slot)
         # Slots still draining from an earlier change whose owner changed since.
         for slot, dest in list(self._draining.items()):
             owner = owners[slot][0] if owners[slot] else None
@@ -450,15 +470,14 @@ class Handoff:
             self._drain(dest, slots, version, whole)
         # Slots we gain wait for their old owner's barrier (TRYAGAIN meanwhile).
         self._awaiting = {s: v for s, v in self._awaiting.items() if mine[s]}
-        if previous is not None:
-            before = self.owners(previous.members)
+        if previous is not None and before is not None:
             since = (previous.term, previous.epoch)
             for slot in range(SLOT_COUNT):
                 if not mine[slot] or not before[slot] or slot in self._awaiting:
                     continue
                 old = before[slot][0]
-                if old == self.node or old in self._down:
-                    continue
+                if old == self.node or old in self._down or old in ring.down:
+                    continue  # nobody to wait for (a member declared down sends nothing)
                 if self._confirmed.get(slot, since) > since:
                     continue  # its barrier came before we heard of the change
                 self._awaiting[slot] = (old, now + AWAIT_TIMEOUT)
@@ -486,10 +505,10 @@ class Handoff:
         ring = self.ring
         assert ring is not None
         version = (ring.term, ring.epoch)
-        mine, gaining = self.table.mine, self._pending_mine
+        mine, gaining = self._held, self._pending_held
         for slot, got in list(self._received.items()):
             if got <= version and (mine[slot] or not gaining[slot]):
-                del self._received[slot]  # owned now, or the proposal was withdrawn
+                del self._received[slot]  # held now, or the proposal was withdrawn
         store = self.store
         live, tombs = store.slots, store.tombstones
         # Slots holding anything, neither owned nor gained: found with masks
@@ -510,7 +529,7 @@ class Handoff:
         self._unwatch()
         if pending is None or self.node not in (*ring.members, *ring.pending):
             return
-        plan = outgoing(self.owners(ring.members), pending, self.node)
+        plan = outgoing(self._acting(ring), pending, self.node)
         version = (ring.term, ring.epoch)
         for dest, slots in plan.items():
             for slot in slots:
@@ -533,8 +552,12 @@ class Handoff:
         moving = bytearray(SLOT_COUNT)
         for slot in self._draining:
             moving[slot] = 1
-        for slot in self._received:
-            if not self.table.mine[slot]:
+        current = (self.ring.term, self.ring.epoch) if self.ring is not None else (0, 0)
+        for slot, got in self._received.items():
+            # Received for a proposal that makes us its primary, or one not
+            # heard of yet: TRYAGAIN until the change (a copy received as a
+            # replica under a known proposal is routed as usual).
+            if not self.table.mine[slot] and (self._pending_mine[slot] or got > current):
                 moving[slot] = 1
         for slot in self._awaiting:
             moving[slot] = 1
@@ -555,9 +578,14 @@ class Handoff:
             epoch=ring.epoch,
             my_id=self.node,
             nodes=known,
-            owners=self.owners(ring.members),
+            owners=self._acting(ring),
             down=self._down | self._unknown,
         )
+
+    def _acting(self, ring: RingLike) -> Owners:
+        """Each slot's owners under ``ring``: the members', less those it
+        declared down (a slot whose primary is down is served by its replica)."""
+        return without(self.owners(ring.members), frozenset(ring.down))
 
     @property
     def unknown(self) -> frozenset[str]:
@@ -657,12 +685,11 @@ class Handoff:
                     t.done = True
             self._transfers = [t for t in self._transfers if not t.done]
         only = None if slots is None else set(slots)
-        mine = self.table.mine
         for slot in [s for s, dest in self._draining.items() if dest == peer]:
             if slot in refused or (only is not None and slot not in only):
                 continue
             del self._draining[slot]
-            if not mine[slot] and not self._pending_mine[slot] and slot not in self._received:
+            if not self._held[slot] and not self._pending_held[slot] and slot not in self._received:
                 self.counters.keys_dropped += self.store.drop_slot(slot)
         self._route()
         self._check_left()
@@ -686,7 +713,7 @@ class Handoff:
         ring = self.ring
         if ring is None or version > (ring.term, ring.epoch):
             return True  # a proposal we have not heard of yet: keep it until we do
-        return bool(self.table.mine[slot] or self._pending_mine[slot])
+        return bool(self._held[slot] or self._pending_held[slot])
 
     def _on_frame(self, peer: str, frame: Frame, now: float, wall_ms: int) -> None:
         body = frame.body

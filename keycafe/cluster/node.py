@@ -22,9 +22,10 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Final
 
-from keycafe.cluster import coordinator, effects
+from keycafe.cluster import coordinator, effects, frames
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.handoff import Handoff, Left, Outgoing, Owners, Ready, RoutingChanged
+from keycafe.cluster.replication import Replication
 from keycafe.cluster.ring import RingConfig, slot_owners
 from keycafe.cluster.ring_record import Ring
 from keycafe.cluster.ringcast import RingKeeper
@@ -66,6 +67,7 @@ class ClusterNode:
         self.keeper = keeper
         self.me = me
         self.handoff = Handoff(me=me, store=store, owners=owners)
+        self.replication = Replication(node=me.node_id, store=store)
         # A node started with seeds takes no part in elections until it has
         # joined: alone, it would elect itself and found a ring of its own.
         self.joined = joined
@@ -100,7 +102,9 @@ class ClusterNode:
             self._mark_down(now)
 
     def get_timer(self) -> float | None:
-        t = self.handoff.get_timer()
+        timers = (self.handoff.get_timer(), self.replication.get_timer())
+        times = [t for t in timers if t is not None]
+        t = min(times) if times else None
         if self.joined:
             due = self._assessed_at + ASSESS_PERIOD
             t = due if t is None else min(t, due)
@@ -108,18 +112,36 @@ class ClusterNode:
 
     def handle_timer(self, now: float) -> None:
         self.handoff.handle_timer(now)
+        self.replication.handle_timer(now)
         self.after_gossip(False, now)
         self._events(now)
 
     def receive_frame(self, peer: str, frame: Frame, now: float, wall_ms: int) -> None:
+        if frame.kind in (frames.REPL, frames.REPL_ACK):
+            self.replication.receive_frame(peer, frame, now, wall_ms)
+            return
         self.handoff.receive_frame(peer, frame, now, wall_ms)
         self._events(now)
 
     def frames_to_send(self, now: float, limit: int = 64) -> list[Outgoing]:
-        return self.handoff.frames_to_send(now, limit)
+        # Replication first: a barrier the hand-off sends must follow the
+        # writes already replicated to the same peer (links keep order).
+        out = self.replication.frames_to_send(now, limit)
+        return out + self.handoff.frames_to_send(now, limit - len(out)) if len(out) < limit else out
 
     def link_broken(self, peer: str, now: float) -> None:
         self.handoff.link_broken(peer, now)
+        self.replication.link_broken(peer, now)
+
+    @property
+    def written(self) -> int:
+        """The number of the last write to a replicated slot here."""
+        return self.replication.written
+
+    @property
+    def durable(self) -> int:
+        """Writes numbered up to this are on every in-sync replica: answer them."""
+        return self.replication.durable
 
     def leave(self, now: float) -> bool:
         """Ask to leave the ring; False if there is nothing to hand over."""
@@ -151,6 +173,10 @@ class ClusterNode:
         if ring is None or (current is not None and (current.term, current.epoch) >= ring.version):
             return
         self.handoff.set_ring(ring, self._nodes(ring), now)
+        # Every live replica in the ring in force is in sync: copies are
+        # streamed to new owners before a change makes them owners.
+        table = self.handoff.table
+        self.replication.set_ring(ring.version, table.owners, set(ring.members) - set(ring.down))
         self._mark_down(now)
         self._events(now)
         # Say which ring we follow: a coordinator that sees us behind pushes.

@@ -17,11 +17,12 @@ One ``REPL`` frame per replica and collection carries the *entries* (value,
 stamp, writer; tombstones too), not the commands, as they are when the frame
 is built: applying one twice or after a newer one changes nothing (the store's
 last-writer-wins merge). A replica answers each frame with ``REPL_ACK`` and
-the frame's number. Links deliver in order and at most once, so an
-acknowledgement covers every frame before it; a broken link sends every
-unacknowledged key again. ``durable`` is the highest write number such that
-every write up to it is held by every in-sync replica of its slot: the shell
-answers a client's write only once ``durable`` has reached it.
+the frame's number, which settles that frame alone: a frame before it may
+have been lost with a broken connection while this one took the next, so a
+broken link sends every unacknowledged frame's keys again. ``durable`` is
+the highest write number such that every write up to it is held by every
+in-sync replica of its slot: the shell answers a client's write only once
+``durable`` has reached it.
 
 *Replica side (fencing).* Entries are applied only for slots whose primary,
 in the ring this node follows, is the sender, and of which this node is a
@@ -225,14 +226,16 @@ class Replication:
             return
         number, refused = body[2], set(body[3])
         pending = self._unacked.get(peer)
-        # Frames arrive in order: this acknowledges every frame up to it. The
-        # refusals are this frame's (an earlier frame's were in its own ack).
-        while pending and pending[0].number <= number:
-            sent = pending.popleft()
-            if sent.number == number and refused:
-                again = [i for i in sent.items if i[1] in refused]
-                if again:
-                    self._retry.append((now + RETRY_PAUSE, peer, again))
+        # This frame only: an earlier one unacknowledged may have been lost
+        # with a connection that broke (a later frame can travel on the next
+        # one before we hear of it); it is sent again when we do.
+        sent = next((f for f in pending or () if f.number == number), None)
+        if pending is None or sent is None:
+            return  # a duplicate, or a frame already given up with its link
+        pending.remove(sent)
+        again = [i for i in sent.items if i[1] in refused]
+        if again:
+            self._retry.append((now + RETRY_PAUSE, peer, again))
 
     # -- timers ------------------------------------------------------------------------------
 

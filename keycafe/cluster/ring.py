@@ -375,12 +375,27 @@ def moved(before: tuple[tuple[str, ...], ...], after: tuple[tuple[str, ...], ...
 def outgoing(
     before: tuple[tuple[str, ...], ...], after: tuple[tuple[str, ...], ...], me: str
 ) -> dict[str, list[int]]:
-    """Slots ``me`` is primary of in ``before`` and hands over in ``after``, by new primary."""
+    """Slots ``me`` is primary of in ``before`` that an owner in ``after`` holds
+    no copy of yet, by that owner: a new primary, or a new replica (a replica
+    that becomes primary has its copy already)."""
     if len(before) != len(after):
         raise ValueError("tables of different sizes")
     out: dict[str, list[int]] = {}
     for slot in compress(range(len(before)), primary_mask(before, me)):
-        b = after[slot]
-        if b and b[0] != me:
-            out.setdefault(b[0], []).append(slot)
+        had = before[slot]
+        for owner in after[slot]:
+            if owner not in had:
+                out.setdefault(owner, []).append(slot)
     return out
+
+
+def without(
+    owners: tuple[tuple[str, ...], ...], gone: frozenset[str] | set[str]
+) -> tuple[tuple[str, ...], ...]:
+    """``owners`` with the members in ``gone`` taken out of every slot's list,
+    the others keeping their order (so a slot's first live replica becomes
+    its primary). A table holds few distinct lists: each is filtered once."""
+    if not gone:
+        return owners
+    kept = {o: tuple(n for n in o if n not in gone) for o in set(owners)}
+    return tuple(map(kept.__getitem__, owners))

@@ -29,8 +29,10 @@ _LIMITS: Final = {
 
 def encode_ring(ring: Ring) -> bytes:
     fields: list[Any] = [RING, ring.epoch, ring.term, ring.coordinator, list(ring.members)]
-    if ring.pending:
+    if ring.pending or ring.down:
         fields.append(list(ring.pending))
+    if ring.down:
+        fields.append(list(ring.down))
     return msgpack.packb(fields)  # type: ignore[no-any-return]
 
 
@@ -52,8 +54,9 @@ def decode_ring_untrusted(data: bytes) -> Ring:
         f = msgpack.unpackb(data, raw=False, strict_map_key=True, **_LIMITS)
     except Exception as exc:  # msgpack raises several types for garbage
         raise BadPacket(f"undecodable ring: {type(exc).__name__}") from exc
-    # A sixth field (pending members) is left out when there are none.
-    if type(f) is not list or len(f) not in (5, 6) or type(f[0]) is not int or f[0] != RING:
+    # A sixth field (pending members) is left out when there are none, and a
+    # seventh (members declared down) too.
+    if type(f) is not list or len(f) not in (5, 6, 7) or type(f[0]) is not int or f[0] != RING:
         raise BadPacket("not a ring")
     coordinator = f[3]
     if type(coordinator) is not str or not coordinator:
@@ -61,10 +64,14 @@ def decode_ring_untrusted(data: bytes) -> Ring:
     members = _ids(f[4])
     if not members:
         raise BadPacket("an empty ring")
+    down = _ids(f[6]) if len(f) == 7 else ()
+    if not set(down) <= set(members):
+        raise BadPacket("a member down that is not a member")
     return Ring(
         epoch=_int(f[1], MAX_EPOCH),
         term=_int(f[2], MAX_TERM),
         coordinator=coordinator,
         members=members,
-        pending=_ids(f[5]) if len(f) == 6 else (),
+        pending=_ids(f[5]) if len(f) >= 6 else (),
+        down=down,
     )

@@ -30,13 +30,21 @@ class Ring:
     ``pending``, when not empty, is the member set the coordinator means to
     move to next: every member moves the slots it hands over in that change,
     says so in its metadata, and only then does the change take effect (as the
-    next epoch, with ``members = pending``)."""
+    next epoch, with ``members = pending``).
+
+    ``down`` lists members declared dead: their slots fail over to the next
+    owner in the ring's order without waiting for a change."""
 
     epoch: int
     term: int
     coordinator: str
     members: tuple[str, ...]
     pending: tuple[str, ...] = ()
+    # Members the coordinator declared dead: still in ``members`` (the slot
+    # table stays the members' own), but taken out of every slot's owners, so
+    # each slot is served by its first live owner, an in-sync replica, at once
+    # (failover first). A later change removes them and streams new copies.
+    down: tuple[str, ...] = ()
 
     @property
     def version(self) -> tuple[int, int]:

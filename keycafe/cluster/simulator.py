@@ -24,7 +24,7 @@ import attrs
 
 from keycafe.cluster import frames
 from keycafe.cluster.node import ClusterNode, owners_cache
-from keycafe.cluster.ring import RingConfig
+from keycafe.cluster.ring import RingConfig, without
 from keycafe.cluster.ringcast import RingKeeper
 from keycafe.cluster.slot_table import NodeAddr, SlotTable
 from keycafe.gossip.config import GossipConfig
@@ -52,6 +52,8 @@ class Member:
     events_seen: int = 0
     crashed_at: float | None = None
     left_at: float | None = None
+    # Replies to writes held until durable: (write number, send it, lose it).
+    waiting: list[tuple[int, Callable[[], None], Callable[[], None]]] = attrs.Factory(list)
 
 
 @attrs.define(eq=False)
@@ -83,7 +85,8 @@ class ClusterSimulator:
         self.frames_sent = 0
         self.frames_lost = 0
         # (term, epoch) -> (members, pending) as each node adopted it.
-        self.rings: dict[tuple[int, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        # ring version: (members, pending, down) as first adopted
+        self.rings: dict[tuple[int, int], tuple[tuple[str, ...], ...]] = {}
         self.adopted: dict[tuple[int, int], set[str]] = {}  # ring version: who adopted it
         self.ring_conflicts: list[str] = []
         self.owned_by: dict[str, set[int]] = {}  # slots each node was ever primary of
@@ -138,6 +141,9 @@ class ClusterSimulator:
         m.crashed_at = self.now
         m.timer_at = None
         self._note(f"{name} crashes")
+        lost, m.waiting = m.waiting, []
+        for _, _, lose in lost:
+            lose()  # the connection resets: those writes were never acknowledged
         for key in list(self._conns):
             if name in key:
                 self._break(*key)
@@ -247,21 +253,34 @@ class ClusterSimulator:
             self._send_frame(m, out.peer, out.kind, out.body)
         if cluster.left and m.left_at is None:
             self._stop(m)
+        self._release(m)
         self._arm(m)
         return result
+
+    def _release(self, m: Member) -> None:
+        """Send the replies whose writes every in-sync replica now holds."""
+        if not m.waiting:
+            return
+        durable = m.cluster.durable
+        ready = [w for w in m.waiting if w[0] <= durable]
+        if ready:
+            m.waiting = [w for w in m.waiting if w[0] > durable]
+            for _, send, _ in ready:
+                send()
 
     def _record_ring(self, m: Member) -> None:
         ring = m.cluster.ring
         if ring is None:
             return
         self.adopted.setdefault(ring.version, set()).add(m.sim.name)
-        seen = self.rings.setdefault(ring.version, (ring.members, ring.pending))
-        if seen != (ring.members, ring.pending):
+        held = (ring.members, ring.pending, ring.down)
+        seen = self.rings.setdefault(ring.version, held)
+        if seen != held:
             self.ring_conflicts.append(f"{m.sim.name}: {ring.version} is {ring} but was {seen}")
         name = m.sim.name
-        for members in (ring.members, ring.pending):
-            if name in members:
-                owners = self.owners(tuple(sorted(members)))
+        for members, down in ((ring.members, ring.down), (ring.pending, ())):
+            if name in members and name not in down:
+                owners = without(self.owners(tuple(sorted(members))), set(down))
                 mine = self.owned_by.setdefault(name, set())
                 mine.update(s for s, o in enumerate(owners) if o and o[0] == name)
 
@@ -441,10 +460,27 @@ class SimClient:
             self.sim.net.call_at(self.sim.now + wait, None, lambda at: self._attempt(op))
             return
         m.state.now_ms = self.sim.wall_ms()
+        before = m.cluster.written
         reply = m.session.execute(op.args)
-        self.sim.net.call_at(
-            self.sim.now + self.DELAY, None, lambda at: self._reply(op, m, slot, reply)
-        )
+
+        def send() -> None:
+            self.sim.net.call_at(
+                self.sim.now + self.DELAY, None, lambda at: self._reply(op, m, slot, reply)
+            )
+
+        written = m.cluster.written
+        if written == before:
+            send()
+            return
+
+        # A write to a replicated slot: answered once every in-sync replica
+        # holds it (a crash first resets the connection: retried elsewhere).
+        def lose() -> None:
+            self.slots.pop(slot, None)
+            self.sim.net.call_at(self.sim.now + 0.5, None, lambda at: self._attempt(op))
+
+        m.waiting.append((written, send, lose))
+        self.sim._settle(m, lambda: None)  # the replication frames go out now
 
     def _reply(self, op: _Op, m: Member, slot: int, reply: bytes) -> None:
         if reply.startswith(b"-MOVED "):
@@ -518,17 +554,23 @@ class Verdict:
 
 
 def check(
-    sim: ClusterSimulator, client: SimClient, *, last_change: float, settle_limit: float = 60.0
+    sim: ClusterSimulator,
+    client: SimClient,
+    *,
+    last_change: float,
+    settle_limit: float = 60.0,
+    excuse_crashes: bool = True,
 ) -> Verdict:
     """Stop the writers, let the cluster settle, read every written key back,
-    and judge."""
+    and judge. Without replicas a crash takes its slots' writes with it, and
+    those are excused; with them (``excuse_crashes=False``) nothing is."""
     client.stopped = True
     sim.run_until_true(lambda: client.in_flight == 0, 60.0, step=0.01)
     settled = sim.run_until_true(sim.settled, settle_limit, step=0.05)
     settled_after = sim.now - last_change if settled else None
     crashed = [m.sim.name for m in sim.members.values() if m.crashed_at is not None]
     excused_slots: set[int] = set()
-    for name in crashed:
+    for name in crashed if excuse_crashes else ():
         excused_slots |= sim.owned_by.get(name, set())
     latest: dict[bytes, list[Write]] = {}
     for w in client.writes:

@@ -145,3 +145,9 @@ def primary_mask(owners: tuple[tuple[str, ...], ...], node: str) -> bytes:
     once and the slots are mapped in C."""
     first = {o: o[:1] == (node,) for o in set(owners)}
     return bytes(map(first.__getitem__, owners))
+
+
+def owner_mask(owners: tuple[tuple[str, ...], ...], node: str) -> bytes:
+    """1 for each slot ``node`` holds a copy of (primary or replica), else 0."""
+    held = {o: node in o for o in set(owners)}
+    return bytes(map(held.__getitem__, owners))

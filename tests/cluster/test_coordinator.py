@@ -94,13 +94,19 @@ def test_a_change_is_proposed_first_then_made_once_everyone_involved_is_ready() 
         member("e"),  # a newcomer
         member("f", State.SUSPECT),  # a suspected newcomer waits
     ]
-    proposal = next_ring(current, view, "a", 1)
+    # Failover first: the dead member is declared down, nothing else changes.
+    failover = next_ring(current, view, "a", 1)
+    assert failover is not None
+    assert (failover.epoch, failover.members, failover.pending) == (6, current.members, ())
+    assert failover.down == ("b",)
+    proposal = next_ring(failover, view, "a", 1)
     assert proposal is not None
-    assert proposal.epoch == 6
+    assert proposal.epoch == 7
     assert proposal.members == current.members  # nothing moves yet
     assert proposal.pending == ("a", "d", "e")
+    assert proposal.down == ("b",)
     # Until every live member of either set has streamed its part, nothing changes.
-    ready = {READY_KEY: "1.6"}
+    ready = {READY_KEY: "1.7"}
     almost = [
         member("a", **ready),
         member("b", State.DEAD),
@@ -110,7 +116,7 @@ def test_a_change_is_proposed_first_then_made_once_everyone_involved_is_ready() 
     assert next_ring(proposal, almost, "a", 1) is None
     done = [*almost[:4], member("e", **ready)]  # the dead cannot answer and need not
     change = next_ring(proposal, done, "a", 1)
-    assert change == Ring(epoch=7, term=1, coordinator="a", members=("a", "d", "e"))
+    assert change == Ring(epoch=8, term=1, coordinator="a", members=("a", "d", "e"))
     # Readiness for an older proposal does not count.
     stale = [member(n, **{READY_KEY: "1.5"}) for n in ("a", "d", "e")]
     assert next_ring(ring("a", "d", pending=("a", "d", "e"), epoch=6), stale, "a", 1) is None
@@ -157,6 +163,45 @@ def test_a_ring_member_back_from_a_false_death_makes_a_new_proposal() -> None:
     both = next_ring(proposal, view, "a", 1)
     assert both is not None
     assert both.pending == ("a", "b", "c", "d")
+
+
+def test_a_dead_member_is_declared_down_before_anything_else_changes() -> None:
+    proposal = ring("a", "b", "c", pending=("a", "b", "c", "d"), epoch=6)
+    view = [member("a"), member("b", State.DEAD), member("c"), member("d")]
+    failover = next_ring(proposal, view, "a", 1)
+    assert failover is not None
+    assert (failover.members, failover.pending, failover.down) == (
+        ("a", "b", "c"),
+        ("a", "b", "c", "d"),
+        ("b",),
+    )
+    # A member forgotten altogether (reaped) is down too.
+    assert next_ring(ring("a", "b", "c"), [member("a"), member("c")], "a", 1) == Ring(
+        epoch=6, term=1, coordinator="a", members=("a", "b", "c"), down=("b",)
+    )
+
+
+def test_a_member_back_from_down_is_streamed_fresh_copies_before_it_counts() -> None:
+    """b was declared down and refuted: it holds stale copies, so it comes back
+    through a proposal (streamed to like a newcomer), and only the change
+    clears it from ``down``."""
+    failed = Ring(epoch=6, term=1, coordinator="a", members=("a", "b", "c"), down=("b",))
+    assert next_ring(failed, [member("a"), member("b", State.SUSPECT), member("c")], "a", 1) == (
+        Ring(
+            epoch=7,
+            term=1,
+            coordinator="a",
+            members=("a", "b", "c"),
+            pending=("a", "c"),
+            down=("b",),
+        )
+    )
+    back = [member(n, **{READY_KEY: "1.7"}) for n in ("a", "b", "c")]
+    proposal = next_ring(failed, back, "a", 1)
+    assert proposal is not None
+    assert (proposal.pending, proposal.down) == (("a", "b", "c"), ("b",))
+    change = next_ring(proposal, [member(n, **{READY_KEY: "1.7"}) for n in "abc"], "a", 1)
+    assert change == Ring(epoch=8, term=1, coordinator="a", members=("a", "b", "c"))
 
 
 def test_a_suspected_newcomer_stays_in_the_proposal_it_is_in() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 
 import attrs
@@ -19,6 +19,7 @@ from keycafe.cluster.handoff import (
     Handoff,
     Left,
     Outgoing,
+    Owners,
     Ready,
     RoutingChanged,
 )
@@ -37,6 +38,7 @@ class R:
     term: int = 1
     members: tuple[str, ...]
     pending: tuple[str, ...] = ()
+    down: tuple[str, ...] = ()
 
 
 @cache
@@ -55,9 +57,9 @@ NODES = {n: addr(n) for n in (A, B, C)}
 class Cluster:
     """Cores joined by in-order links; frames wait in ``wire`` until delivered."""
 
-    def __init__(self, *names: str) -> None:
+    def __init__(self, *names: str, table: Callable[[tuple[str, ...]], Owners] = owners) -> None:
         self.now = 0.0
-        self.cores = {n: Handoff(me=addr(n), store=Store(n), owners=owners) for n in names}
+        self.cores = {n: Handoff(me=addr(n), store=Store(n), owners=table) for n in names}
         self.wire: list[tuple[str, Outgoing]] = []  # (sender, frame) in send order
         self.events: dict[str, list[Event]] = {n: [] for n in names}
 
@@ -240,6 +242,57 @@ def test_a_withdrawn_proposal_leaves_no_stale_tombstones_either() -> None:
     net.ring(R(epoch=3, members=(A,)))  # withdrawn
     assert not got.tombstones[slot]
     assert net.cores[A].store.tombstones[slot]  # the owner keeps its own
+
+
+def test_a_member_declared_down_hands_its_slots_to_their_next_owner_at_once() -> None:
+    """Failover: with two copies, B's slots are served by their replica under
+    the ring that declares B down, with no proposal and nothing streamed."""
+
+    def two_copies(members: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+        return slot_owners(members, RingConfig(vnodes=32, replicas=2))
+
+    core = Handoff(me=addr(A), store=Store(A), owners=two_copies)
+    full = two_copies((A, B, C))
+    core.set_ring(R(epoch=1, members=(A, B, C)), NODES, 0.0)
+    core.set_ring(R(epoch=2, members=(A, B, C), down=(B,)), NODES, 1.0)
+    routed = [e for e in iter(core.next_event, None) if isinstance(e, RoutingChanged)][-1]
+    mine = [s for s in range(SLOT_COUNT) if full[s][0] == A or full[s] == (B, A)]
+    assert any(full[s] == (B, A) for s in mine)
+    assert [s for s in range(SLOT_COUNT) if routed.table.mine[s]] == mine
+    to_c = next(s for s in range(SLOT_COUNT) if full[s] == (B, C))
+    assert routed.moving[to_c] == 0
+    assert not any(routed.moving)  # no barrier to wait for from a member declared down
+    assert routed.table.redirect(to_c).startswith(b"-MOVED %d " % to_c)
+    assert routed.table.redirect(to_c).endswith(b":%d\r\n" % addr(C).port)
+    assert core.frames_to_send(1.0, limit=100) == []
+
+
+@cache
+def two_copies(members: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    return slot_owners(members, RingConfig(vnodes=32, replicas=2))
+
+
+def test_with_two_copies_a_join_streams_to_new_replicas_as_well_as_new_primaries() -> None:
+    net = Cluster(A, B, C, table=two_copies)
+    keys = fill(net.cores[A].store, 3000)
+    fill(net.cores[B].store, 3000)  # two members, two copies: both hold everything
+    net.ring(R(epoch=1, members=(A, B)))
+    net.ring(R(epoch=2, members=(A, B), pending=(A, B, C)))
+    net.deliver()
+    after = two_copies((A, B, C))
+    # Meanwhile C answers TRYAGAIN for what it gains as primary; for copies
+    # it gains as a replica clients are sent to the primary as usual.
+    routed = net.routing(C)
+    assert {routed.moving[s] for s in range(SLOT_COUNT) if after[s][0] == C} == {1}
+    assert {routed.moving[s] for s in range(SLOT_COUNT) if after[s][1:] == (C,)} == {0}
+    net.ring(R(epoch=3, members=(A, B, C)))
+    net.deliver()
+    for n in (A, B, C):
+        held = held_by(net.cores[n].store, keys)
+        assert held == {k for k in keys if n in after[key_slot(k)]}, n
+        assert not any(net.routing(n).moving)
+    as_replica = [k for k in keys if after[key_slot(k)][1:] == (C,)]
+    assert as_replica  # C gained copies it is not primary of, and holds them
 
 
 def test_a_joiner_that_gets_its_data_before_the_proposal_keeps_it() -> None:

@@ -255,3 +255,22 @@ def test_writes_queued_for_a_node_that_stopped_being_a_replica_are_not_sent() ->
     out = net.cores[A].frames_to_send(0.0, limit=10)
     assert [o.peer for o in out] == []
     assert net.cores[A].durable == 1  # nothing pending for an in-sync replica
+
+
+def test_an_ack_settles_its_own_frame_not_the_ones_before_it() -> None:
+    """Frame 1 is lost with a connection that broke; frame 2 travels on the
+    next one before the primary hears of the break. Its acknowledgement must
+    not count for frame 1 (a whole-node simulation lost a write that way)."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    put(net.cores[A], b"k1", b"v")
+    net.drop(B)  # frame 1: lost
+    put(net.cores[A], b"k2", b"v")
+    net.deliver()  # frame 2 and its acknowledgement
+    assert held(net.cores[B], b"k2", b"v")
+    assert value(net.cores[B], b"k1") is None
+    assert net.cores[A].durable == 0  # write 1 is not on the replica
+    net.cores[A].link_broken(B, net.now)
+    net.deliver()
+    assert held(net.cores[B], b"k1", b"v")
+    assert net.cores[A].durable == 2

@@ -21,6 +21,7 @@ from keycafe.cluster.ring import (
     moved,
     slot_owners,
     token,
+    without,
 )
 from keycafe.cluster.slot_table import NodeAddr
 from keycafe.store.keyslot import SLOT_COUNT
@@ -185,3 +186,12 @@ def test_a_copy_goes_over_the_cap_rather_than_walk_for_ever(n: int, replicas: in
     owners = slot_owners(names(n), config, index=TokenIndex(64))
     assert all(len(set(o)) == replicas for o in owners)
     assert owners == reference_owners(names(n), config)
+
+
+def test_members_taken_out_leave_the_others_in_their_order() -> None:
+    owners = slot_owners(("a", "b", "c"), RingConfig(replicas=2))
+    left = without(owners, {"a"})
+    assert left == tuple(tuple(n for n in o if n != "a") for o in owners)
+    assert any(o[0] == "a" for o in owners)
+    assert all(o and "a" not in o for o in left)
+    assert without(owners, set()) is owners

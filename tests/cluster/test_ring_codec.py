@@ -16,6 +16,8 @@ RINGS = [
     Ring(epoch=3, term=2, coordinator="n1", members=("n1", "n2")),
     Ring(epoch=4, term=2, coordinator="n1", members=("n1", "n2"), pending=("n1", "n2", "n3")),
     Ring(epoch=MAX_EPOCH, term=MAX_TERM, coordinator="n1", members=("n1",)),
+    Ring(epoch=5, term=2, coordinator="n1", members=("n1", "n2", "n3"), down=("n2",)),
+    Ring(epoch=6, term=2, coordinator="n1", members=("n1", "n2"), pending=("n1",), down=("n2",)),
 ]
 
 
@@ -31,6 +33,8 @@ def test_kind_numbers_are_the_protocol() -> None:
 @pytest.mark.parametrize(
     "fields",
     [
+        [1, 1, 1, "n1", ["n1"], [], ["n2"]],  # down, but not a member
+        [1, 1, 1, "n1", ["n1"], [], "n1"],
         [1, 1, MAX_TERM + 1, "n1", ["n1"]],  # a term above the bound
         [1, MAX_EPOCH + 1, 1, "n1", ["n1"]],  # an epoch above the bound
         [1, 1, 2**64 - 1, "n1", ["n1"]],
