@@ -140,7 +140,8 @@ class ClusterNode:
 
     @property
     def durable(self) -> int:
-        """Writes numbered up to this are on every in-sync replica: answer them."""
+        """Writes numbered up to this are on every in-sync replica, or were
+        given up (``replication.take_abandoned``): answer them."""
         return self.replication.durable
 
     def leave(self, now: float) -> bool:

@@ -93,6 +93,11 @@ class Replication:
         self._unacked: dict[str, deque[_Sent]] = {}
         self._retry: list[tuple[float, str, list[Item]]] = []
         self._frame_no = 0
+        # Writes given up: a ring change made this node no longer their slot's
+        # primary (or the peer no longer its replica) before the replica took
+        # them. They are not pending, so ``durable`` passes them, but the
+        # shell must answer them with an error, not OK: ``take_abandoned``.
+        self._abandoned: set[int] = set()
 
     # -- the ring --------------------------------------------------------------------------
 
@@ -109,7 +114,31 @@ class Replication:
         # Writes queued for a node that is no longer a replica of their slot
         # (or of which we are no longer primary) go nowhere now.
         for peer, items in list(self._queued.items()):
-            self._queued[peer] = [i for i in items if self._replicates(peer, i[1])]
+            self._queued[peer] = self._still_replicated(peer, items)
+        for peer, sent in self._unacked.items():
+            for frame in sent:
+                frame.items = self._still_replicated(peer, frame.items)
+        self._retry = [(at, p, self._still_replicated(p, items)) for at, p, items in self._retry]
+
+    def _still_replicated(self, peer: str, items: list[Item]) -> list[Item]:
+        keep = []
+        for item in items:
+            if self._replicates(peer, item[1]):
+                keep.append(item)
+            else:
+                self._abandoned.add(item[0])
+        return keep
+
+    def take_abandoned(self, first: int, last: int) -> bool:
+        """Whether any write numbered ``first``..``last`` was given up (forgetting
+        those numbers): the shell answers such a request with an error."""
+        hit = {n for n in self._abandoned if first <= n <= last}
+        self._abandoned -= hit
+        return bool(hit)
+
+    def forget_abandoned(self, below: int) -> None:
+        """No request waits on a write numbered under ``below`` any more."""
+        self._abandoned = {n for n in self._abandoned if n >= below}
 
     def _replicates(self, peer: str, slot: int) -> bool:
         o = self.owners[slot]
@@ -246,7 +275,7 @@ class Replication:
         due = [r for r in self._retry if r[0] <= now]
         self._retry = [r for r in self._retry if r[0] > now]
         for _, peer, items in due:
-            keep = [i for i in items if self._replicates(peer, i[1])]
+            keep = self._still_replicated(peer, items)
             if keep:
                 self.counters.resent += len(keep)
                 self._queued[peer] = keep + self._queued.get(peer, [])

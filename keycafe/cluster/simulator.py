@@ -52,8 +52,9 @@ class Member:
     events_seen: int = 0
     crashed_at: float | None = None
     left_at: float | None = None
-    # Replies to writes held until durable: (write number, send it, lose it).
-    waiting: list[tuple[int, Callable[[], None], Callable[[], None]]] = attrs.Factory(list)
+    # Replies to writes held until durable: (first and last write number,
+    # send the reply, fail the request).
+    waiting: list[tuple[int, int, Callable[[], None], Callable[[], None]]] = attrs.Factory(list)
 
 
 @attrs.define(eq=False)
@@ -142,7 +143,7 @@ class ClusterSimulator:
         m.timer_at = None
         self._note(f"{name} crashes")
         lost, m.waiting = m.waiting, []
-        for _, _, lose in lost:
+        for _, _, _, lose in lost:
             lose()  # the connection resets: those writes were never acknowledged
         for key in list(self._conns):
             if name in key:
@@ -261,12 +262,15 @@ class ClusterSimulator:
         """Send the replies whose writes every in-sync replica now holds."""
         if not m.waiting:
             return
-        durable = m.cluster.durable
-        ready = [w for w in m.waiting if w[0] <= durable]
+        rep = m.cluster.replication
+        durable = rep.durable
+        ready = [w for w in m.waiting if w[1] <= durable]
         if ready:
-            m.waiting = [w for w in m.waiting if w[0] > durable]
-            for _, send, _ in ready:
-                send()
+            m.waiting = [w for w in m.waiting if w[1] > durable]
+            for first, last, send, lose in ready:
+                # Given up when a ring change took the slot away: an error.
+                (lose if rep.take_abandoned(first, last) else send)()
+            rep.forget_abandoned(min((w[0] for w in m.waiting), default=durable + 1))
 
     def _record_ring(self, m: Member) -> None:
         ring = m.cluster.ring
@@ -479,7 +483,7 @@ class SimClient:
             self.slots.pop(slot, None)
             self.sim.net.call_at(self.sim.now + 0.5, None, lambda at: self._attempt(op))
 
-        m.waiting.append((written, send, lose))
+        m.waiting.append((before + 1, written, send, lose))
         self.sim._settle(m, lambda: None)  # the replication frames go out now
 
     def _reply(self, op: _Op, m: Member, slot: int, reply: bytes) -> None:

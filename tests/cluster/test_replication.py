@@ -274,3 +274,32 @@ def test_an_ack_settles_its_own_frame_not_the_ones_before_it() -> None:
     net.deliver()
     assert held(net.cores[B], b"k1", b"v")
     assert net.cores[A].durable == 2
+
+
+def test_a_write_the_ring_took_away_before_it_was_replicated_is_given_up() -> None:
+    """A primary cut off from the others while they fail over: its replica
+    refuses its writes; once A hears it is no longer the primary they are
+    not pending any more, and must be answered with an error, not OK."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B}, A)
+    net.ring(owners_of(B), set(), B)  # B took over: A was declared down
+    put(net.cores[A], b"k", b"lost")
+    net.deliver()
+    assert net.cores[A].durable == 0  # refused, offered again later
+    net.cores[A].set_ring((1, 2), owners_of(B), set())
+    assert net.cores[A].durable == 1  # nothing pending at once ...
+    assert net.cores[A].take_abandoned(1, 1)  # ... because it was given up
+    net.advance(RETRY_PAUSE)
+    assert not net.cores[A].take_abandoned(1, 1)  # told once
+    assert net.cores[A].frames_to_send(net.now, limit=10) == []  # nothing offered again
+    assert value(net.cores[B], b"k") is None
+
+
+def test_writes_replicated_in_time_are_not_given_up() -> None:
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    put(net.cores[A], b"k", b"v")
+    net.deliver()
+    net.ring(owners_of(B), set())
+    assert net.cores[A].durable == 1
+    assert not net.cores[A].take_abandoned(1, 1)

@@ -143,9 +143,13 @@ class WholeCluster(RuleBasedStateMachine):
         # can is the shell's leave timeout).
         self.leaving: set[str] = set()
 
+    copies = 1  # each slot's owners: the primary and copies - 1 replicas
+    crashes_allowed = 8
+
     @initialize(seed=st.integers(0, 2**32 - 1), founders=st.integers(2, 4))
     def form(self, seed: int, founders: int) -> None:
-        sim = self.sim = ClusterSimulator(seed=seed)
+        ring = RingConfig(vnodes=64, replicas=self.copies) if self.copies > 1 else None
+        sim = self.sim = ClusterSimulator(seed=seed, ring=ring)
         first = sim.add_node(0)
         for i in range(1, founders):
             sim.add_node(i, seed=first)
@@ -212,13 +216,14 @@ class WholeCluster(RuleBasedStateMachine):
             self.sim.leave(name)
         self._changed()
 
-    @precondition(lambda self: self._can_lose_one())
+    @precondition(lambda self: self._can_lose_one() and self.crashes_allowed > 0)
     @rule(pick=st.integers(0, 7))
     def crash(self, pick: int) -> None:
         assert self.sim is not None
         candidates = self._may_go()
         if candidates:
             self.sim.crash(candidates[pick % len(candidates)])
+            self.crashes_allowed -= 1
         self._changed()
 
     @rule(a=st.integers(0, 7), b=st.integers(0, 7))
@@ -278,17 +283,33 @@ class WholeCluster(RuleBasedStateMachine):
             return
         self.sim.net.links.clear()
         verdict = check(
-            self.sim, self.client, last_change=self.last_change, settle_limit=SETTLE_LIMIT
+            self.sim,
+            self.client,
+            last_change=self.last_change,
+            settle_limit=SETTLE_LIMIT,
+            excuse_crashes=self.copies == 1,
         )
         assert verdict.ring_conflicts == []
         assert verdict.settled_after is not None, "the cluster did not settle"
         assert verdict.lost == [], verdict.lost[:5]
+        assert verdict.excused == 0 or self.copies == 1
 
 
-TestWholeCluster = WholeCluster.TestCase
-TestWholeCluster.settings = settings(
+class WholeClusterWithCopies(WholeCluster):
+    """The same faults with two copies of every slot, and one crash: no
+    acknowledged write may be lost at all, the crashed node's included."""
+
+    copies = 2
+    crashes_allowed = 1
+
+
+SETTINGS = settings(
     max_examples=EXAMPLES,
     stateful_step_count=10,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+TestWholeCluster = WholeCluster.TestCase
+TestWholeCluster.settings = SETTINGS
+TestWholeClusterWithCopies = WholeClusterWithCopies.TestCase
+TestWholeClusterWithCopies.settings = SETTINGS
