@@ -121,11 +121,15 @@ class Replication:
         self._retry = [(at, p, self._still_replicated(p, items)) for at, p, items in self._retry]
 
     def _still_replicated(self, peer: str, items: list[Item]) -> list[Item]:
+        """The items ``peer`` still replicates; of the others, those of slots
+        this node is no longer primary of are given up (a replica that went
+        away from a slot we still lead takes nothing with it: the write is
+        here, and no in-sync replica needs it)."""
         keep = []
         for item in items:
             if self._replicates(peer, item[1]):
                 keep.append(item)
-            else:
+            elif self.owners[item[1]][:1] != (self.node,):
                 self._abandoned.add(item[0])
         return keep
 

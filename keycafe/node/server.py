@@ -191,6 +191,10 @@ class Connection:
     next_request: int = 0
     last_active_ms: int = 0
     close_reason: str = ""
+    # ``pending`` holds replies to writes numbered first..last (Store.
+    # replicated_writes) that may go out only once those are durable.
+    durable_first: int = 0
+    durable_last: int = 0
 
     @classmethod
     def accept(cls, state: ServerState, sock: socket.socket) -> Connection:
@@ -258,9 +262,18 @@ class Connection:
         self.last_active_ms = now
         self.requests = self.parser.receive_data(data)
         self.next_request = 0
+        store = state.store
         done = False
         while not done:
+            written = store.replicated_writes
             payload, done = self.produce()
+            if store.replicated_writes != written and state.durability is not None:
+                # Replies to replicated writes wait until the replicas hold
+                # them: the connection's task sends them, and reads no more
+                # meanwhile (replies keep their order).
+                self.pending = payload
+                self.durable_first, self.durable_last = written + 1, store.replicated_writes
+                return _Wake.SLOW
             if not payload:
                 continue
             try:
@@ -364,17 +377,40 @@ async def _park(conn: Connection) -> _Wake:
 
 
 async def _finish_slowly(conn: Connection) -> None:
-    """Write what the kernel would not take, run the rest of the batch, with waits."""
+    """Write what the kernel would not take, or what waits for its writes to
+    be durable, and run the rest of the batch, with waits."""
     state = conn.session.state
+    store = state.store
     if conn.pending:
-        await _send_all(conn.sock, conn.pending)
-        state.counters.net_output_bytes += len(conn.pending)
+        await _send_durable(conn, conn.pending)
         conn.pending = b""
     while conn.requests:
         state.now_ms = _now_ms()
+        written = store.replicated_writes
         payload, _ = conn.produce()
-        await _send_all(conn.sock, payload)
-        state.counters.net_output_bytes += len(payload)
+        if store.replicated_writes != written:
+            conn.durable_first, conn.durable_last = written + 1, store.replicated_writes
+        await _send_durable(conn, payload)
+
+
+async def _send_durable(conn: Connection, payload: bytes) -> None:
+    """Send ``payload`` once the writes it answers are durable. If a ring
+    change took one away first, the connection closes instead: the client
+    must not read OK, and a reset is what a crashed primary gives it too."""
+    state = conn.session.state
+    if conn.durable_last and state.durability is not None:
+        first, last = conn.durable_first, conn.durable_last
+        conn.durable_first = conn.durable_last = 0
+        if not await state.durability.wait(first, last):
+            conn.session.closing = True
+            conn.requests = _NO_REQUESTS
+            raise _WriteGivenUp
+    await _send_all(conn.sock, payload)
+    state.counters.net_output_bytes += len(payload)
+
+
+class _WriteGivenUp(Exception):
+    """A write a ring change took away before its replicas held it."""
 
 
 async def _connection_task(hub: ClientHub, conn: Connection) -> None:
@@ -392,6 +428,8 @@ async def _connection_task(hub: ClientHub, conn: Connection) -> None:
                 conn.close_reason = "QUIT or protocol error"
                 return
             hub.resume(conn)
+    except _WriteGivenUp:
+        conn.close_reason = "a write was given up: its slot moved before a replica held it"
     except OSError as exc:
         conn.close_reason = f"socket error: {exc}"
     finally:
@@ -421,6 +459,8 @@ async def _serve_alone(conn: Connection) -> None:
                 if session.closing:
                     conn.close_reason = "QUIT or protocol error"
                     return
+    except _WriteGivenUp:
+        conn.close_reason = "a write was given up: its slot moved before a replica held it"
     except OSError as exc:
         conn.close_reason = f"socket error: {exc}"
     finally:

@@ -71,8 +71,12 @@ class SlotService:
         self._in_flush = False
         links.on_frame = self._on_frame
         links.on_broken = self._on_broken
-        # A write to a moving slot: the core now has a forward deadline.
-        state.store.on_dirty = lambda: self._wake_timer.set()
+        # A write to a moving slot (the core has a forward deadline now) or to
+        # a replicated one (frames to send: one round per peer for what the
+        # clients wrote in this turn of the loop).
+        state.store.on_dirty = self._on_dirty
+        self.durability = _Durability(self.cluster)
+        state.durability = self.durability
         gossip.after_flush = self._after_gossip
 
     @property
@@ -103,6 +107,10 @@ class SlotService:
         # Frames come by the thousand during a transfer: flush gossip only when
         # one changed our metadata (readiness), not after every frame.
         self._step(lambda now: self.cluster.receive_frame(peer, frame, now, _wall_ms()), frame=True)
+
+    def _on_dirty(self) -> None:
+        self._wake_timer.set()
+        self._wake_sender.set()
 
     def _on_broken(self, peer: str) -> None:
         self._step(lambda now: self.cluster.link_broken(peer, now))
@@ -135,12 +143,14 @@ class SlotService:
         changed_meta = self.gossip.core.me.incarnation != incarnation
         if not self._in_flush and (changed_meta or not frame):
             self.gossip.flush()  # our metadata (readiness, leaving) goes out now
+        self.durability.notify()  # acknowledgements came, or a ring change
         self._wake_timer.set()
         self._wake_sender.set()
 
     async def _send_frames(self) -> None:
         while True:
             out = self.cluster.frames_to_send(trio.current_time(), SEND_CHUNK)
+            self.durability.notify()  # writes with no replica to wait for
             if not out:
                 self._wake_sender = trio.Event()
                 await self._wake_sender.wait()
@@ -220,6 +230,39 @@ def slot_figures(service: SlotService) -> dict[str, int | str]:
         "coordinator_majority": int(a.majority) if a else 0,
         **handoff_figures(cluster.handoff),
     }
+
+
+class _Durability:
+    """Replies to replicated writes wait here until the replicas hold them
+    (``keycafe.server.probe.Durability``); the slot service calls ``notify``
+    after anything that may advance the cluster core's ``durable``."""
+
+    def __init__(self, cluster: ClusterNode) -> None:
+        self.cluster = cluster
+        self._waiting: list[tuple[int, int, trio.Event]] = []  # (first, last, set when durable)
+
+    async def wait(self, first: int, last: int) -> bool:
+        if self.cluster.durable < last:
+            event = trio.Event()
+            self._waiting.append((first, last, event))
+            await event.wait()
+        return not self.cluster.replication.take_abandoned(first, last)
+
+    def notify(self) -> None:
+        if not self._waiting:
+            return
+        durable = self.cluster.durable
+        # Numbers below every waiting request's (those released now included:
+        # they ask once they run) are nobody's concern any more.
+        lowest = min(w[0] for w in self._waiting)
+        self.cluster.replication.forget_abandoned(lowest)
+        still = []
+        for first, last, event in self._waiting:
+            if last <= durable:
+                event.set()
+            else:
+                still.append((first, last, event))
+        self._waiting = still
 
 
 __all__ = ["SlotService", "slot_figures"]

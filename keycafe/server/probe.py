@@ -54,3 +54,14 @@ class LoneProbe:
 
     def figures(self) -> Mapping[str, int | str]:
         return {}
+
+
+class Durability(Protocol):
+    """The shell's answer to "is this write on its replicas yet?" Writes to
+    replicated slots are numbered as ``Store.replicated_writes`` counts them."""
+
+    async def wait(self, first: int, last: int) -> bool:
+        """Return once writes up to ``last`` are durable: True if they are,
+        False if a ring change took one of ``first``..``last`` away first (the
+        client must not be told OK)."""
+        ...

@@ -12,7 +12,7 @@ import attrs
 
 from keycafe.cluster.slot_table import NodeAddr, SlotTable
 from keycafe.resp.parser import Limits
-from keycafe.server.probe import LoneProbe, NodeProbe
+from keycafe.server.probe import Durability, LoneProbe, NodeProbe
 from keycafe.server.probe import MemberView as MemberView  # the gossip shell imports it here
 from keycafe.server.routing import Routing
 from keycafe.store.engine import Store, StoreConfig
@@ -72,6 +72,9 @@ class ServerState:
     clients: dict[int, Session] = attrs.field(factory=dict)
     # Set once by the shell that runs the node.
     probe: NodeProbe = attrs.field(factory=LoneProbe)
+    # Set by the shell that replicates: replies to writes wait on it. None:
+    # nothing replicates (a lone state), a write is answered at once.
+    durability: Durability | None = None
     _next_client_id: int = 1
 
     @classmethod

@@ -103,6 +103,10 @@ class Store:
         self.watched = bytearray(SLOT_COUNT)
         self.dirty: list[tuple[int, bytes]] = []
         self.replog: list[tuple[int, bytes]] = []
+        # Writes appended to ``replog`` so far: the replication core numbers
+        # them in the same order, so a request that took this from n to m
+        # waits for write m to be durable.
+        self.replicated_writes = 0
         self.on_dirty: Callable[[], None] | None = None
 
     # -- reads ---------------------------------------------------------------------
@@ -224,6 +228,7 @@ class Store:
     def _mark(self, slot: int, key: bytes) -> None:
         flags = self.watched[slot]
         if flags & REPLICATED:
+            self.replicated_writes += 1
             self.replog.append((slot, key))
             if len(self.replog) == 1 and self.on_dirty is not None:
                 self.on_dirty()

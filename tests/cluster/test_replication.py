@@ -303,3 +303,17 @@ def test_writes_replicated_in_time_are_not_given_up() -> None:
     net.ring(owners_of(B), set())
     assert net.cores[A].durable == 1
     assert not net.cores[A].take_abandoned(1, 1)
+
+
+def test_writes_waiting_on_a_replica_that_went_away_are_kept_by_the_primary() -> None:
+    """B dies and is declared down; A still leads the slot, alone: its writes
+    waiting on B are safe here (no in-sync replica needs them), not given up."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B}, A)
+    put(net.cores[A], b"k", b"v")
+    net.drop(B)
+    assert net.cores[A].durable == 0
+    net.cores[A].set_ring((1, 2), owners_of(A), set())
+    assert net.cores[A].durable == 1
+    assert not net.cores[A].take_abandoned(1, 1)
+    assert held(net.cores[A], b"k", b"v")

@@ -38,17 +38,15 @@ def info(node: NodeProcess) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def cluster(n: int) -> Iterator[list[NodeProcess]]:
+def cluster(n: int, *args: str) -> Iterator[list[NodeProcess]]:
+    """``n`` nodes (LOCAL gossip profile, ``args`` added to each command line)."""
     with contextlib.ExitStack() as stack:
-        seed = stack.enter_context(node_process("--gossip-profile", "local"))
+        seed = stack.enter_context(node_process("--gossip-profile", "local", *args))
         nodes = [seed]
         for _ in range(n - 1):
+            join = ("--seed", f"127.0.0.1:{seed.cluster_port}")
             nodes.append(
-                stack.enter_context(
-                    node_process(
-                        "--gossip-profile", "local", "--seed", f"127.0.0.1:{seed.cluster_port}"
-                    )
-                )
+                stack.enter_context(node_process("--gossip-profile", "local", *join, *args))
             )
         yield nodes
 
