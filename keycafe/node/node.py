@@ -82,8 +82,8 @@ class NodeConfig:
             parse_address(seed)
         if not 1 <= self.ring.vnodes <= 4096:
             raise ConfigError("vnodes must be between 1 and 4096")
-        if self.ring.replicas < 1:
-            raise ConfigError("replicas must be at least 1")
+        if not 1 <= self.ring.replicas <= 16:
+            raise ConfigError("replicas must be between 0 and 15")
         if self.client_io not in ("auto", "epoll", "portable"):
             raise ConfigError(f"client-io must be auto, epoll or portable, not {self.client_io!r}")
         if self.client_io == "epoll" and not have_epoll():

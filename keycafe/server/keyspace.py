@@ -265,7 +265,10 @@ def scan(s: Session, a: list[bytes], slot: int) -> bytes:
         else:
             raise CommandError(SYNTAX)
         i += 2
-    cursor, keys = s.state.store.scan(cursor, count, s.state.now_ms)
+    # The slots this node is primary of: it holds replicas' copies too, and
+    # a client scanning every primary must see each key once.
+    mine = s.state.routing.table.mine
+    cursor, keys = s.state.store.scan(cursor, count, s.state.now_ms, only=mine)
     if match is not None and match != b"*":
         fullmatch = glob_matcher(match).fullmatch
         keys = [k for k in keys if fullmatch(k)]
@@ -280,10 +283,12 @@ def scan(s: Session, a: list[bytes], slot: int) -> bytes:
     ("readonly", "fast"),
     acl=(*KEYSPACE, "@read", "@fast"),
     tips=("request_policy:all_shards", "response_policy:agg_sum"),
-    summary="Returns the number of keys this node holds.",
+    summary="Returns the number of keys in the slots this node is primary of.",
 )
 def dbsize(s: Session, a: list[bytes], slot: int) -> bytes:
-    return b":%d\r\n" % s.state.store.count()
+    # Copies held as a replica are not counted: summed over the primaries
+    # (redis-py's dbsize()), each key counts once.
+    return b":%d\r\n" % s.state.store.count(only=s.state.routing.table.mine)
 
 
 def _flush(s: Session, a: list[bytes], slot: int) -> bytes:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import struct
 from collections.abc import Callable, Iterable
-from itertools import islice
+from itertools import compress, islice
 from typing import Final
 
 import attrs
@@ -121,9 +121,12 @@ class Store:
             return None
         return record
 
-    def count(self) -> int:
-        """Keys held, including expired ones not yet reclaimed (as Redis's DBSIZE)."""
-        return sum(map(len, self.slots))
+    def count(self, only: bytes | None = None) -> int:
+        """Keys held, including expired ones not yet reclaimed (as Redis's
+        DBSIZE); ``only``: in the slots where it holds 1."""
+        if only is None:
+            return sum(map(len, self.slots))
+        return sum(map(len, compress(self.slots, only)))
 
     def count_volatile(self) -> int:
         return self._volatile
@@ -139,8 +142,11 @@ class Store:
             keys.append(key)
         return keys
 
-    def scan(self, cursor: int, count: int, now: int) -> tuple[int, list[bytes]]:
-        """Walk the keyspace slot by slot; the cursor packs (slot << 32 | offset).
+    def scan(
+        self, cursor: int, count: int, now: int, only: bytes | None = None
+    ) -> tuple[int, list[bytes]]:
+        """Walk the keyspace slot by slot (``only``: the slots where it holds
+        1); the cursor packs (slot << 32 | offset).
 
         A key present for the whole scan is returned at least once, provided
         its slot is not written meanwhile (the offset within a slot is
@@ -149,6 +155,9 @@ class Store:
         slot, offset = divmod(cursor, 1 << 32)
         keys: list[bytes] = []
         while slot < SLOT_COUNT and len(keys) < count:
+            if only is not None and not only[slot]:
+                slot, offset = slot + 1, 0
+                continue
             bucket = self.slots[slot]
             if offset < len(bucket):
                 batch = list(islice(bucket.items(), offset, offset + count - len(keys)))

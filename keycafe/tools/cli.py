@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("vnodes", str(ring.vnodes), "ring tokens per node (default %(default)s)", type=int)
     add(
         "replicas",
-        str(ring.replicas),
-        "copies of each slot, primary included (default %(default)s)",
+        "1",
+        "copies of each slot besides its primary, as redis-cli's --cluster-replicas"
+        " (default %(default)s: two copies; 0: none, a node's death loses its share)",
         type=int,
     )
     add(
@@ -126,7 +127,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         ),
         seeds=tuple(args.seed),
         gossip=GossipConfig.local() if args.gossip_profile == "local" else GossipConfig.lan(),
-        ring=RingConfig(vnodes=args.vnodes, replicas=args.replicas),
+        # RingConfig counts every copy, the primary included.
+        ring=RingConfig(vnodes=args.vnodes, replicas=args.replicas + 1),
         leave_timeout=args.leave_timeout,
         client_io=args.client_io,
     )

@@ -205,7 +205,7 @@ def test_a_killed_node_leaves_the_ring_and_its_slots_are_served_again() -> None:
         wait_until(lambda: ring_settled(rest, 2), timeout=detection_bound(3) + 10)
         assert sum(slots_of(n) for n in rest) == 16384
         # Every slot has a live owner again: writes and reads anywhere work
-        # (the victim's keys are lost until replication exists).
+        # (what the victim held is kept by its replicas: tests/node/test_replication.py).
         rc = client(rest[0])
         write_keys(rc, 2000, prefix="after")
         assert rc.mget_nonatomic([f"after:{i}" for i in range(2000)]) == [

@@ -15,7 +15,7 @@ from keycafe.store.keyslot import key_slot
 from tests.conftest import NodeProcess, wait_until
 from tests.node.helpers import cluster, detection_bound, ring_settled
 
-COPIES = ("--replicas", "2")  # the primary and one replica
+COPIES = ("--replicas", "1")  # the primary and one replica (the default, said aloud)
 
 
 def _writer(nodes: list[NodeProcess], acked: dict[str, str], stop: threading.Event) -> None:

@@ -156,3 +156,19 @@ def test_cluster_views_in_both_protocols(proto: int) -> None:
     else:
         assert isinstance(shard, list)
         assert shard[0] == b"slots"
+
+
+def test_dbsize_and_scan_cover_the_slots_this_node_is_primary_of() -> None:
+    """A node holds replicas' copies too; summed over the primaries (as
+    redis-py's dbsize() and scan_iter() do), each key must count once."""
+    s = two_node_session()
+    store = s.state.store
+    mine = next(k for k in (b"k%d" % i for i in range(100)) if key_slot(k) < 8192)
+    copy = next(k for k in (b"k%d" % i for i in range(100)) if key_slot(k) >= 8192)
+    for k in (mine, copy):  # the second as a replica's copy of OTHER's slot
+        store.put(key_slot(k), k, b"v", 0, s.state.now_ms)
+    assert store.count() == 2
+    assert s.execute([b"DBSIZE"]) == b":1\r\n"
+    reader = hiredis.Reader()
+    reader.feed(s.execute([b"SCAN", b"0", b"COUNT", b"100000"]))
+    assert reader.gets() == [b"0", [mine]]

@@ -76,7 +76,8 @@ def test_launch_starts_a_cluster_that_redis_benchmark_cluster_uses() -> None:
         )
         rows = [line for line in status.stdout.splitlines() if "master" in line]
         assert len(rows) == 3
-        # redis-benchmark --cluster writes one key per node: each holds one.
+        # redis-benchmark --cluster writes one key per node: each is the
+        # primary of one (KEYS counts those; replicas' copies are not shown).
         assert [row.split()[-1] for row in rows] == ["1", "1", "1"]
     finally:
         launcher.send_signal(signal.SIGINT)
