@@ -280,6 +280,8 @@ def start_keycafe(ports: list[int], procs: list[subprocess.Popen[bytes]]) -> Non
     first; each is added to ``procs`` as it starts, for the caller to stop."""
     for i, port in enumerate(ports):
         args = [sys.executable, "-m", "keycafe", "--port", str(port), "--log-level", "error"]
+        # Like for like with the Redis Cluster made with --cluster-replicas 0.
+        args += ["--replicas", "0"]
         if i:
             args += ["--seed", f"127.0.0.1:{ports[0] + 10000}"]
         procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
@@ -479,7 +481,8 @@ def report(
         f"## {CLUSTER_NODES}-node cluster: keycafe vs a {CLUSTER_NODES}-master Redis Cluster",
         "",
         "`redis-benchmark --cluster` against each (Redis Cluster made with "
-        "`redis-cli --cluster create ... --cluster-replicas 0`; keycafe nodes joined through "
+        "`redis-cli --cluster create ... --cluster-replicas 0`; keycafe nodes with "
+        "`--replicas 0` joined through "
         "the first one's seed). All six servers and the benchmark share the machine; CPU "
         "per op adds up the three server processes of each cluster.",
         "",
