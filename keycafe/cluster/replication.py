@@ -51,6 +51,10 @@ from keycafe.store.engine import REPLICATED, Exported, Store
 from keycafe.store.keyslot import SLOT_COUNT
 
 RETRY_PAUSE: Final = 0.5  # seconds before refused entries are offered again
+# A frame not acknowledged in this long is sent again: an acknowledgement lost
+# with a connection only the replica saw break would hold every later write
+# (the hand-off's transfers have the same guard). Applying twice is harmless.
+ACK_TIMEOUT: Final = 5.0
 FRAME_ENTRIES: Final = 512  # entries per REPL frame, at most
 
 
@@ -73,6 +77,7 @@ class _Sent:
 
     number: int
     items: list[Item]
+    sent_at: float = 0.0
 
 
 class Replication:
@@ -127,10 +132,17 @@ class Replication:
         here, and no in-sync replica needs it)."""
         keep = []
         for item in items:
-            if self._replicates(peer, item[1]):
+            slot = item[1]
+            if self._replicates(peer, slot):
                 keep.append(item)
-            elif self.owners[item[1]][:1] != (self.node,):
+            elif self.owners[slot][:1] != (self.node,):
                 self._abandoned.add(item[0])
+            else:
+                # Still ours, with another replica now: it must hold the write
+                # before it counts (the stream it got may predate it).
+                for other in self.owners[slot][1:]:
+                    if other != peer:
+                        self._queued.setdefault(other, []).append(item)
         return keep
 
     def take_abandoned(self, first: int, last: int) -> bool:
@@ -142,7 +154,8 @@ class Replication:
 
     def forget_abandoned(self, below: int) -> None:
         """No request waits on a write numbered under ``below`` any more."""
-        self._abandoned = {n for n in self._abandoned if n >= below}
+        if self._abandoned:
+            self._abandoned = {n for n in self._abandoned if n >= below}
 
     def _replicates(self, peer: str, slot: int) -> bool:
         o = self.owners[slot]
@@ -186,13 +199,13 @@ class Replication:
         for peer in sorted(self._queued):
             items = self._queued.pop(peer)
             for i in range(0, len(items), FRAME_ENTRIES):
-                self._send(peer, items[i : i + FRAME_ENTRIES])
+                self._send(peer, items[i : i + FRAME_ENTRIES], now)
         out: list[Outgoing] = []
         while self._out and len(out) < limit:
             out.append(self._out.popleft())
         return out
 
-    def _send(self, peer: str, items: list[Item]) -> None:
+    def _send(self, peer: str, items: list[Item], now: float) -> None:
         by_slot: dict[int, list[bytes]] = {}
         for _, slot, key in items:
             by_slot.setdefault(slot, []).append(key)
@@ -204,7 +217,8 @@ class Replication:
             entries += len(exported)
             groups.append([slot, [_entry(e) for e in exported]])
         self._frame_no += 1
-        self._unacked.setdefault(peer, deque()).append(_Sent(number=self._frame_no, items=items))
+        sent = _Sent(number=self._frame_no, items=items, sent_at=now)
+        self._unacked.setdefault(peer, deque()).append(sent)
         term, epoch = self.version
         body = [term, epoch, self._frame_no, groups]
         self._out.append(Outgoing(peer=peer, kind=frames.REPL, body=body))
@@ -273,9 +287,14 @@ class Replication:
     # -- timers ------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        return min((at for at, _, _ in self._retry), default=None)
+        times = [at for at, _, _ in self._retry]
+        times += [sent[0].sent_at + ACK_TIMEOUT for sent in self._unacked.values() if sent]
+        return min(times, default=None)
 
     def handle_timer(self, now: float) -> None:
+        for peer, sent in list(self._unacked.items()):
+            if sent and now >= sent[0].sent_at + ACK_TIMEOUT:
+                self.link_broken(peer, now)  # as if: send every unacknowledged frame again
         due = [r for r in self._retry if r[0] <= now]
         self._retry = [r for r in self._retry if r[0] > now]
         for _, peer, items in due:

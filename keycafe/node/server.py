@@ -429,7 +429,7 @@ async def _connection_task(hub: ClientHub, conn: Connection) -> None:
                 return
             hub.resume(conn)
     except _WriteGivenUp:
-        conn.close_reason = "a write was given up: its slot moved before a replica held it"
+        conn.close_reason = "a write was not confirmed by its replicas (given up or timed out)"
     except OSError as exc:
         conn.close_reason = f"socket error: {exc}"
     finally:
@@ -460,7 +460,7 @@ async def _serve_alone(conn: Connection) -> None:
                     conn.close_reason = "QUIT or protocol error"
                     return
     except _WriteGivenUp:
-        conn.close_reason = "a write was given up: its slot moved before a replica held it"
+        conn.close_reason = "a write was not confirmed by its replicas (given up or timed out)"
     except OSError as exc:
         conn.close_reason = f"socket error: {exc}"
     finally:

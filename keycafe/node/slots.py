@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+import attrs
 import trio
 
 from keycafe.cluster.frames import Frame
@@ -35,6 +36,11 @@ from keycafe.server.state import ServerState
 log = logging.getLogger("keycafe.slots")
 
 SEND_CHUNK: Final = 64  # frames taken from the core per turn (a batch is <= 512 entries)
+# Longest a reply waits for its write to reach the replicas: past the LAN
+# detection bound (docs/gossip.md: ~10 s at N=100), by when a dead replica is
+# declared down and the write answered; a write still waiting then has no
+# majority to rescue it, and its connection is closed instead.
+DURABLE_TIMEOUT: Final = 30.0
 
 
 def _wall_ms() -> int:
@@ -237,32 +243,53 @@ class _Durability:
     (``keycafe.server.probe.Durability``); the slot service calls ``notify``
     after anything that may advance the cluster core's ``durable``."""
 
+    # Given-up write numbers this far behind ``durable`` are forgotten: no
+    # request waits that long between being numbered and asking.
+    KEEP_ABANDONED: Final = 1 << 20
+
     def __init__(self, cluster: ClusterNode) -> None:
         self.cluster = cluster
-        self._waiting: list[tuple[int, int, trio.Event]] = []  # (first, last, set when durable)
+        self._waiting: list[_Waiter] = []
 
     async def wait(self, first: int, last: int) -> bool:
-        if self.cluster.durable < last:
-            event = trio.Event()
-            self._waiting.append((first, last, event))
-            await event.wait()
-        return not self.cluster.replication.take_abandoned(first, last)
+        replication = self.cluster.replication
+        if self.cluster.durable >= last:
+            return not replication.take_abandoned(first, last)
+        waiter = _Waiter(first=first, last=last)
+        self._waiting.append(waiter)
+        # A deadline, so that a write nobody can make durable (no majority
+        # left to declare its replica dead) fails rather than hangs.
+        with trio.move_on_after(DURABLE_TIMEOUT):
+            await waiter.event.wait()
+        if not waiter.event.is_set():
+            self._waiting.remove(waiter)
+            return False
+        return waiter.ok
 
     def notify(self) -> None:
         if not self._waiting:
             return
+        replication = self.cluster.replication
         durable = self.cluster.durable
-        # Numbers below every waiting request's (those released now included:
-        # they ask once they run) are nobody's concern any more.
-        lowest = min(w[0] for w in self._waiting)
-        self.cluster.replication.forget_abandoned(lowest)
         still = []
-        for first, last, event in self._waiting:
-            if last <= durable:
-                event.set()
+        for waiter in self._waiting:
+            if waiter.last <= durable:
+                # Decided here, not when its task runs: a later step may
+                # forget the numbers it would ask about.
+                waiter.ok = not replication.take_abandoned(waiter.first, waiter.last)
+                waiter.event.set()
             else:
-                still.append((first, last, event))
+                still.append(waiter)
         self._waiting = still
+        replication.forget_abandoned(durable - self.KEEP_ABANDONED)
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    first: int
+    last: int
+    ok: bool = True
+    event: trio.Event = attrs.Factory(trio.Event)
 
 
 __all__ = ["SlotService", "slot_figures"]

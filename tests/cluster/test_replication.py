@@ -11,7 +11,7 @@ import pytest
 from keycafe.cluster import frames
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.handoff import Outgoing
-from keycafe.cluster.replication import FRAME_ENTRIES, RETRY_PAUSE, Replication
+from keycafe.cluster.replication import ACK_TIMEOUT, FRAME_ENTRIES, RETRY_PAUSE, Replication
 from keycafe.store.engine import Store
 from keycafe.store.keyslot import SLOT_COUNT, key_slot
 
@@ -244,17 +244,16 @@ def test_malformed_frames_are_counted_and_dropped(body: Any) -> None:
     assert not any(net.cores[B].store.slots)
 
 
-def test_writes_queued_for_a_node_that_stopped_being_a_replica_are_not_sent() -> None:
-    """Copies for a new replica come by the ring change's streaming; the old
-    replica, no longer one, must not be sent writes it would refuse for ever."""
+def test_writes_queued_for_a_node_that_stopped_being_a_replica_are_not_sent_to_it() -> None:
+    """The old replica, no longer one, must not be sent writes it would refuse
+    for ever; they go to the slot's new replica instead."""
     net = Net(A, B, C)
     net.ring(owners_of(A, B), {B}, A)
     put(net.cores[A], b"k", b"v")
     assert net.cores[A].written == 1  # collected, queued for B
     net.ring(owners_of(A, C), {C}, A)
     out = net.cores[A].frames_to_send(0.0, limit=10)
-    assert [o.peer for o in out] == []
-    assert net.cores[A].durable == 1  # nothing pending for an in-sync replica
+    assert [o.peer for o in out] == [C]
 
 
 def test_an_ack_settles_its_own_frame_not_the_ones_before_it() -> None:
@@ -317,3 +316,39 @@ def test_writes_waiting_on_a_replica_that_went_away_are_kept_by_the_primary() ->
     assert net.cores[A].durable == 1
     assert not net.cores[A].take_abandoned(1, 1)
     assert held(net.cores[A], b"k", b"v")
+
+
+def test_a_frame_whose_acknowledgement_never_comes_is_sent_again() -> None:
+    """The ack was lost with a connection only the replica saw break: without
+    a timeout every later write would wait for ever."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    put(net.cores[A], b"k", b"v")
+    net.collect()
+    frame = [(s, o) for s, o in net.wire if o.peer == B]
+    net.wire = []
+    src, o = frame[0]
+    net.cores[B].receive_frame(src, Frame(o.kind, o.body), net.now, WALL)
+    net.cores[B].frames_to_send(net.now, limit=10)  # the ack: lost
+    assert net.cores[A].durable == 0
+    timer = net.cores[A].get_timer()
+    assert timer is not None
+    assert timer <= net.now + ACK_TIMEOUT
+    net.advance(ACK_TIMEOUT)
+    net.deliver()
+    assert net.cores[A].durable == 1
+
+
+def test_a_write_waiting_on_a_replica_that_was_swapped_waits_on_the_new_one() -> None:
+    """A keeps the slot; its replica changes from B to C before B took the
+    write. C's copy may predate the write: it must hold it before it counts."""
+    net = Net(A, B, C)
+    net.ring(owners_of(A, B), {B})
+    put(net.cores[A], b"k", b"v")
+    net.drop(B)
+    net.ring(owners_of(A, C), {C})
+    assert net.cores[A].durable == 0
+    assert not net.cores[A].take_abandoned(1, 1)
+    net.deliver()
+    assert held(net.cores[C], b"k", b"v")
+    assert net.cores[A].durable == 1
