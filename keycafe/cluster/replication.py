@@ -252,7 +252,15 @@ class Replication:
         for slot, items in groups:
             o = owners[slot]
             if o and o[0] == peer and me in o[1:]:
+                clock = self.store.clock
+                before = clock.refused
                 self.store.merge(slot, items, wall_ms)
+                if clock.refused != before:
+                    # Stamped too far ahead of our clock: not held here, so
+                    # not acknowledged (offered again; writes wait meanwhile).
+                    refused.append(slot)
+                    self.counters.entries_refused += clock.refused - before
+                    continue
                 self.counters.entries_applied += len(items)
             else:
                 refused.append(slot)

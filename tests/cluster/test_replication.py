@@ -352,3 +352,16 @@ def test_a_write_waiting_on_a_replica_that_was_swapped_waits_on_the_new_one() ->
     net.deliver()
     assert held(net.cores[C], b"k", b"v")
     assert net.cores[A].durable == 1
+
+
+def test_entries_the_replicas_clock_refuses_are_not_acknowledged() -> None:
+    """A primary whose clock runs far ahead (beyond the store's bound): the
+    replica does not take its entries, so they must not count as held."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    ahead = WALL + 3_600_000  # an hour ahead of B's wall clock
+    put(net.cores[A], b"k", b"v", wall=ahead)
+    net.deliver()
+    assert value(net.cores[B], b"k") is None
+    assert net.cores[B].counters.entries_refused == 1
+    assert net.cores[A].durable == 0
