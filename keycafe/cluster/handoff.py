@@ -121,7 +121,25 @@ class Left:
     """A leave is complete: the ring no longer has us and every drain is done."""
 
 
-Event = Ready | RoutingChanged | Left
+@attrs.frozen(kw_only=True)
+class Confirmed:
+    """Replica ``peer`` acknowledged a barrier behind everything streamed and
+    forwarded to it for ``slots`` (we lead them): its copies are whole now."""
+
+    peer: str
+    slots: tuple[int, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Unconfirmed:
+    """Replica ``peer`` holds copies of ``slots`` (we lead them) that a barrier
+    has yet to confirm: writes to them must not count as held by it."""
+
+    peer: str
+    slots: tuple[int, ...]
+
+
+Event = Ready | RoutingChanged | Left | Confirmed | Unconfirmed
 
 
 @attrs.define(eq=False)
@@ -146,6 +164,9 @@ class _Transfer:
     # A drain's barrier: no data, it only shows that the forwards sent before
     # it arrived; after a broken link it carries ``slots`` whole (``full``).
     barrier: bool = False
+    # A new replica's barrier (we stay the slots' primary): nothing is kept
+    # back for it, and its ACK confirms the replica's copies.
+    confirm: bool = False
     full: bool = True
     breaks: int = 0  # the peer's link breaks counted when this attempt started
     tid: int = 0
@@ -458,6 +479,27 @@ class Handoff:
                 promoted = bool(o) and o[0] != self.node and o[0] in before[slot]
                 if promoted and slot not in self._subscribers and slot not in self._draining:
                     drains.setdefault((o[0], False), set()).add(slot)
+        if before is not None:
+            # New replicas of slots we still lead: a barrier behind what we
+            # streamed and forwarded them (all of it again if their link broke
+            # or they were not in the plan), and their copies count only once
+            # they acknowledge it.
+            confirms: dict[tuple[str, bool], set[int]] = {}
+            for slot, dests in self._subscribers.items():
+                o = owners[slot]
+                if not o or o[0] != self.node:
+                    continue
+                for peer in o[1:]:
+                    if peer != self.node and peer not in before[slot]:
+                        whole = peer not in dests or self._unsure(peer)
+                        confirms.setdefault((peer, whole), set()).add(slot)
+            for (peer, whole), slots in confirms.items():
+                t = _Transfer(
+                    peer=peer, slots=sorted(slots), version=version, confirm=True, full=whole
+                )
+                self._transfers.append(t)
+                self._start(t)
+                self._events.append(Unconfirmed(peer=peer, slots=tuple(t.slots)))
         # Slots still draining from an earlier change whose owner changed since.
         for slot, dest in list(self._draining.items()):
             owner = owners[slot][0] if owners[slot] else None
@@ -525,7 +567,7 @@ class Handoff:
 
     def _plan(self, ring: RingLike, pending: Owners | None, now: float) -> None:
         """Stream out what a proposal moves (a new proposal replaces the old plan)."""
-        self._transfers = [t for t in self._transfers if t.barrier and not t.done]
+        self._transfers = [t for t in self._transfers if (t.barrier or t.confirm) and not t.done]
         self._unwatch()
         if pending is None or self.node not in (*ring.members, *ring.pending):
             return
@@ -639,6 +681,8 @@ class Handoff:
             self._release(t.peer, refused, t.slots)
             if refused:
                 self._redrain(t, refused, now)
+        if t.confirm:
+            self._events.append(Confirmed(peer=t.peer, slots=tuple(t.slots)))
         self._transfers = [x for x in self._transfers if not x.done]
         self._check_ready()
 

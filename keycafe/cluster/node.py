@@ -24,7 +24,16 @@ from typing import Final
 
 from keycafe.cluster import coordinator, effects, frames
 from keycafe.cluster.frames import Frame
-from keycafe.cluster.handoff import Handoff, Left, Outgoing, Owners, Ready, RoutingChanged
+from keycafe.cluster.handoff import (
+    Confirmed,
+    Handoff,
+    Left,
+    Outgoing,
+    Owners,
+    Ready,
+    RoutingChanged,
+    Unconfirmed,
+)
 from keycafe.cluster.replication import Replication
 from keycafe.cluster.ring import RingConfig, slot_owners
 from keycafe.cluster.ring_record import Ring
@@ -223,3 +232,7 @@ class ClusterNode:
                     self._announce(coordinator.READY_KEY, ready, now)
                 case Left():
                     self.left = True
+                case Unconfirmed():
+                    self.replication.unconfirm(ev.peer, ev.slots)
+                case Confirmed():
+                    self.replication.confirm(ev.peer, ev.slots)

@@ -103,6 +103,11 @@ class Replication:
         # them. They are not pending, so ``durable`` passes them, but the
         # shell must answer them with an error, not OK: ``take_abandoned``.
         self._abandoned: set[int] = set()
+        # Slots whose copies at a replica are not confirmed whole yet (a new
+        # replica, until the hand-off's barrier is acknowledged), and the
+        # writes to them it acknowledged meanwhile: held back from ``durable``.
+        self._unconfirmed: dict[str, set[int]] = {}
+        self._held: dict[str, list[Item]] = {}
 
     # -- the ring --------------------------------------------------------------------------
 
@@ -120,6 +125,14 @@ class Replication:
         # (or of which we are no longer primary) go nowhere now.
         for peer, items in list(self._queued.items()):
             self._queued[peer] = self._still_replicated(peer, items)
+        for peer, items in list(self._held.items()):
+            self._held[peer] = self._still_replicated(peer, items)
+        for peer, slots in list(self._unconfirmed.items()):
+            kept = {s for s in slots if self._replicates(peer, s)}
+            if kept:
+                self._unconfirmed[peer] = kept
+            else:
+                del self._unconfirmed[peer]
         for peer, sent in self._unacked.items():
             for frame in sent:
                 frame.items = self._still_replicated(peer, frame.items)
@@ -188,8 +201,25 @@ class Replication:
                 bound = min(bound, lowest - 1)
         return bound
 
+    def unconfirm(self, peer: str, slots: Iterable[int]) -> None:
+        """``peer``'s copies of ``slots`` await confirmation: hold writes to them."""
+        self._unconfirmed.setdefault(peer, set()).update(slots)
+
+    def confirm(self, peer: str, slots: Iterable[int]) -> None:
+        """``peer``'s copies of ``slots`` are whole: what it took of them counts."""
+        done = set(slots)
+        left = self._unconfirmed.get(peer, set()) - done
+        if left:
+            self._unconfirmed[peer] = left
+        else:
+            self._unconfirmed.pop(peer, None)
+        held = [i for i in self._held.pop(peer, []) if i[1] not in done]
+        if held:
+            self._held[peer] = held
+
     def _lowest_pending(self, peer: str) -> int | None:
         numbers = [n for n, _, _ in self._queued.get(peer, ())]
+        numbers += [n for n, _, _ in self._held.get(peer, ())]
         numbers += [n for sent in self._unacked.get(peer, ()) for n, _, _ in sent.items]
         numbers += [n for _, p, items in self._retry if p == peer for n, _, _ in items]
         return min(numbers, default=None)
@@ -288,6 +318,11 @@ class Replication:
         if pending is None or sent is None:
             return  # a duplicate, or a frame already given up with its link
         pending.remove(sent)
+        unconfirmed = self._unconfirmed.get(peer)
+        if unconfirmed:
+            held = [i for i in sent.items if i[1] in unconfirmed and i[1] not in refused]
+            if held:
+                self._held.setdefault(peer, []).extend(held)
         again = [i for i in sent.items if i[1] in refused]
         if again:
             self._retry.append((now + RETRY_PAUSE, peer, again))

@@ -15,6 +15,7 @@ from keycafe.cluster.handoff import (
     ACK_TIMEOUT,
     FORWARD_PERIOD,
     RETRY_PAUSE,
+    Confirmed,
     Event,
     Handoff,
     Left,
@@ -22,6 +23,7 @@ from keycafe.cluster.handoff import (
     Owners,
     Ready,
     RoutingChanged,
+    Unconfirmed,
 )
 from keycafe.cluster.ring import RingConfig, slot_owners
 from keycafe.cluster.slot_table import NodeAddr
@@ -293,6 +295,28 @@ def test_with_two_copies_a_join_streams_to_new_replicas_as_well_as_new_primaries
         assert not any(net.routing(n).moving)
     as_replica = [k for k in keys if after[key_slot(k)][1:] == (C,)]
     assert as_replica  # C gained copies it is not primary of, and holds them
+
+
+def test_a_new_replica_of_slots_we_keep_is_confirmed_by_a_barrier() -> None:
+    net = Cluster(A, B, C, table=two_copies)
+    keys = fill(net.cores[A].store, 2000)
+    fill(net.cores[B].store, 2000)
+    net.ring(R(epoch=1, members=(A, B)))
+    net.ring(R(epoch=2, members=(A, B), pending=(A, B, C)))
+    net.deliver()
+    net.ring(R(epoch=3, members=(A, B, C)), A)
+    after, before = two_copies((A, B, C)), two_copies((A, B))
+    kept = [s for s in range(SLOT_COUNT) if after[s][0] == A == before[s][0] and C in after[s]]
+    assert kept
+    unconfirmed = [e for e in net.events[A] if isinstance(e, Unconfirmed)]
+    assert [e.peer for e in unconfirmed] == [C]
+    assert set(unconfirmed[0].slots) == set(kept)
+    assert not [e for e in net.events[A] if isinstance(e, Confirmed)]
+    net.ring(R(epoch=3, members=(A, B, C)), B, C)
+    net.deliver()
+    confirmed = [e for e in net.events[A] if isinstance(e, Confirmed)]
+    assert [(e.peer, set(e.slots)) for e in confirmed] == [(C, set(kept))]
+    assert held_by(net.cores[C].store, keys) >= {k for k in keys if key_slot(k) in kept}
 
 
 def test_a_joiner_that_gets_its_data_before_the_proposal_keeps_it() -> None:

@@ -365,3 +365,17 @@ def test_entries_the_replicas_clock_refuses_are_not_acknowledged() -> None:
     assert value(net.cores[B], b"k") is None
     assert net.cores[B].counters.entries_refused == 1
     assert net.cores[A].durable == 0
+
+
+def test_writes_a_new_replica_took_wait_until_its_copies_are_confirmed() -> None:
+    """C just became a replica; what was streamed to it may be incomplete
+    until the hand-off's barrier is acknowledged: its acks do not count yet."""
+    net = Net(A, C)
+    net.ring(owners_of(A, C), {C})
+    net.cores[A].unconfirm(C, range(SLOT_COUNT))
+    put(net.cores[A], b"k", b"v")
+    net.deliver()
+    assert held(net.cores[C], b"k", b"v")
+    assert net.cores[A].durable == 0  # C took it, but its copy is not confirmed
+    net.cores[A].confirm(C, range(SLOT_COUNT))
+    assert net.cores[A].durable == 1
