@@ -110,8 +110,13 @@ class PeerLinks:
             link.send.close()
 
     async def send(self, peer: str, addr: Address, kind: int, body: Any) -> None:
-        """Queue a frame for ``peer``; waits while its queue is full."""
-        await self._link(peer, addr).send.send(frames.encode_frame(kind, body))
+        """Queue a frame for ``peer``; waits while its queue is full. A frame
+        whose link is forgotten meanwhile (the peer died) is dropped with the
+        others queued there, not raised into the sender."""
+        try:
+            await self._link(peer, addr).send.send(frames.encode_frame(kind, body))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
 
     def send_nowait(self, peer: str, addr: Address, kind: int, body: Any) -> None:
         """Queue a frame or raise ``trio.WouldBlock`` if the queue is full."""

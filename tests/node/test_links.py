@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import trio
+import trio.testing
 
 from keycafe.cluster import frames
 from keycafe.cluster.frames import Frame
@@ -144,3 +145,32 @@ async def test_a_node_serves_links_on_its_cluster_port(nursery: trio.Nursery) ->
     addr = ("127.0.0.1", state.config.me.cluster_port)
     await a.links.send(state.config.me.node_id, addr, frames.PING, "hello node")
     await wait_for(lambda: a.got == [(state.config.me.node_id, Frame(frames.PONG, "hello node"))])
+
+
+async def test_a_sender_waiting_on_a_forgotten_peer_is_let_go(nursery: trio.Nursery) -> None:
+    """Frames to a replica that died fill its queue and the sender waits;
+    gossip then says it is dead and the link is forgotten. The waiting send
+    must return (its frame dropped), not raise ClosedResourceError, which
+    would take the node's whole nursery down."""
+    a = Peer("a")
+    await a.start(nursery)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = s.getsockname()[1]
+    sent = 0
+    scope = trio.CancelScope()
+
+    async def sender() -> None:
+        nonlocal sent
+        with scope:
+            while True:
+                await a.links.send("ghost", ("127.0.0.1", nobody), frames.DATA, sent)
+                sent += 1
+
+    nursery.start_soon(sender)
+    await wait_for(lambda: sent >= 8)
+    await trio.testing.wait_all_tasks_blocked()
+    blocked_at = sent  # the queue is full: the sender waits
+    a.links.forget("ghost")
+    await wait_for(lambda: sent > blocked_at)  # the waiting send returned
+    scope.cancel()
