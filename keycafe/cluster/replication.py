@@ -256,12 +256,13 @@ class Replication:
         self.counters.entries_sent += entries
 
     def link_broken(self, peer: str, now: float) -> None:
-        """Frames to ``peer`` may be lost: send their writes again, as they are now."""
+        """Frames to ``peer`` may be lost: send their writes again, as they are
+        now, after ``RETRY_PAUSE`` (a peer with no address, or no link, would
+        otherwise be sent to again at once, round after round)."""
         self._out = deque(o for o in self._out if o.peer != peer)
         lost = [i for sent in self._unacked.pop(peer, ()) for i in sent.items]
         if lost:
-            self.counters.resent += len(lost)
-            self._queued[peer] = lost + self._queued.get(peer, [])
+            self._retry.append((now + RETRY_PAUSE, peer, lost))
 
     # -- replica side ------------------------------------------------------------------------
 
