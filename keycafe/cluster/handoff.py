@@ -70,6 +70,9 @@ FORWARD_PERIOD: Final = 0.002  # how often writes to moving slots are collected
 # Largest term or epoch accepted in a frame: far beyond any honest value, and
 # small enough that every arithmetic on it stays in msgpack's int64.
 MAX_VERSION: Final = (1 << 62) - 1
+# Longest writer id accepted in an entry: the store keeps every writer it
+# meets in a table, so a peer must not be able to fill it with long strings.
+MAX_WRITER: Final = 64
 # Transfers in progress towards this node that it keeps count of: peers choose
 # transfer ids, so past this the oldest receipt is forgotten (its sender
 # repeats the transfer when the count in its ACK comes back short).
@@ -202,6 +205,7 @@ def decode_entries_untrusted(raw: Any) -> list[Exported]:
             or type(expires) is not int
             or type(stamp) is not int
             or type(writer) is not str
+            or len(writer) > MAX_WRITER  # node ids are 40 characters
             or not 0 <= expires < 1 << 63
             or not 0 <= stamp < 1 << 64
         ):

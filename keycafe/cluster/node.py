@@ -150,7 +150,7 @@ class ClusterNode:
     @property
     def durable(self) -> int:
         """Writes numbered up to this are on every in-sync replica, or were
-        given up (``replication.take_abandoned``): answer them."""
+        given up (``replication.released`` says which)."""
         return self.replication.durable
 
     def leave(self, now: float) -> bool:

@@ -31,22 +31,36 @@ primary offers them again after ``RETRY_PAUSE`` (the two may follow different
 rings for a moment). A paused or cut-off old primary therefore gets no
 acknowledgement from a replica that follows a newer ring.
 
-Which replicas are in sync is the ring's to say (the coordinator publishes
-it); writes wait for the in-sync ones only, and are still sent to the others
-so that they catch up.
+Writes wait for the in-sync replicas only (the caller says which: for now
+every live owner in the ring in force) and are still sent to the others so
+that they catch up. A new replica's copies count once the hand-off confirms
+them (``unconfirm``/``confirm``).
+
+*Waiting requests.* ``wait(token, first, last)`` registers a request whose
+writes are numbered ``first``..``last``; ``released()`` returns the requests
+whose writes are durable now, each with its verdict: False if one of its
+writes was given up (the shell answers it with an error, not OK). The trio
+shell and the simulator both only carry the verdicts out.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any, Final
 
 import attrs
 
 from keycafe.cluster import frames
 from keycafe.cluster.frames import Frame
-from keycafe.cluster.handoff import MAX_VERSION, Outgoing, Owners, Version
+from keycafe.cluster.handoff import (
+    MAX_VERSION,
+    Outgoing,
+    Owners,
+    Version,
+    decode_entries_untrusted,
+    encode_entries,
+)
 from keycafe.store.engine import REPLICATED, Exported, Store
 from keycafe.store.keyslot import SLOT_COUNT
 
@@ -56,6 +70,8 @@ RETRY_PAUSE: Final = 0.5  # seconds before refused entries are offered again
 # (the hand-off's transfers have the same guard). Applying twice is harmless.
 ACK_TIMEOUT: Final = 5.0
 FRAME_ENTRIES: Final = 512  # entries per REPL frame, at most
+# Given-up write numbers this far behind ``durable`` are forgotten.
+KEEP_ABANDONED: Final = 1 << 20
 
 
 @attrs.define(eq=False)
@@ -100,14 +116,15 @@ class Replication:
         self._frame_no = 0
         # Writes given up: a ring change made this node no longer their slot's
         # primary (or the peer no longer its replica) before the replica took
-        # them. They are not pending, so ``durable`` passes them, but the
-        # shell must answer them with an error, not OK: ``take_abandoned``.
+        # them. They are not pending, so ``durable`` passes them, but their
+        # requests are released with a False verdict (``released``).
         self._abandoned: set[int] = set()
         # Slots whose copies at a replica are not confirmed whole yet (a new
         # replica, until the hand-off's barrier is acknowledged), and the
         # writes to them it acknowledged meanwhile: held back from ``durable``.
         self._unconfirmed: dict[str, set[int]] = {}
         self._held: dict[str, list[Item]] = {}
+        self._waits: list[tuple[int, int, Hashable]] = []  # (first, last, token)
 
     # -- the ring --------------------------------------------------------------------------
 
@@ -158,17 +175,43 @@ class Replication:
                         self._queued.setdefault(other, []).append(item)
         return keep
 
-    def take_abandoned(self, first: int, last: int) -> bool:
-        """Whether any write numbered ``first``..``last`` was given up (forgetting
-        those numbers): the shell answers such a request with an error."""
+    def wait(self, token: Hashable, first: int, last: int) -> None:
+        """A request waits for its writes numbered ``first``..``last``."""
+        self._waits.append((first, last, token))
+
+    def waiting(self) -> list[Hashable]:
+        """The requests still waiting."""
+        return [w[2] for w in self._waits]
+
+    def cancel(self, token: Hashable) -> None:
+        """The request ``token`` waits no more (it timed out, or its node is gone)."""
+        self._waits = [w for w in self._waits if w[2] != token]
+
+    def released(self) -> list[tuple[Hashable, bool]]:
+        """Requests whose writes are durable now, and whether all of them were
+        kept (False: one was given up: answer with an error, not OK)."""
+        if not self._waits:
+            return []
+        durable = self.durable
+        out, still = [], []
+        for first, last, token in self._waits:
+            if last <= durable:
+                out.append((token, not self._take_abandoned(first, last)))
+            else:
+                still.append((first, last, token))
+        self._waits = still
+        # A request registers a moment after its writes are numbered (the
+        # shell hands the connection to its task first): keep given-up
+        # numbers well past that, then forget them.
+        if self._abandoned:
+            below = durable - KEEP_ABANDONED
+            self._abandoned = {n for n in self._abandoned if n >= below}
+        return out
+
+    def _take_abandoned(self, first: int, last: int) -> bool:
         hit = {n for n in self._abandoned if first <= n <= last}
         self._abandoned -= hit
         return bool(hit)
-
-    def forget_abandoned(self, below: int) -> None:
-        """No request waits on a write numbered under ``below`` any more."""
-        if self._abandoned:
-            self._abandoned = {n for n in self._abandoned if n >= below}
 
     def _replicates(self, peer: str, slot: int) -> bool:
         o = self.owners[slot]
@@ -245,7 +288,7 @@ class Replication:
             # As the entries are now: a key written twice goes once.
             exported = self.store.export(slot, dict.fromkeys(keys))
             entries += len(exported)
-            groups.append([slot, [_entry(e) for e in exported]])
+            groups.append([slot, encode_entries(exported)])
         self._frame_no += 1
         sent = _Sent(number=self._frame_no, items=items, sent_at=now)
         self._unacked.setdefault(peer, deque()).append(sent)
@@ -348,10 +391,6 @@ class Replication:
                 self._queued[peer] = keep + self._queued.get(peer, [])
 
 
-def _entry(e: Exported) -> list[Any]:
-    return [e.key, e.value, e.expires_ms, e.stamp, e.writer]
-
-
 def _parse_repl(body: Any) -> tuple[Version, int, list[tuple[int, list[Exported]]]] | None:
     """A REPL body from a peer, checked: ((term, epoch), number, [(slot, entries)])."""
     if type(body) is not list or len(body) != 4:
@@ -366,26 +405,10 @@ def _parse_repl(body: Any) -> tuple[Version, int, list[tuple[int, list[Exported]
         if type(group) is not list or len(group) != 2:
             return None
         slot, raw = group
-        if type(slot) is not int or not 0 <= slot < SLOT_COUNT or type(raw) is not list:
+        if type(slot) is not int or not 0 <= slot < SLOT_COUNT:
             return None
-        items = []
-        for e in raw:
-            item = _parse_entry(e)
-            if item is None:
-                return None
-            items.append(item)
-        out.append((slot, items))
+        try:
+            out.append((slot, decode_entries_untrusted(raw)))
+        except ValueError:
+            return None
     return (term, epoch), number, out
-
-
-def _parse_entry(e: Any) -> Exported | None:
-    if type(e) is not list or len(e) != 5:
-        return None
-    key, value, expires_ms, stamp, writer = e
-    if type(key) is not bytes or (value is not None and type(value) is not bytes):
-        return None
-    if type(expires_ms) is not int or type(stamp) is not int or type(writer) is not str:
-        return None
-    if not (0 <= expires_ms < 1 << 63 and 0 <= stamp < 1 << 64 and len(writer) <= 64):
-        return None
-    return Exported(key=key, value=value, expires_ms=expires_ms, stamp=stamp, writer=writer)

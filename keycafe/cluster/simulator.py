@@ -52,9 +52,14 @@ class Member:
     events_seen: int = 0
     crashed_at: float | None = None
     left_at: float | None = None
-    # Replies to writes held until durable: (first and last write number,
-    # send the reply, fail the request).
-    waiting: list[tuple[int, int, Callable[[], None], Callable[[], None]]] = attrs.Factory(list)
+
+
+@attrs.define(eq=False)
+class _Reply:
+    """A client's reply held until its writes are durable."""
+
+    send: Callable[[], None]
+    lose: Callable[[], None]
 
 
 @attrs.define(eq=False)
@@ -142,9 +147,10 @@ class ClusterSimulator:
         m.crashed_at = self.now
         m.timer_at = None
         self._note(f"{name} crashes")
-        lost, m.waiting = m.waiting, []
-        for _, _, _, lose in lost:
-            lose()  # the connection resets: those writes were never acknowledged
+        for waiting in m.cluster.replication.waiting():
+            m.cluster.replication.cancel(waiting)
+            assert isinstance(waiting, _Reply)
+            waiting.lose()  # the connection resets: those writes were never acknowledged
         for key in list(self._conns):
             if name in key:
                 self._break(*key)
@@ -259,18 +265,11 @@ class ClusterSimulator:
         return result
 
     def _release(self, m: Member) -> None:
-        """Send the replies whose writes every in-sync replica now holds."""
-        if not m.waiting:
-            return
-        rep = m.cluster.replication
-        durable = rep.durable
-        ready = [w for w in m.waiting if w[1] <= durable]
-        if ready:
-            m.waiting = [w for w in m.waiting if w[1] > durable]
-            for first, last, send, lose in ready:
-                # Given up when a ring change took the slot away: an error.
-                (lose if rep.take_abandoned(first, last) else send)()
-            rep.forget_abandoned(min((w[0] for w in m.waiting), default=durable + 1))
+        """Carry out the core's verdicts on the replies it releases: sent, or
+        (a write given up) failed."""
+        for reply, ok in m.cluster.replication.released():
+            assert isinstance(reply, _Reply)
+            (reply.send if ok else reply.lose)()
 
     def _record_ring(self, m: Member) -> None:
         ring = m.cluster.ring
@@ -483,7 +482,7 @@ class SimClient:
             self.slots.pop(slot, None)
             self.sim.net.call_at(self.sim.now + 0.5, None, lambda at: self._attempt(op))
 
-        m.waiting.append((before + 1, written, send, lose))
+        m.cluster.replication.wait(_Reply(send=send, lose=lose), before + 1, written)
         self.sim._settle(m, lambda: None)  # the replication frames go out now
 
     def _reply(self, op: _Op, m: Member, slot: int, reply: bytes) -> None:

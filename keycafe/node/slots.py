@@ -239,55 +239,36 @@ def slot_figures(service: SlotService) -> dict[str, int | str]:
 
 
 class _Durability:
-    """Replies to replicated writes wait here until the replicas hold them
-    (``keycafe.server.probe.Durability``); the slot service calls ``notify``
-    after anything that may advance the cluster core's ``durable``."""
-
-    # Given-up write numbers this far behind ``durable`` are forgotten: no
-    # request waits that long between being numbered and asking.
-    KEEP_ABANDONED: Final = 1 << 20
+    """Replies to replicated writes wait here (``keycafe.server.probe.
+    Durability``); which are released, and with what verdict, is the cluster
+    core's to say (``Replication.released``): this only wakes their tasks.
+    The slot service calls ``notify`` after anything that may advance it."""
 
     def __init__(self, cluster: ClusterNode) -> None:
-        self.cluster = cluster
-        self._waiting: list[_Waiter] = []
+        self.replication = cluster.replication
 
     async def wait(self, first: int, last: int) -> bool:
-        replication = self.cluster.replication
-        if self.cluster.durable >= last:
-            return not replication.take_abandoned(first, last)
-        waiter = _Waiter(first=first, last=last)
-        self._waiting.append(waiter)
+        waiter = _Waiter()
+        self.replication.wait(waiter, first, last)
+        self.notify()
         # A deadline, so that a write nobody can make durable (no majority
         # left to declare its replica dead) fails rather than hangs.
         with trio.move_on_after(DURABLE_TIMEOUT):
             await waiter.event.wait()
         if not waiter.event.is_set():
-            self._waiting.remove(waiter)
+            self.replication.cancel(waiter)
             return False
         return waiter.ok
 
     def notify(self) -> None:
-        if not self._waiting:
-            return
-        replication = self.cluster.replication
-        durable = self.cluster.durable
-        still = []
-        for waiter in self._waiting:
-            if waiter.last <= durable:
-                # Decided here, not when its task runs: a later step may
-                # forget the numbers it would ask about.
-                waiter.ok = not replication.take_abandoned(waiter.first, waiter.last)
-                waiter.event.set()
-            else:
-                still.append(waiter)
-        self._waiting = still
-        replication.forget_abandoned(durable - self.KEEP_ABANDONED)
+        for waiter, ok in self.replication.released():
+            assert isinstance(waiter, _Waiter)
+            waiter.ok = ok
+            waiter.event.set()
 
 
 @attrs.define(eq=False)
 class _Waiter:
-    first: int
-    last: int
     ok: bool = True
     event: trio.Event = attrs.Factory(trio.Event)
 

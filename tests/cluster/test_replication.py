@@ -77,6 +77,16 @@ def held(core: Replication, key: bytes, v: bytes) -> bool:
     return (value(core, key) or b"").endswith(v + b"\r\n")
 
 
+def verdict(core: Replication, first: int, last: int) -> bool | None:
+    """How the core answers a request for writes ``first``..``last``: True
+    (durable), False (given up), None (still waiting: withdrawn again)."""
+    token = object()
+    core.wait(token, first, last)
+    released = dict(core.released())
+    core.cancel(token)
+    return released.get(token)
+
+
 def test_a_write_is_durable_once_the_replica_holds_it() -> None:
     net = Net(A, B)
     net.ring(owners_of(A, B), {B})
@@ -235,6 +245,7 @@ BAD: list[Any] = [
     [1, 1, 1, [[0, [[b"k", b"v", 0, 1]]]]],
     [1, 1, 1, [[0, [[b"k", b"v", 0, -1, A]]]]],
     [1, 1, 1, [[0, [["k", b"v", 0, 1, A]]]]],
+    [1, 1, 1, [[0, [[b"k", b"v", 0, 1, "w" * 65]]]]],  # a writer id no node has
 ]
 
 
@@ -289,13 +300,15 @@ def test_a_write_the_ring_took_away_before_it_was_replicated_is_given_up() -> No
     net.ring(owners_of(A, B), {B}, A)
     net.ring(owners_of(B), set(), B)  # B took over: A was declared down
     put(net.cores[A], b"k", b"lost")
+    net.cores[A].wait("request", 1, 1)
     net.deliver()
     assert net.cores[A].durable == 0  # refused, offered again later
+    assert net.cores[A].released() == []
     net.cores[A].set_ring((1, 2), owners_of(B), set())
     assert net.cores[A].durable == 1  # nothing pending at once ...
-    assert net.cores[A].take_abandoned(1, 1)  # ... because it was given up
+    assert net.cores[A].released() == [("request", False)]  # ... because it was given up
     net.advance(RETRY_PAUSE)
-    assert not net.cores[A].take_abandoned(1, 1)  # told once
+    assert verdict(net.cores[A], 1, 1) is True  # told once
     assert net.cores[A].frames_to_send(net.now, limit=10) == []  # nothing offered again
     assert value(net.cores[B], b"k") is None
 
@@ -307,7 +320,7 @@ def test_writes_replicated_in_time_are_not_given_up() -> None:
     net.deliver()
     net.ring(owners_of(B), set())
     assert net.cores[A].durable == 1
-    assert not net.cores[A].take_abandoned(1, 1)
+    assert verdict(net.cores[A], 1, 1) is True
 
 
 def test_writes_waiting_on_a_replica_that_went_away_are_kept_by_the_primary() -> None:
@@ -320,7 +333,7 @@ def test_writes_waiting_on_a_replica_that_went_away_are_kept_by_the_primary() ->
     assert net.cores[A].durable == 0
     net.cores[A].set_ring((1, 2), owners_of(A), set())
     assert net.cores[A].durable == 1
-    assert not net.cores[A].take_abandoned(1, 1)
+    assert verdict(net.cores[A], 1, 1) is True
     assert held(net.cores[A], b"k", b"v")
 
 
@@ -355,7 +368,7 @@ def test_a_write_waiting_on_a_replica_that_was_swapped_waits_on_the_new_one() ->
     net.drop(B)
     net.ring(owners_of(A, C), {C})
     assert net.cores[A].durable == 0
-    assert not net.cores[A].take_abandoned(1, 1)
+    assert verdict(net.cores[A], 1, 1) is None  # waiting, not given up
     net.deliver()
     assert held(net.cores[C], b"k", b"v")
     assert net.cores[A].durable == 1
