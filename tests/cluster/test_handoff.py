@@ -484,6 +484,18 @@ def test_data_for_a_newer_proposal_survives_an_older_ring_heard_late() -> None:
     assert held_by(net.cores[B].store, keys) == set(gained)
 
 
+def moving_on(keys: list[bytes]) -> tuple[int, bytes]:
+    """A slot that goes A -> B when B joins, then B -> C when C does, and one
+    of ``keys`` in it."""
+    o2, o3 = owners((A, B)), owners((A, B, C))
+    slot = next(
+        s
+        for s in range(SLOT_COUNT)
+        if o2[s][0] == B and o3[s][0] == C and any(key_slot(k) == s for k in keys)
+    )
+    return slot, next(k for k in keys if key_slot(k) == slot)
+
+
 def test_forwarded_writes_go_on_when_the_slot_moves_again() -> None:
     """A lags a ring and keeps serving a slot that moved A -> B and moves on
     B -> C: A's write reaches B as a forward, and must reach C, not stay
@@ -495,13 +507,7 @@ def test_forwarded_writes_go_on_when_the_slot_moves_again() -> None:
     net.deliver()
     net.ring(R(epoch=3, members=(A, B)), B, C)  # A misses the change for a while
     net.deliver()
-    o2, o3 = owners((A, B)), owners((A, B, C))
-    slot = next(
-        s
-        for s in range(SLOT_COUNT)
-        if o2[s][0] == B and o3[s][0] == C and any(key_slot(k) == s for k in keys)
-    )
-    key = next(k for k in keys if key_slot(k) == slot)
+    slot, key = moving_on(keys)
     net.ring(R(epoch=4, members=(A, B), pending=(A, B, C)), B, C)
     net.deliver()
     net.cores[A].store.put(slot, key, b"ACKED-AT-A", 0, WALL + 5)  # A still owns it by its ring
@@ -527,13 +533,7 @@ def test_forwards_refused_by_a_node_that_moved_on_are_sent_to_the_owner() -> Non
     net.ring(R(epoch=1, members=(A,)))
     net.ring(R(epoch=2, members=(A,), pending=(A, B)))
     net.deliver()
-    o2, o3 = owners((A, B)), owners((A, B, C))
-    slot = next(
-        s
-        for s in range(SLOT_COUNT)
-        if o2[s][0] == B and o3[s][0] == C and any(key_slot(k) == s for k in keys)
-    )
-    key = next(k for k in keys if key_slot(k) == slot)
+    slot, key = moving_on(keys)
     net.cores[A].store.put(slot, key, b"LATE", 0, WALL + 5)
     net.ring(R(epoch=3, members=(A, B)), A)  # A's forwards and barrier wait on the wire
     late = [(s, o) for s, o in net.wire if s == A]

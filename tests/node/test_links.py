@@ -90,12 +90,18 @@ async def test_a_link_reconnects_to_a_restarted_peer(nursery: trio.Nursery) -> N
     assert a.links.counters.connects >= 2
 
 
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound a moment, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
 async def test_queues_are_bounded_when_a_peer_is_down(nursery: trio.Nursery) -> None:
     a = Peer("a")
     await a.start(nursery)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        nobody = s.getsockname()[1]
+    nobody = unused_port()
     accepted = 0
     try:
         for i in range(100):
@@ -110,9 +116,7 @@ async def test_queues_are_bounded_when_a_peer_is_down(nursery: trio.Nursery) -> 
 async def test_forgetting_a_gone_peer_stops_its_reconnects(nursery: trio.Nursery) -> None:
     a = Peer("a")
     await a.start(nursery)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        nobody = s.getsockname()[1]
+    nobody = unused_port()
     a.links.send_nowait("ghost", ("127.0.0.1", nobody), frames.DATA, 1)
     await wait_for(lambda: a.links.counters.failures >= 2)  # it keeps trying
     assert a.links.peers() == ["ghost"]
@@ -154,9 +158,7 @@ async def test_a_sender_waiting_on_a_forgotten_peer_is_let_go(nursery: trio.Nurs
     would take the node's whole nursery down."""
     a = Peer("a")
     await a.start(nursery)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        nobody = s.getsockname()[1]
+    nobody = unused_port()
     sent = 0
     scope = trio.CancelScope()
 
