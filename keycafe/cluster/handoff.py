@@ -518,8 +518,8 @@ class Handoff:
         self._awaiting = {s: v for s, v in self._awaiting.items() if mine[s]}
         if previous is not None and before is not None:
             since = (previous.term, previous.epoch)
-            for slot in range(SLOT_COUNT):
-                if not mine[slot] or not before[slot] or slot in self._awaiting:
+            for slot in compress(range(SLOT_COUNT), mine):  # ours only, found in C
+                if not before[slot] or slot in self._awaiting:
                     continue
                 old = before[slot][0]
                 if old == self.node or old in self._down or old in ring.down:
