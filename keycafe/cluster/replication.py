@@ -267,6 +267,20 @@ class Replication:
         numbers += [n for _, p, items in self._retry if p == peer for n, _, _ in items]
         return min(numbers, default=None)
 
+    def lag(self) -> dict[str, int]:
+        """Per replica, the writes it has not acknowledged yet (queued, in
+        flight, to resend, or held until its copies are confirmed)."""
+        self.collect()
+        peers = {*self._queued, *self._held, *self._unacked, *(p for _, p, _ in self._retry)}
+        out = {}
+        for peer in sorted(peers):
+            n = len(self._queued.get(peer, ())) + len(self._held.get(peer, ()))
+            n += sum(len(sent.items) for sent in self._unacked.get(peer, ()))
+            n += sum(len(items) for _, p, items in self._retry if p == peer)
+            if n:
+                out[peer] = n
+        return out
+
     def frames_to_send(self, now: float, limit: int) -> list[Outgoing]:
         self.collect()
         for peer in sorted(self._queued):
@@ -389,6 +403,22 @@ class Replication:
             if keep:
                 self.counters.resent += len(keep)
                 self._queued[peer] = keep + self._queued.get(peer, [])
+
+
+def figures(rep: Replication) -> dict[str, int]:
+    """Replication figures for CLUSTER INFO and INFO (``repl_<name>``)."""
+    c = rep.counters
+    return {
+        "repl_written": rep.written,
+        "repl_durable": rep.durable,
+        "repl_lag_entries": sum(rep.lag().values()),
+        "repl_frames_sent": c.frames_sent,
+        "repl_entries_sent": c.entries_sent,
+        "repl_entries_applied": c.entries_applied,
+        "repl_entries_refused": c.entries_refused,
+        "repl_resent": c.resent,
+        "repl_bad_frames": c.bad_frames,
+    }
 
 
 def _parse_repl(body: Any) -> tuple[Version, int, list[tuple[int, list[Exported]]]] | None:

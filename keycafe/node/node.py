@@ -137,6 +137,9 @@ class _Probe:
             **loop_figures(self.loop),
         }
 
+    def replica_lag(self) -> dict[str, int]:
+        return self.slots.cluster.replication.lag()
+
 
 async def _expiry_timer(state: ServerState) -> None:
     period = 1 / state.config.hz

@@ -25,6 +25,7 @@ import trio
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.handoff import figures as handoff_figures
 from keycafe.cluster.node import ClusterNode, owners_cache
+from keycafe.cluster.replication import figures as replication_figures
 from keycafe.cluster.ring import RingConfig
 from keycafe.cluster.ring_record import Ring
 from keycafe.gossip.messages import State
@@ -235,6 +236,7 @@ def slot_figures(service: SlotService) -> dict[str, int | str]:
         "coordinator_term": a.term if a else 0,
         "coordinator_majority": int(a.majority) if a else 0,
         **handoff_figures(cluster.handoff),
+        **replication_figures(cluster.replication),
     }
 
 

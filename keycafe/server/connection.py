@@ -185,6 +185,38 @@ def readwrite(s: Session, a: list[bytes], slot: int) -> bytes:
 
 
 @command(
+    "wait",
+    3,
+    ("noscript",),
+    acl=("@slow", "@connection"),
+    tips=("request_policy:all_shards", "response_policy:agg_min"),
+    group="generic",
+    since="3.0.0",
+    summary="Blocks until the replicas of this connection's writes acknowledge them.",
+)
+def wait(s: Session, a: list[bytes], slot: int) -> bytes:
+    """WAIT numreplicas timeout: how many replicas hold this connection's last
+    write. A write here is answered only once every in-sync replica of its
+    slot holds it, so that is already true when WAIT runs: it never blocks."""
+    parse_int(a[1])  # any number: the reply does not depend on it
+    if parse_int(a[2], "ERR timeout is not an integer or out of range") < 0:
+        raise CommandError("ERR timeout is negative")
+    return resp.integer(replicas_holding(s))
+
+
+def replicas_holding(s: Session) -> int:
+    """Live replicas of the slot of ``s``'s last write; with no write yet, the
+    fewest live replicas of any slot this node is primary of (Redis counts
+    every connected replica: all hold the nothing written)."""
+    table = s.state.routing.table
+    me, down = table.my_id, table.down
+    if s.wrote >= 0:
+        return sum(1 for n in table.owners[s.wrote] if n != me and n not in down)
+    counts = [sum(1 for n in o[1:] if n not in down) for o in set(table.owners) if o[:1] == (me,)]
+    return min(counts, default=0)
+
+
+@command(
     "asking",
     1,
     ("fast",),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Final
 
 import keycafe
+from keycafe.cluster.slot_table import owner_mask
 from keycafe.resp import reply as resp
 from keycafe.resp.reply import Value
 from keycafe.server.connection import REDIS_COMPAT_VERSION, help_reply
@@ -299,7 +300,33 @@ def _section_cpu(s: Session) -> list[str]:
 
 
 def _section_replication(s: Session) -> list[str]:
-    return ["role:master", "connected_slaves:0"]
+    # Every node is a primary of some slots and a replica of others: Redis's
+    # fields describe the first role, keycafe_* ones both.
+    table = s.state.routing.table
+    me, down = table.my_id, table.down
+    led = table.mine.count(1)
+    held = owner_mask(table.owners, me).count(1)
+    replicas = sorted(
+        {n for o in set(table.owners) if o[:1] == (me,) for n in o[1:] if n not in down}
+    )
+    probe = s.state.probe
+    figures = probe.figures()
+    lag = probe.replica_lag()
+    written = figures.get("repl_written", 0)
+    lines = ["role:master", f"connected_slaves:{len(replicas)}"]
+    for i, node in enumerate(replicas):
+        addr = table.nodes.get(node)
+        host, port = (addr.host, addr.port) if addr else ("", 0)
+        behind = lag.get(node, 0)
+        lines.append(f"slave{i}:ip={host},port={port},state=online,id={node},lag_entries={behind}")
+    lines += [
+        f"master_replid:{me}",
+        f"master_repl_offset:{written}",
+        f"keycafe_primary_slots:{led}",
+        f"keycafe_replica_slots:{held - led}",
+    ]
+    lines += [f"keycafe_{k}:{v}" for k, v in figures.items() if k.startswith("repl_")]
+    return lines
 
 
 def _section_cluster(s: Session) -> list[str]:

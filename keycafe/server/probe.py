@@ -42,6 +42,10 @@ class NodeProbe(Protocol):
         """Cluster figures, each shown by CLUSTER INFO as ``keycafe_<name>``."""
         ...
 
+    def replica_lag(self) -> Mapping[str, int]:
+        """Per replica of this node's slots, the writes it has not acknowledged."""
+        ...
+
 
 class LoneProbe:
     """A state with no shell around it: no process figures, no gossip."""
@@ -53,6 +57,9 @@ class LoneProbe:
         return []
 
     def figures(self) -> Mapping[str, int | str]:
+        return {}
+
+    def replica_lag(self) -> Mapping[str, int]:
         return {}
 
 

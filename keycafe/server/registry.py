@@ -39,9 +39,15 @@ class CommandSpec:
     subcommands: dict[bytes, CommandSpec] = attrs.field(factory=dict, eq=False)
     # Derived once, read on every request: plain fields, not properties.
     single_key: bool = attrs.field(init=False)
+    # A read (served by a replica to a READONLY client) and a write (WAIT
+    # counts the replicas of the connection's last one).
+    reads: bool = attrs.field(init=False)
+    writes: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "single_key", 0 < self.first_key == self.last_key)
+        object.__setattr__(self, "reads", "readonly" in self.flags)
+        object.__setattr__(self, "writes", "write" in self.flags)
 
     @property
     def keyed(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Final
 
 import attrs
 
-from keycafe.cluster.slot_table import SlotTable
+from keycafe.cluster.slot_table import SlotTable, owner_mask
 from keycafe.store.keyslot import SLOT_COUNT
 
 # The slot is between owners here (``Routing.moving``): clients retry shortly.
@@ -42,6 +42,9 @@ class Routing:
     # moving slots (a new owner holds a slot it gained back, with TRYAGAIN,
     # until the old owner's last writes have reached it).
     mine: bytes = attrs.field(init=False)
+    # Derived when first asked: 1 where this node holds a copy it may serve
+    # reads of to a READONLY client (a replica's, or the primary's).
+    _copies: bytes | None = attrs.field(init=False, default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if len(self.moving) != SLOT_COUNT:
@@ -55,6 +58,14 @@ class Routing:
             both = int.from_bytes(mine, "big") & ~int.from_bytes(self.moving, "big")
             mine = both.to_bytes(SLOT_COUNT, "big")
         object.__setattr__(self, "mine", mine)
+
+    def readable(self, slot: int) -> bool:
+        """May a READONLY client read ``slot`` here? Where this node holds a
+        copy, as Redis lets a replica serve them: possibly a little stale."""
+        if self._copies is None:
+            object.__setattr__(self, "_copies", owner_mask(self.table.owners, self.table.my_id))
+        assert self._copies is not None
+        return bool(self._copies[slot])
 
     @classmethod
     def create(cls, table: SlotTable, moving: Iterable[int] = ()) -> Routing:

@@ -37,6 +37,8 @@ class Session:
     proto: int = 2
     authenticated: bool = True
     readonly: bool = False
+    # The slot of this connection's last write, for WAIT; -1 before any.
+    wrote: int = -1
     # Set by QUIT: the shell sends what is queued, then closes.
     closing: bool = False
     created_ms: int = 0
@@ -112,7 +114,7 @@ class Session:
                         counters.error_replies += 1
                         reply(CROSSSLOT)
                         continue
-                if not mine[slot]:
+                if not mine[slot] and not (self.readonly and spec.reads and routing.readable(slot)):
                     counters.error_replies += 1
                     reply(routing.refusal(slot))
                     continue
@@ -127,8 +129,11 @@ class Session:
                         continue
                 elif spec is set_spec and n == 3:
                     put(slot, key, req[2], 0, state.now_ms)  # strings.set_ without options
+                    self.wrote = slot
                     reply(resp.OK)
                     continue
+                if spec.writes:
+                    self.wrote = slot
             try:
                 reply(spec.handler(self, req, slot))
             except CommandError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import warnings
 
 import pytest
 import redis
@@ -139,3 +140,72 @@ def test_a_primary_acknowledges_nothing_its_paused_replica_lacks() -> None:
             rc.close()
         lost = [k for k, v in acked.items() if got[k] != v]
         assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
+
+
+def _owners_of(node: NodeProcess, slot: int) -> list[int]:
+    """Client ports of ``slot``'s owners, primary first, as ``node``'s CLUSTER SLOTS says."""
+    r = redis.Redis(host=node.host, port=node.port)
+    try:
+        rows = r.execute_command("CLUSTER", "SLOTS")
+    finally:
+        r.close()
+    row = next(row for row in rows if row[0] <= slot <= row[1])
+    return [x[1] for x in row[2:]]
+
+
+def test_replicas_serve_readonly_clients_and_wait_counts_them() -> None:
+    with cluster(3, *COPIES) as nodes:
+        wait_until(lambda: ring_settled(nodes, 3), timeout=30)
+        startup = [ClusterNode(n.host, n.port) for n in nodes]
+        rc = RedisCluster(startup_nodes=startup, decode_responses=True)
+        try:
+            values = {f"r:{i}": f"v{i}" for i in range(300)}
+            for key, value in values.items():
+                assert rc.set(key, value)
+            assert rc.wait(1, 1000) == 1  # redis-py asks its default node
+        finally:
+            rc.close()
+        with warnings.catch_warnings():
+            # redis-py 5.3 renamed it (load_balancing_strategy); the old name
+            # is what most code in the wild still says.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            readers = RedisCluster(
+                startup_nodes=startup, decode_responses=True, read_from_replicas=True
+            )
+        try:
+            assert {k: readers.get(k) for k in values} == values
+        finally:
+            readers.close()
+        by_port = {n.port: n for n in nodes}
+        key = "r:7"
+        primary_port, replica_port = _owners_of(nodes[0], key_slot(key.encode()))
+        replica = redis.Redis(host="127.0.0.1", port=replica_port, decode_responses=True)
+        primary = redis.Redis(host="127.0.0.1", port=primary_port, decode_responses=True)
+        try:
+            with pytest.raises(redis.exceptions.MovedError):
+                replica.get(key)
+            assert replica.execute_command("READONLY")
+            assert replica.get(key) == "v7"  # a replica's copy, served
+            with pytest.raises(redis.exceptions.MovedError):
+                replica.set(key, "no")
+            assert primary.set(key, "v7b")
+            assert primary.execute_command("WAIT", 1, 1000) == 1
+            assert replica.get(key) == "v7b"  # held by the replica when SET answered
+            stats = info_replication(by_port[primary_port])
+            assert stats["connected_slaves"] == "2"  # each other node replicates some slot
+            assert int(stats["keycafe_repl_written"]) > 0
+            assert int(info_replication(by_port[replica_port])["keycafe_repl_entries_applied"]) > 0
+        finally:
+            replica.close()
+            primary.close()
+
+
+def info_replication(node: NodeProcess) -> dict[str, str]:
+    r = redis.Redis(host=node.host, port=node.port, decode_responses=True)
+    try:
+        text = r.execute_command("INFO", "replication")
+    finally:
+        r.close()
+    if isinstance(text, dict):  # redis-py parses INFO itself
+        return {k: str(v) for k, v in text.items()}
+    return dict(line.split(":", 1) for line in str(text).splitlines() if ":" in line)
