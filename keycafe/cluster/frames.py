@@ -40,6 +40,10 @@ FORWARD: Final = 8  # [term, epoch, slot, [entry, ...]]: writes made meanwhile t
 # Replication (keycafe/cluster/replication.py); (term, epoch): the sender's ring.
 REPL: Final = 9  # [term, epoch, frame number, [[slot, [entry, ...]], ...]]: a primary's writes
 REPL_ACK: Final = 10  # [term, epoch, frame number, [slot refused, ...]]: answers REPL
+# Anti-entropy (keycafe/cluster/antientropy.py); (term, epoch): the sender's ring.
+AE_DIGEST: Final = 11  # [term, epoch, [[slot, parts, [digest per part]], ...]]: primary's
+AE_KEYS: Final = 12  # [term, epoch, [[slot, parts, [part...], [[key, stamp, writer]...]]...]]
+AE_SYNC: Final = 13  # [term, epoch, [[slot, [entry, ...], [key wanted, ...]], ...]]
 
 # 2: hand-off frames carry the proposal's (term, epoch).
 PROTOCOL_VERSION: Final = 2

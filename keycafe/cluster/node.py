@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Final
 
 from keycafe.cluster import coordinator, effects, frames
+from keycafe.cluster.antientropy import AntiEntropy
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.handoff import (
     Confirmed,
@@ -77,6 +78,7 @@ class ClusterNode:
         self.me = me
         self.handoff = Handoff(me=me, store=store, owners=owners)
         self.replication = Replication(node=me.node_id, store=store)
+        self.antientropy = AntiEntropy(node=me.node_id, store=store)
         # A node started with seeds takes no part in elections until it has
         # joined: alone, it would elect itself and found a ring of its own.
         self.joined = joined
@@ -111,7 +113,11 @@ class ClusterNode:
             self._mark_down(now)
 
     def get_timer(self) -> float | None:
-        timers = (self.handoff.get_timer(), self.replication.get_timer())
+        timers = (
+            self.handoff.get_timer(),
+            self.replication.get_timer(),
+            self.antientropy.get_timer(),
+        )
         times = [t for t in timers if t is not None]
         t = min(times) if times else None
         if self.joined:
@@ -122,12 +128,16 @@ class ClusterNode:
     def handle_timer(self, now: float) -> None:
         self.handoff.handle_timer(now)
         self.replication.handle_timer(now)
+        self.antientropy.handle_timer(now)
         self.after_gossip(False, now)
         self._events(now)
 
     def receive_frame(self, peer: str, frame: Frame, now: float, wall_ms: int) -> None:
         if frame.kind in (frames.REPL, frames.REPL_ACK):
             self.replication.receive_frame(peer, frame, now, wall_ms)
+            return
+        if frame.kind in (frames.AE_DIGEST, frames.AE_KEYS, frames.AE_SYNC):
+            self.antientropy.receive_frame(peer, frame, now, wall_ms)
             return
         self.handoff.receive_frame(peer, frame, now, wall_ms)
         self._events(now)
@@ -136,11 +146,16 @@ class ClusterNode:
         # Replication first: a barrier the hand-off sends must follow the
         # writes already replicated to the same peer (links keep order).
         out = self.replication.frames_to_send(now, limit)
-        return out + self.handoff.frames_to_send(now, limit - len(out)) if len(out) < limit else out
+        if len(out) < limit:
+            out += self.handoff.frames_to_send(now, limit - len(out))
+        if len(out) < limit:
+            out += self.antientropy.frames_to_send(now, limit - len(out))
+        return out
 
     def link_broken(self, peer: str, now: float) -> None:
         self.handoff.link_broken(peer, now)
         self.replication.link_broken(peer, now)
+        self.antientropy.link_broken(peer)
 
     @property
     def written(self) -> int:
@@ -187,6 +202,7 @@ class ClusterNode:
         # streamed to new owners before a change makes them owners.
         table = self.handoff.table
         self.replication.set_ring(ring.version, table.owners, set(ring.members) - set(ring.down))
+        self.antientropy.set_ring(ring.version, table.owners)
         self._mark_down(now)
         self._events(now)
         # Say which ring we follow: a coordinator that sees us behind pushes.

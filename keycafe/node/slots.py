@@ -22,6 +22,7 @@ from typing import Final
 import attrs
 import trio
 
+from keycafe.cluster.antientropy import figures as antientropy_figures
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.handoff import figures as handoff_figures
 from keycafe.cluster.node import ClusterNode, owners_cache
@@ -237,6 +238,7 @@ def slot_figures(service: SlotService) -> dict[str, int | str]:
         "coordinator_majority": int(a.majority) if a else 0,
         **handoff_figures(cluster.handoff),
         **replication_figures(cluster.replication),
+        **antientropy_figures(cluster.antientropy),
     }
 
 

@@ -294,7 +294,10 @@ def dbsize(s: Session, a: list[bytes], slot: int) -> bytes:
 def _flush(s: Session, a: list[bytes], slot: int) -> bytes:
     if len(a) > 2 or (len(a) == 2 and a[1].upper() not in (b"ASYNC", b"SYNC")):
         raise CommandError(SYNTAX)
-    s.state.store.flush()
+    # The slots this node leads only: its replica copies belong to other
+    # primaries (Redis Cluster's FLUSHALL empties a master and its replicas).
+    mine = s.state.routing.table.mine
+    s.state.store.flush_slots((i for i, m in enumerate(mine) if m), s.state.now_ms)
     return resp.OK
 
 
@@ -305,7 +308,7 @@ command(
     ("write",),
     acl=(*KEYSPACE, "@write", "@slow", "@dangerous"),
     tips=_FLUSH_TIPS,
-    summary="Removes all keys this node holds.",
+    summary="Removes all keys of the slots this node is primary of, and their copies.",
 )(_flush)
 command(
     "flushdb",
@@ -313,5 +316,5 @@ command(
     ("write",),
     acl=(*KEYSPACE, "@write", "@slow", "@dangerous"),
     tips=_FLUSH_TIPS,
-    summary="Removes all keys this node holds (one database).",
+    summary="Removes all keys of the slots this node is primary of (one database).",
 )(_flush)

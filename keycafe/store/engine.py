@@ -265,6 +265,27 @@ class Store:
         self._tomb_heap.clear()
         self._volatile = 0
 
+    def flush_slots(self, slots: Iterable[int], now: int) -> int:
+        """FLUSHALL of ``slots`` (those a node leads): a slot copied elsewhere
+        (replicated or moving) has each key deleted with a tombstone, which
+        travels as every delete does, so its copies empty too and no copy can
+        bring the keys back; any other is cleared with no trace, as Redis
+        does. Returns how many live keys went."""
+        gone = 0
+        for slot in slots:
+            bucket = self.slots[slot]
+            if not bucket:
+                continue
+            if self.watched[slot]:
+                for key in list(bucket):
+                    gone += self.remove(slot, key, now)
+            else:
+                gone += len(bucket)
+                self._volatile -= sum(1 for r in bucket.values() if not r.startswith(_NO_EXPIRY))
+                bucket.clear()
+                self.tombstones[slot].clear()
+        return gone
+
     # -- moving entries between nodes --------------------------------------------
 
     def slot_keys(self, slot: int) -> list[bytes]:

@@ -9,6 +9,7 @@ import pytest
 
 from keycafe.cluster.slot_table import SlotTable
 from keycafe.server import Routing, ServerConfig, ServerState, Session
+from keycafe.store.engine import REPLICATED
 from keycafe.store.keyslot import SLOT_COUNT, key_slot
 from tests.server.conftest import ME, run_in
 from tests.server.test_cluster_commands import OTHER
@@ -119,3 +120,24 @@ def test_spec_flags_say_read_and_write(command: str) -> None:
 
     spec = COMMANDS[command.encode()]
     assert (spec.reads, spec.writes) == (command == "GET", command == "SET")
+
+
+def test_flushall_empties_the_slots_led_here_and_leaves_replica_copies() -> None:
+    s = _paired_session()
+    store = s.store
+    led = [
+        i for i, o in enumerate(s.state.routing.table.owners) if len(o) > 1 and o[0] == ME.node_id
+    ]
+    store.set_watch(REPLICATED, led)  # as replication sets it for led slots with replicas
+    mine, alone, theirs = _key(low=True), _unreplicated_key(), _key(low=False)
+    for key in (mine, alone, theirs):
+        store.put(key_slot(key), key, b"v", 0, NOW)
+    store.replog.clear()
+    assert run_in(s, "FLUSHALL") == b"OK"
+    assert store.lookup(key_slot(mine), mine, NOW) is None
+    assert store.lookup(key_slot(alone), alone, NOW) is None
+    assert store.lookup(key_slot(theirs), theirs, NOW) is not None  # another primary's
+    # The replicated slot's delete travels as a tombstone; the other leaves no trace.
+    assert (key_slot(mine), mine) in store.replog
+    assert mine in store.tombstones[key_slot(mine)]
+    assert alone not in store.tombstones[key_slot(alone)]
