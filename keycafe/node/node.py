@@ -44,6 +44,7 @@ class NodeConfig:
     advertise: str | None = None
     node_id: str | None = None  # 40 hex characters; random when not given
     requirepass: str = ""
+    enable_debug_command: str = "no"  # Redis's: no, yes or local
     maxclients: int = 10_000
     timeout: int = 0
     limits: Limits = attrs.field(factory=Limits)
@@ -206,6 +207,7 @@ async def serve_node(
         me=me,
         bind=config.bind,
         requirepass=config.requirepass,
+        enable_debug_command=config.enable_debug_command,
         maxclients=config.maxclients,
         timeout=config.timeout,
         limits=config.limits,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 from collections.abc import Callable
 from typing import Final
 
@@ -14,6 +15,7 @@ from keycafe.server.connection import REDIS_COMPAT_VERSION, help_reply
 from keycafe.server.errors import CommandError
 from keycafe.server.registry import COMMANDS, CommandSpec, command, container, subcommand
 from keycafe.server.session import Session
+from keycafe.store.keyslot import key_slot
 
 _SERVER: Final = ("@slow", "@connection")
 
@@ -146,6 +148,66 @@ def command_help(s: Session, a: list[bytes], slot: int) -> bytes:
     return help_reply(s, "command")
 
 
+# -- DEBUG ---------------------------------------------------------------------
+
+# Redis 7's wording: DEBUG is off unless enable-debug-command allows it.
+DEBUG_REFUSED: Final = (
+    'ERR DEBUG command not allowed. If the enable-debug-command option is set to "local",'
+    " you can run it from a local connection, otherwise you need to set this option in the"
+    " configuration file, and restart the server."
+)
+
+container(
+    "debug",
+    group="server",
+    summary="A container for debugging commands (off unless --enable-debug-command).",
+    since="1.0.0",
+    flags=("admin", "noscript", "loading", "stale"),
+)
+
+
+def _debug_allowed(s: Session) -> None:
+    allowed = s.state.config.enable_debug_command
+    if allowed == "yes" or (allowed == "local" and _loopback(s.addr)):
+        return
+    raise CommandError(DEBUG_REFUSED)
+
+
+def _loopback(addr: str) -> bool:
+    """Is ``host:port`` (as the shell records a client) a loopback address?"""
+    try:
+        return ipaddress.ip_address(addr.rsplit(":", 1)[0].strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@subcommand(
+    "debug",
+    "forget",
+    3,
+    ("admin", "noscript", "loading", "stale"),
+    acl=("@admin", "@slow", "@dangerous"),
+    summary="Drops a key from this node's copy only: no tombstone, not replicated"
+    " (to make copies differ, for tests of anti-entropy).",
+)
+def debug_forget(s: Session, a: list[bytes], slot: int) -> bytes:
+    _debug_allowed(s)
+    return resp.integer(s.store.forget(key_slot(a[2]), a[2]))
+
+
+@subcommand(
+    "debug",
+    "help",
+    2,
+    ("loading", "stale"),
+    acl=("@slow",),
+    summary="Returns helpful text about the different subcommands.",
+)
+def debug_help(s: Session, a: list[bytes], slot: int) -> bytes:
+    _debug_allowed(s)
+    return help_reply(s, "debug")
+
+
 # -- CONFIG --------------------------------------------------------------------
 
 container(
@@ -168,6 +230,7 @@ def _config_values(s: Session) -> dict[str, str]:
         "timeout": str(cfg.timeout),
         "hz": str(cfg.hz),
         "requirepass": cfg.requirepass,
+        "enable-debug-command": cfg.enable_debug_command,
         "proto-max-bulk-len": str(cfg.limits.max_bulk_len),
         "proto-max-multibulk-len": str(cfg.limits.max_multibulk_len),
         "proto-inline-max-size": str(cfg.limits.max_inline_len),

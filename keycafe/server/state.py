@@ -29,6 +29,9 @@ class ServerConfig:
     bind: str = "127.0.0.1"
     # Empty means no password, as Redis's default user with "nopass".
     requirepass: str = ""
+    # Redis 7's enable-debug-command: "no" (default), "yes", or "local"
+    # (loopback clients only). DEBUG changes one node's copy behind the cluster's back.
+    enable_debug_command: str = "no"
     # Redis's default maxclients.
     maxclients: int = 10_000
     # Close a client idle this many seconds; 0 never does (Redis's default).

@@ -265,6 +265,15 @@ class Store:
         self._tomb_heap.clear()
         self._volatile = 0
 
+    def forget(self, slot: int, key: bytes) -> bool:
+        """Drop ``key``'s entry or tombstone here only, leaving no trace and
+        telling no one (DEBUG FORGET). True if there was one."""
+        record = self.slots[slot].pop(key, None)
+        if record is not None and not record.startswith(_NO_EXPIRY):
+            self._volatile -= 1
+        tomb = self.tombstones[slot].pop(key, None)
+        return record is not None or tomb is not None
+
     def flush_slots(self, slots: Iterable[int], now: int) -> int:
         """FLUSHALL of ``slots`` (those a node leads): a slot copied elsewhere
         (replicated or moving) has each key deleted with a tombstone, which

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("advertise", None, "host clients are told to use in redirects (default: --bind)")
     add("node-id", None, "40-hex node id (default: random)")
     add("requirepass", "", "password clients must AUTH with (default: none)")
+    add(
+        "enable-debug-command",
+        "no",
+        "allow DEBUG (as Redis 7): no, yes, or local (loopback clients only) (default %(default)s)",
+        choices=["no", "yes", "local"],
+    )
     add("maxclients", "10000", "most concurrent clients (default %(default)s)", type=int)
     add("timeout", "0", "close clients idle this many seconds; 0 never (default)", type=int)
     p.add_argument(
@@ -118,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         advertise=args.advertise,
         node_id=args.node_id,
         requirepass=args.requirepass,
+        enable_debug_command=args.enable_debug_command,
         maxclients=args.maxclients,
         timeout=args.timeout,
         limits=Limits(

@@ -256,3 +256,25 @@ def test_whole_nodes_repair_a_replica_that_lost_a_slot_under_load() -> None:
                 assert entries(m.state.store, s) == entries(lead, s), f"{s} on {m.sim.name}"
     assert replica.state.store.slots[slot][b"unreplicated"]
     assert replica.cluster.antientropy.counters.entries_repaired >= 2
+
+
+def test_a_delete_a_replica_missed_reaches_it_before_the_tombstone_is_collected() -> None:
+    """The replica missed a delete (it still holds the key live). Anti-entropy
+    gives it the tombstone well within the grace period, so when both collect
+    it, no copy is left to bring the key back."""
+    net = Net(owners_of(A, B), A, B)
+    a, b = net.cores[A].store, net.cores[B].store
+    slot = key_slot(b"gone")
+    put(a, b"gone", b"v")
+    b.merge(slot, a.export(slot, [b"gone"]), WALL)
+    a.remove(slot, b"gone", WALL + 1)  # its REPL frame to B was lost
+    assert get(b, b"gone") is not None
+    net.run(PERIOD + 1)
+    assert get(b, b"gone") is None
+    grace = a.config.tombstone_grace_ms
+    for store in (a, b):
+        store.active_expire(WALL + grace + 10, 1000)
+        assert b"gone" not in store.tombstones[slot]
+    net.run(PERIOD * 2)
+    assert get(a, b"gone") is None
+    assert get(b, b"gone") is None

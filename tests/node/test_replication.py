@@ -14,7 +14,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from keycafe.store.keyslot import key_slot
 from tests.conftest import NodeProcess, wait_until
-from tests.node.helpers import cluster, detection_bound, ring_settled
+from tests.node.helpers import cluster, detection_bound, info, ring_settled
 
 COPIES = ("--replicas", "1")  # the primary and one replica (the default, said aloud)
 
@@ -209,3 +209,48 @@ def info_replication(node: NodeProcess) -> dict[str, str]:
     if isinstance(text, dict):  # redis-py parses INFO itself
         return {k: str(v) for k, v in text.items()}
     return dict(line.split(":", 1) for line in str(text).splitlines() if ":" in line)
+
+
+def test_copies_made_to_differ_are_equal_again_within_a_pass() -> None:
+    """DEBUG FORGET drops keys from one copy only (no tombstone, nothing
+    replicated): from a replica, and from a primary (whose replica then holds
+    the only copy). Anti-entropy brings both back within its bound."""
+    with cluster(3, *COPIES, "--enable-debug-command", "local") as nodes:
+        wait_until(lambda: ring_settled(nodes, 3), timeout=30)
+        startup = [ClusterNode(n.host, n.port) for n in nodes]
+        rc = RedisCluster(startup_nodes=startup, decode_responses=True)
+        try:
+            for i in range(200):
+                assert rc.set(f"ae:{i}", f"v{i}")
+        finally:
+            rc.close()
+        by_port = {n.port: n for n in nodes}
+
+        def copy_at(port: int, key: str) -> str | None:
+            r = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+            try:
+                r.execute_command("READONLY")
+                value = r.get(key)
+                return value if value is None else str(value)
+            finally:
+                r.close()
+
+        def forget(port: int, key: str) -> None:
+            r = redis.Redis(host="127.0.0.1", port=port)
+            try:
+                assert r.execute_command("DEBUG", "FORGET", key) == 1
+            finally:
+                r.close()
+
+        on_replica, on_primary = "ae:1", "ae:2"
+        _, replica_port = _owners_of(nodes[0], key_slot(on_replica.encode()))
+        primary_port, _ = _owners_of(nodes[0], key_slot(on_primary.encode()))
+        forget(replica_port, on_replica)
+        forget(primary_port, on_primary)
+        assert copy_at(replica_port, on_replica) is None
+        assert copy_at(primary_port, on_primary) is None
+        # Bound: a pass every 10 s (keycafe.cluster.antientropy.PERIOD), two round trips.
+        wait_until(lambda: copy_at(replica_port, on_replica) == "v1", timeout=25)
+        wait_until(lambda: copy_at(primary_port, on_primary) == "v2", timeout=25)
+        figures = info(by_port[primary_port])
+        assert int(figures["keycafe_ae_passes"]) >= 1

@@ -141,3 +141,28 @@ def test_flushall_empties_the_slots_led_here_and_leaves_replica_copies() -> None
     assert (key_slot(mine), mine) in store.replog
     assert mine in store.tombstones[key_slot(mine)]
     assert alone not in store.tombstones[key_slot(alone)]
+
+
+@pytest.mark.parametrize(
+    ("allowed", "addr", "ok"),
+    [
+        ("no", "127.0.0.1:5000", False),
+        ("yes", "10.1.2.3:5000", True),
+        ("local", "10.1.2.3:5000", False),
+        ("local", "127.0.0.1:5000", True),
+        ("local", "::1:5000", True),
+    ],
+)
+def test_debug_forget_is_refused_unless_enabled(allowed: str, addr: str, ok: bool) -> None:
+    state = ServerState.create(ServerConfig(me=ME, enable_debug_command=allowed), NOW)
+    s = Session.open(state, addr=addr)
+    assert run_in(s, "SET", "k", "v") == b"OK"
+    reply = run_in(s, "DEBUG", "FORGET", "k")
+    if ok:
+        assert reply == 1
+        assert run_in(s, "GET", "k") is None
+        assert run_in(s, "DEBUG", "FORGET", "k") == 0
+        assert s.store.tombstones[key_slot(b"k")] == {}  # no trace: not a delete
+    else:
+        assert _error(reply).startswith("ERR DEBUG command not allowed.")
+        assert run_in(s, "GET", "k") == b"v"
