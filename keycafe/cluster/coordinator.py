@@ -33,7 +33,7 @@ core and a ring keeper, for the node's shell and the simulators alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final, TypeAlias
 
 import attrs
@@ -155,10 +155,36 @@ def _tied(terms: dict[str, int], me: str) -> bool:
     return any(t == mine for node, t in terms.items() if node != me)
 
 
+# Each slot's owners (primary first) for a member set: ``keycafe.cluster.ring.slot_owners``.
+OwnersOf: TypeAlias = Callable[[tuple[str, ...]], tuple[tuple[str, ...], ...]]
+
+
+def stranded(ring: Ring, owners: OwnersOf) -> frozenset[str]:
+    """Down members holding the only copies of some slot: every owner of that
+    slot is down. Such a slot must answer CLUSTERDOWN until one comes back
+    with its copy, never be handed, empty, to a new owner. A ring of one copy
+    per slot (``--replicas 0``) strands nothing: its users chose to have the
+    rest served without a dead node's share rather than wait for it."""
+    down = set(ring.down)
+    if not down:
+        return frozenset()
+    out: set[str] = set()
+    for o in set(owners(ring.members)):  # few distinct lists: one per token run
+        if len(o) > 1 and down.issuperset(o):
+            out.update(o)
+    return frozenset(out)
+
+
 def next_ring(
-    ring: Ring | None, members: Iterable[MemberInfo], coordinator: str, term: int
+    ring: Ring | None,
+    members: Iterable[MemberInfo],
+    coordinator: str,
+    term: int,
+    owners: OwnersOf | None = None,
 ) -> Ring | None:
-    """The ring to publish next by the established ``coordinator``, or None."""
+    """The ring to publish next by the established ``coordinator``, or None.
+    ``owners`` (how slots map to members) lets it see stranded slots; without
+    it, none are assumed."""
     by_id = {m.node: m for m in members}
     live = {n for n, m in by_id.items() if m.state in (State.ALIVE, State.SUSPECT)}
     if ring is None:
@@ -206,6 +232,20 @@ def next_ring(
     dead = {n for n in ring.members if n not in down and n not in live}
     if dead:
         return publish(ring.members, ring.pending, tuple(sorted(down | dead)))
+    if owners is not None and stranded(ring, owners):
+        # Some slot has no live copy: hold the ring's members as they are (the
+        # slots that have a copy are served by it), until every stranded
+        # slot's owner is back. A member back from down holds stale copies of
+        # its other slots: a proposal of the same members streams it fresh
+        # ones (its stranded slots stream from nobody: it has the only copy).
+        back = {n for n in down if by_id.get(n) is not None and by_id[n].state == State.ALIVE}
+        if not ring.pending:
+            return publish(ring.members, ring.members, ring.down) if back else None
+        if ring.pending != ring.members:
+            return publish(ring.members, (), ring.down)  # withdraw a rebalance under way
+        if not_ready(ring, by_id.values()):
+            return None
+        return publish(ring.members, (), tuple(sorted(n for n in down if n not in live)))
     settled = wanted == ring.members and not ring.down
     if not ring.pending:
         return None if settled else publish(ring.members, wanted, ring.down)
@@ -244,7 +284,7 @@ def ready_value(term: int, epoch: int) -> str:
 
 
 def step(
-    me: str, members: Iterable[MemberInfo], ring: Ring | None
+    me: str, members: Iterable[MemberInfo], ring: Ring | None, owners: OwnersOf | None = None
 ) -> tuple[Assessment, list[Decision]]:
     """Assess ``me``'s view (``members``: every record it holds, the reaped
     dead included) and decide: claim the role if elected; as the established
@@ -260,7 +300,7 @@ def step(
         members = [_claiming(m, a.claim) if m.node == me else m for m in members]
         a = assess(me, members, voters)
     if a.coordinator == me and a.established:
-        new = next_ring(ring, members, me, a.term)
+        new = next_ring(ring, members, me, a.term, owners)
         if new is not None:
             decisions += [PublishRing(ring=new), AnnounceRing(version=new.version)]
         elif ring is not None:

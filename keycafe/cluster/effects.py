@@ -16,6 +16,7 @@ from keycafe.cluster.coordinator import (
     Assessment,
     ClaimTerm,
     Decision,
+    OwnersOf,
     PublishRing,
     PullRing,
     PushRing,
@@ -48,8 +49,10 @@ def apply_decisions(
                 keeper.push_to(d.node, d.addr, d.version, now)
 
 
-def coordinate(core: Gossip, keeper: RingKeeper, now: float) -> Assessment:
+def coordinate(
+    core: Gossip, keeper: RingKeeper, now: float, owners: OwnersOf | None = None
+) -> Assessment:
     """One coordinator step on ``core``'s view, its decisions carried out."""
-    assessment, decisions = step(core.node, core.known_members(), keeper.ring)
+    assessment, decisions = step(core.node, core.known_members(), keeper.ring, owners)
     apply_decisions(decisions, core, keeper, now)
     return assessment

@@ -458,6 +458,16 @@ class Handoff:
         """Route by the new members; keep handed-over slots until drained."""
         self.table = self._table(ring, nodes)
         self._held = owner_mask(self.table.owners, self.node)
+        if self.node in ring.down:
+            # Slots with no live copy (every owner down, ours included) keep
+            # our copy, the only one: it is served again once we are back.
+            # Our other copies are stale: they go, and come back streamed.
+            full = self.owners(ring.members)
+            stranded = {o for o in set(full) if self.node in o and set(o) <= set(ring.down)}
+            if stranded:
+                keep = bytes(o in stranded for o in full)
+                both = int.from_bytes(self._held, "big") | int.from_bytes(keep, "big")
+                self._held = both.to_bytes(SLOT_COUNT, "big")
         # What was written to moving slots until now goes out first, then a
         # barrier each new owner acknowledges once it has it all. Each slot goes
         # to its owner in this ring (a node that skipped a proposal may hold an

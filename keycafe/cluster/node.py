@@ -86,6 +86,9 @@ class ClusterNode:
         self.routing: RoutingChanged | None = None
         self.routing_version = 0
         self.left = False
+        # No majority of the ring's members alive in this node's view: it
+        # serves no key (``keycafe.server.routing.Routing.halted``).
+        self.halted = False
         self._assessed_at = float("-inf")
 
     @property
@@ -183,7 +186,12 @@ class ClusterNode:
 
     def _assess(self, now: float) -> None:
         self._assessed_at = now
-        self.assessment = effects.coordinate(self.core, self.keeper, now)
+        a = self.assessment = effects.coordinate(self.core, self.keeper, now, self.handoff.owners)
+        ring = self.ring
+        halted = ring is not None and len(ring.members) > 1 and not a.majority
+        if halted != self.halted:
+            self.halted = halted
+            self.routing_version += 1  # the shell builds routing with it
 
     def _announce(self, key: str, value: object, now: float) -> None:
         effects.announce(self.core, key, value, now)

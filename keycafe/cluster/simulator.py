@@ -251,7 +251,7 @@ class ClusterSimulator:
         if cluster.routing_version != m.routing_seen and cluster.routing is not None:
             m.routing_seen = cluster.routing_version
             r = cluster.routing
-            m.state.routing = Routing(table=r.table, moving=r.moving)
+            m.state.routing = Routing(table=r.table, moving=r.moving, halted=cluster.halted)
         # Every ring adopted is checked, a proposal too (it changes no routing).
         if cluster.ring is not None and cluster.ring.version != m.ring_seen:
             m.ring_seen = cluster.ring.version

@@ -143,7 +143,14 @@ class SlotService:
         if cluster.routing is not None and cluster.routing_version != self._routing_seen:
             self._routing_seen = cluster.routing_version
             r = cluster.routing
-            self.state.routing = Routing(table=r.table, moving=r.moving)
+            if cluster.halted != self.state.routing.halted:
+                log.warning(
+                    "%s",
+                    "no majority of the ring's members alive: serving no key"
+                    if cluster.halted
+                    else "a majority of the ring's members is alive again: serving keys",
+                )
+            self.state.routing = Routing(table=r.table, moving=r.moving, halted=cluster.halted)
         self._log_ring()  # a proposal changes no routing, and is logged too
         if cluster.left:
             self._left.set()

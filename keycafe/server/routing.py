@@ -18,6 +18,9 @@ from keycafe.store.keyslot import SLOT_COUNT
 
 # The slot is between owners here (``Routing.moving``): clients retry shortly.
 TRYAGAIN: Final = b"-TRYAGAIN Slot is moving; try again shortly\r\n"
+# This node sees no majority of the ring alive (``Routing.halted``): Redis's
+# reply on a master cut off on the minority side.
+CLUSTER_IS_DOWN: Final = b"-CLUSTERDOWN The cluster is down\r\n"
 
 _SETTLED: Final = bytes(SLOT_COUNT)
 
@@ -38,6 +41,10 @@ class Routing:
     # the old owner), or one handed over whose last forwarded writes the new
     # owner has not acknowledged yet (redirecting could read stale data there).
     moving: bytes = _SETTLED
+    # This node sees no majority of the ring's members alive: it may be on the
+    # minority side of a partition, where the majority may be promoting
+    # replicas of its slots. It serves no key, read or write, until it does.
+    halted: bool = False
     # Derived: 1 where this node serves the slot: ``table.mine`` less the
     # moving slots (a new owner holds a slot it gained back, with TRYAGAIN,
     # until the old owner's last writes have reached it).
@@ -52,7 +59,9 @@ class Routing:
         if self.moving.translate(None, b"\x00\x01"):
             raise ValueError("moving holds 0 or 1 per slot")  # the masks below need it
         mine = self.table.mine
-        if self.moving != _SETTLED:
+        if self.halted:
+            mine = _SETTLED
+        elif self.moving != _SETTLED:
             # Both are 0/1 per byte: m & ~h bytewise, done on whole ints (in C;
             # a Python loop over 16384 slots cost ~1 ms per routing change).
             both = int.from_bytes(mine, "big") & ~int.from_bytes(self.moving, "big")
@@ -62,6 +71,8 @@ class Routing:
     def readable(self, slot: int) -> bool:
         """May a READONLY client read ``slot`` here? Where this node holds a
         copy, as Redis lets a replica serve them: possibly a little stale."""
+        if self.halted:
+            return False
         if self._copies is None:
             object.__setattr__(self, "_copies", owner_mask(self.table.owners, self.table.my_id))
         assert self._copies is not None
@@ -74,19 +85,21 @@ class Routing:
 
     def with_table(self, table: SlotTable) -> Routing:
         """The same slots moving, routed by ``table``."""
-        return Routing(table=table, moving=self.moving)
+        return Routing(table=table, moving=self.moving, halted=self.halted)
 
     def with_moving(self, slots: Iterable[int]) -> Routing:
         """``slots`` between owners here, as well as those already."""
-        return Routing(table=self.table, moving=_marked(self.moving, slots, 1))
+        return Routing(table=self.table, moving=_marked(self.moving, slots, 1), halted=self.halted)
 
     def without_moving(self, slots: Iterable[int]) -> Routing:
         """``slots`` no longer between owners here."""
-        return Routing(table=self.table, moving=_marked(self.moving, slots, 0))
+        return Routing(table=self.table, moving=_marked(self.moving, slots, 0), halted=self.halted)
 
     def refusal(self, slot: int) -> bytes:
         """The reply for a request on a slot this node does not serve:
         TRYAGAIN while it moves, else MOVED to its owner (or CLUSTERDOWN)."""
+        if self.halted:
+            return CLUSTER_IS_DOWN
         return TRYAGAIN if self.moving[slot] else self.table.redirect(slot)
 
 

@@ -19,6 +19,7 @@ from keycafe.cluster.coordinator import (
     assess,
     next_ring,
     step,
+    stranded,
 )
 from keycafe.cluster.effects import announce, coordinate
 from keycafe.cluster.ring_codec import encode_ring
@@ -27,6 +28,7 @@ from keycafe.cluster.ringcast import RING_DATAGRAM_BUDGET, RingKeeper
 from keycafe.gossip.messages import MemberInfo, State
 from keycafe.gossip.simulator import SimNode, Simulator, node_name
 from keycafe.gossip.suspicion import suspicion_timeout
+from keycafe.store.keyslot import SLOT_COUNT
 
 
 def member(node: str, state: State = State.ALIVE, term: int = 0, **extra: str) -> MemberInfo:
@@ -485,3 +487,45 @@ def test_a_ring_version_beyond_the_bounds_is_not_chased() -> None:
     view = [member("a", term=2, **{RING_KEY: "2.8"}), member("b")]
     _, decisions = step("b", view, current)
     assert [d for d in decisions if isinstance(d, PullRing)]
+
+
+def _pairs(members: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """A toy slot table: slot i owned by consecutive members (two copies)."""
+    names = sorted(members)
+    n = len(names)
+    return tuple((names[i % n], names[(i + 1) % n]) for i in range(SLOT_COUNT))
+
+
+def test_slots_with_no_live_copy_hold_the_ring_until_an_owner_returns() -> None:
+    """a and b are down and slot 0's only copies are theirs: removing them
+    would hand slot 0, empty, to new owners. The ring holds instead (slot 0
+    answers CLUSTERDOWN); a newcomer waits; when b comes back it is streamed
+    fresh copies of its other slots by a proposal of the same members, then
+    counts again, a still down."""
+    failed = Ring(
+        epoch=6, term=1, coordinator="c", members=("a", "b", "c", "d", "e"), down=("a", "b")
+    )
+    assert stranded(failed, _pairs) == {"a", "b"}
+    view = [member("a", State.DEAD), member("b", State.DEAD), *map(member, "cdef")]
+    assert next_ring(failed, view, "c", 1, _pairs) is None
+    without_table = next_ring(failed, view, "c", 1)  # blind to slots: removes them
+    assert without_table is not None
+    assert without_table.pending == ("c", "d", "e", "f")
+    view = [member("a", State.DEAD), member("b"), *map(member, "cde")]
+    proposal = next_ring(failed, view, "c", 1, _pairs)
+    assert proposal is not None
+    assert (proposal.members, proposal.pending, proposal.down) == (
+        failed.members,
+        failed.members,
+        ("a", "b"),
+    )
+    assert next_ring(proposal, view, "c", 1, _pairs) is None  # not ready yet
+    ready = [member("a", State.DEAD), *(member(n, **{READY_KEY: "1.7"}) for n in "bcde")]
+    change = next_ring(proposal, ready, "c", 1, _pairs)
+    assert change is not None
+    assert (change.members, change.pending, change.down) == (failed.members, (), ("a",))
+    # With b back, no slot is stranded: a is removed by the usual change.
+    assert stranded(change, _pairs) == frozenset()
+    after = next_ring(change, ready, "c", 1, _pairs)
+    assert after is not None
+    assert after.pending == ("b", "c", "d", "e")

@@ -1,0 +1,99 @@
+"""Partitions of whole nodes with two copies: the minority side serves no key,
+and slots whose every copy sits on the minority side are neither handed,
+empty, to new owners on the majority side nor dropped when the sides heal."""
+
+from __future__ import annotations
+
+import pytest
+
+from keycafe.cluster.ring import RingConfig
+from keycafe.cluster.simulator import ClusterSimulator, SimClient, check, run_writer
+from keycafe.server.routing import CLUSTER_IS_DOWN
+
+
+def _cluster(seed: int, n: int) -> ClusterSimulator:
+    sim = ClusterSimulator(seed=seed, ring=RingConfig(vnodes=64, replicas=2))
+    first = sim.add_node(0)
+    for i in range(1, n):
+        sim.add_node(i, seed=first)
+    assert sim.run_until_true(sim.settled, 60)
+    return sim
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_the_minority_side_halts_and_the_majority_side_does_not(seed: int) -> None:
+    sim = _cluster(seed, 5)
+    names = sorted(sim.members)
+    minority, majority = names[:2], names[2:]
+    version = sim.members[names[0]].cluster.ring.version  # type: ignore[union-attr]
+    cut = sim.now
+    sim.partition(minority, majority)
+    halted_at: dict[str, float] = {}
+    failover_at: list[float] = []
+
+    def watch() -> bool:
+        for n in names:  # the routing follows the node's view at once
+            m = sim.members[n]
+            assert m.state.routing.halted == m.cluster.halted, (n, sim.now)
+        for n in minority:
+            if sim.members[n].state.routing.halted:
+                halted_at.setdefault(n, sim.now)
+        ring = sim.members[majority[0]].cluster.ring
+        if not failover_at and ring is not None and ring.version > version and ring.down:
+            failover_at.append(sim.now)
+        return len(halted_at) == len(minority) and bool(failover_at)
+
+    assert sim.run_until_true(watch, 60, step=0.01)
+    # Within the minority's own detection: it has declared the majority's
+    # members dead by then (suspicion's longest timeout, LAN profile, N=5:
+    # 6 x 4 x 1 s, plus the probes that start it). Usually much sooner.
+    assert max(halted_at.values()) - cut < 30
+    assert not any(sim.members[n].state.routing.halted for n in majority)
+    # A minority node refuses keyed requests, writes and reads alike.
+    m = sim.members[minority[0]]
+    for req in ([b"SET", b"k", b"v"], [b"GET", b"k"]):
+        assert m.session.execute(req) == CLUSTER_IS_DOWN
+    assert m.session.execute([b"PING"]) == b"+PONG\r\n"
+    sim.heal()
+    assert sim.run_until_true(
+        lambda: not any(sim.members[n].state.routing.halted for n in names), 60
+    )
+
+
+def test_a_cluster_losing_one_node_of_three_keeps_serving() -> None:
+    sim = _cluster(7, 3)
+    names = sorted(sim.members)
+    sim.crash(names[2])
+    client = SimClient(sim)
+    done: list[bytes | None] = []
+    sim.run_for(0.5)
+    for i in range(50):
+        client.execute([b"SET", b"k%d" % i, b"v"], lambda reply, node: done.append(reply))
+    sim.run_for(30)
+    assert done.count(b"+OK\r\n") == 50
+    assert not any(sim.members[n].state.routing.halted for n in names[:2])
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_partition_of_two_from_three_loses_no_acknowledged_write(seed: int) -> None:
+    """Some slots have both copies on the two-node side. The majority must
+    not rebalance them to itself (it would serve them empty, and the two
+    nodes would drop their copies on rejoining): they answer CLUSTERDOWN
+    there until the partition heals, and nothing acknowledged is lost."""
+    sim = _cluster(seed, 5)
+    names = sorted(sim.members)
+    client = SimClient(sim)
+    run_writer(sim, client, until=sim.now + 45)
+    sim.run_for(3)
+    sim.partition(names[:2], names[2:])
+    sim.run_for(30)
+    majority_ring = sim.members[names[2]].cluster.ring
+    assert majority_ring is not None
+    assert set(majority_ring.down) == set(names[:2])  # held in the ring, as down
+    sim.heal()
+    healed = sim.now
+    sim.run_for(10)
+    verdict = check(sim, client, last_change=healed, excuse_crashes=False)
+    assert verdict.writes_acked > 500
+    assert verdict.lost == []
+    assert verdict.settled_after is not None
