@@ -13,24 +13,28 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from keycafe.store.keyslot import key_slot
-from tests.conftest import NodeProcess, wait_until
+from tests.conftest import NodeProcess, node_process, wait_until
 from tests.node.helpers import cluster, detection_bound, info, ring_settled
 
 COPIES = ("--replicas", "1")  # the primary and one replica (the default, said aloud)
 
 
-def _writer(nodes: list[NodeProcess], acked: dict[str, str], stop: threading.Event) -> None:
-    """Unique keys, one at a time; a key counts only once SET answered OK."""
+COUNTERS = 50  # keys overwritten again and again, with rising numbers
+
+
+def _writer(nodes: list[NodeProcess], acked: dict[str, int], stop: threading.Event) -> None:
+    """Unique keys and overwritten counters, one write at a time, each value
+    a rising number; a write counts only once SET answered OK."""
     startup = [ClusterNode(n.host, n.port) for n in nodes]
     rc = RedisCluster(startup_nodes=startup, decode_responses=True)
     i = 0
     try:
         while not stop.is_set():
-            key, value = f"w:{i}", f"v{i}"
             i += 1
+            key = f"c:{i % COUNTERS}" if i % 2 else f"w:{i}"
             try:
-                if rc.set(key, value):
-                    acked[key] = value
+                if rc.set(key, str(i)):
+                    acked[key] = i
             except (redis.RedisError, OSError, IndexError):
                 # Not acknowledged (the node died under it, or the slot was
                 # moving): the write may or may not have happened. redis-py
@@ -42,35 +46,66 @@ def _writer(nodes: list[NodeProcess], acked: dict[str, str], stop: threading.Eve
         rc.close()
 
 
-@pytest.mark.parametrize("victim", [0, 2])  # 0: the seed, which founded the ring
-def test_kill_9_of_one_node_under_load_loses_no_acknowledged_write(victim: int) -> None:
-    with cluster(3, *COPIES) as nodes:
-        wait_until(lambda: ring_settled(nodes, 3), timeout=30)
-        acked: dict[str, str] = {}
+def _lost(nodes: list[NodeProcess], acked: dict[str, int]) -> list[str]:
+    """Acknowledged writes that do not read back with their value or a later one."""
+    rc = RedisCluster(startup_nodes=[ClusterNode(n.host, n.port) for n in nodes])
+    try:
+        keys = sorted(acked)
+        got: list[bytes | None] = []
+        for start in range(0, len(keys), 500):
+            got += rc.mget_nonatomic(keys[start : start + 500])
+    finally:
+        rc.close()
+    return [k for k, v in zip(keys, got, strict=True) if v is None or int(v) < acked[k]]
+
+
+def _coordinator(nodes: list[NodeProcess]) -> NodeProcess:
+    chosen = info(nodes[0])["keycafe_coordinator"]
+    for n in nodes:
+        r = redis.Redis(host=n.host, port=n.port, decode_responses=True)
+        try:
+            if r.execute_command("CLUSTER", "MYID") == chosen:
+                return n
+        finally:
+            r.close()
+    raise AssertionError(f"no node is the coordinator {chosen}")
+
+
+def _every_slot_has_a_primary_and_a_replica(node: NodeProcess) -> bool:
+    r = redis.Redis(host=node.host, port=node.port)
+    try:
+        rows = r.execute_command("CLUSTER", "SLOTS")
+    finally:
+        r.close()
+    covered = sum(end - start + 1 for start, end, *owners in rows if len(owners) >= 2)
+    return covered == 16384
+
+
+@pytest.mark.parametrize(
+    ("n", "victim"),
+    [(3, "seed"), (3, "other"), (5, "coordinator")],  # the seed founded the ring
+)
+def test_kill_9_of_one_node_under_load_loses_no_acknowledged_write(n: int, victim: str) -> None:
+    with cluster(n, *COPIES) as nodes:
+        wait_until(lambda: ring_settled(nodes, n), timeout=30)
+        acked: dict[str, int] = {}
         stop = threading.Event()
         writer = threading.Thread(target=_writer, args=(nodes, acked, stop), daemon=True)
         writer.start()
         wait_until(lambda: len(acked) > 500, timeout=30)
-        dead = nodes[victim]
+        dead = {"seed": nodes[0], "other": nodes[-1]}.get(victim) or _coordinator(nodes)
         dead.proc.send_signal(signal.SIGKILL)
         dead.proc.wait()
         before = len(acked)
-        rest = [n for n in nodes if n is not dead]
-        wait_until(lambda: ring_settled(rest, 2), timeout=detection_bound(3) + 20)
+        rest = [x for x in nodes if x is not dead]
+        wait_until(lambda: ring_settled(rest, n - 1), timeout=detection_bound(n) + 20)
         wait_until(lambda: len(acked) > before + 200, timeout=30)  # writes resumed
         stop.set()
         writer.join(timeout=30)
-        startup = [ClusterNode(n.host, n.port) for n in rest]
-        rc = RedisCluster(startup_nodes=startup, decode_responses=True)
-        try:
-            keys = sorted(acked)
-            got: list[str | None] = []
-            for start in range(0, len(keys), 500):
-                got += rc.mget_nonatomic(keys[start : start + 500])
-        finally:
-            rc.close()
-        lost = [k for k, v in zip(keys, got, strict=True) if v != acked[k]]
-        assert lost == [], f"{len(lost)} of {len(keys)} acknowledged writes lost: {lost[:5]}"
+        lost = _lost(rest, acked)
+        assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
+        for x in rest:
+            assert _every_slot_has_a_primary_and_a_replica(x)
 
 
 def _slots_led_by(node: NodeProcess, primary: NodeProcess, replica: NodeProcess) -> set[int]:
@@ -254,3 +289,88 @@ def test_copies_made_to_differ_are_equal_again_within_a_pass() -> None:
         wait_until(lambda: copy_at(primary_port, on_primary) == "v2", timeout=25)
         figures = info(by_port[primary_port])
         assert int(figures["keycafe_ae_passes"]) >= 1
+
+
+def test_kill_9_while_a_fourth_node_joins_loses_no_acknowledged_write() -> None:
+    with cluster(3, *COPIES) as nodes:
+        wait_until(lambda: ring_settled(nodes, 3), timeout=30)
+        acked: dict[str, int] = {}
+        stop = threading.Event()
+        writer = threading.Thread(target=_writer, args=(nodes, acked, stop), daemon=True)
+        writer.start()
+        wait_until(lambda: len(acked) > 500, timeout=30)
+        join = ("--gossip-profile", "local", "--seed", f"127.0.0.1:{nodes[0].cluster_port}")
+        with node_process(*join, *COPIES) as fourth:
+            # The join is under way (a proposal streams slots to it) ...
+            wait_until(lambda: info(nodes[0])["keycafe_ring_pending"] != "0", timeout=30)
+            dead = nodes[2]  # ... when a member dies
+            dead.proc.send_signal(signal.SIGKILL)
+            dead.proc.wait()
+            before = len(acked)
+            rest = [nodes[0], nodes[1], fourth]
+            wait_until(lambda: ring_settled(rest, 3), timeout=detection_bound(4) + 30)
+            wait_until(lambda: len(acked) > before + 200, timeout=30)
+            stop.set()
+            writer.join(timeout=30)
+            lost = _lost(rest, acked)
+            assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
+            for x in rest:
+                assert _every_slot_has_a_primary_and_a_replica(x)
+
+
+def test_a_primary_stopped_past_failover_loses_nothing_and_ends_with_equal_copies() -> None:
+    """SIGSTOP a primary for longer than the failure detector's bound: its
+    replica is promoted meanwhile. On SIGCONT it is fenced (its pending
+    writes get no acknowledgement from the promoted replica), comes back
+    through a proposal, and every copy of its slots ends equal."""
+    with cluster(3, *COPIES) as nodes:
+        wait_until(lambda: ring_settled(nodes, 3), timeout=30)
+        stopped, other = nodes[1], nodes[0]
+        acked: dict[str, int] = {}
+        stop = threading.Event()
+        writer = threading.Thread(target=_writer, args=(nodes, acked, stop), daemon=True)
+        writer.start()
+        wait_until(lambda: len(acked) > 300, timeout=30)
+        led = _slots_led_by(other, stopped, nodes[2]) | _slots_led_by(other, stopped, other)
+        assert led
+        stopped.proc.send_signal(signal.SIGSTOP)
+        try:
+            # Until the others have promoted its replicas: none of its slots
+            # is led by it in their CLUSTER SLOTS any more.
+            wait_until(
+                lambda: (
+                    not _slots_led_by(other, stopped, nodes[2])
+                    and not _slots_led_by(other, stopped, other)
+                ),
+                timeout=detection_bound(3) + 20,
+            )
+        finally:
+            stopped.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: ring_settled(nodes, 3), timeout=60)
+        before = len(acked)
+        wait_until(lambda: len(acked) > before + 200, timeout=30)
+        stop.set()
+        writer.join(timeout=30)
+        lost = _lost(nodes, acked)
+        assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
+        keys = [k for k in acked if key_slot(k.encode()) in led][:200]
+        assert keys
+
+        def copies_equal() -> bool:
+            for key in keys:
+                owners = _owners_of(other, key_slot(key.encode()))
+                seen = set()
+                for port in owners:
+                    r = redis.Redis(host="127.0.0.1", port=port)
+                    try:
+                        r.execute_command("READONLY")
+                        seen.add(r.get(key))
+                    finally:
+                        r.close()
+                if len(seen) != 1:
+                    return False
+            return True
+
+        # Equal once the returning node's stream (or, at worst, a pass of
+        # anti-entropy, 10 s) has reached every copy.
+        wait_until(copies_equal, timeout=30)
