@@ -68,10 +68,16 @@ PERIOD: Final = 10.0  # seconds from one pass's start to the next
 STEP_INTERVAL: Final = 0.02  # seconds between steps of a pass
 STEP_ENTRIES: Final = 4096  # entries digested per step, about 1-2 ms of CPU
 PART_ENTRIES: Final = 2048  # a slot gets a part per this many entries
-MAX_PARTS: Final = 1024  # parts per slot at most (a power of two)
-KEYS_PER_FRAME: Final = 4096  # (key, stamp, writer) triples per AE_KEYS frame
-SYNC_ENTRIES: Final = 512  # entries per AE_SYNC frame
-SYNC_BYTES: Final = 1 << 20  # ... or about this many bytes of keys and values
+MAX_PARTS: Final = 1024  # parts per slot a primary digests at most (a power of two)
+# A replica splits a part further when its list of keys would not fit one
+# frame: parts of a part, as far as this (a power of two).
+MAX_REFINED: Final = 1 << 16
+# Bytes of keys (and values) per AE_KEYS / AE_SYNC frame, about: far below the
+# link's 16 MiB frame limit (frames.MAX_FRAME) whatever the sizes of the keys.
+FRAME_BYTES: Final = 1 << 20
+VERSION_BYTES: Final = 64  # what a (key, stamp, writer) costs besides the key
+SYNC_ENTRIES: Final = 512  # entries per AE_SYNC frame, at most
+MAX_GROUPS: Final = 4096  # groups a peer's frame may hold
 
 
 @attrs.define(eq=False)
@@ -81,7 +87,8 @@ class AntiEntropyCounters:
     parts_differing: int = 0
     entries_pushed: int = 0  # entries sent to repair a copy
     entries_repaired: int = 0  # entries merged here that changed something
-    refused: int = 0  # slots in a frame from a peer that is not their primary / replica
+    refused: int = 0  # groups from a peer that is not the slot's primary / replica, or unasked
+    too_large: int = 0  # entries larger than a frame: not sent (never accepted by a node)
     bad_frames: int = 0
 
 
@@ -104,10 +111,14 @@ def digests(store: Store, slot: int, parts: int) -> list[int]:
     """The digest of each part of ``slot`` (see the module docstring)."""
     sums = [0] * parts
     mask = parts - 1
+    # The writer's id counts too (two writes with one stamp differ by it);
+    # records hold a store-local index to it, so its hash is taken per index.
+    named = [crc32(w.encode()) for w in store.writers]
     for key, record, tomb in _items(store, slot):
         h = crc32(key)
         # A tombstone and a live entry with the same header must not match.
-        sums[h & mask] += crc32(record[:16], h) + (tomb << 32)
+        x = crc32(record[:16], h) ^ named[entry.writer_of(record)]
+        sums[h & mask] += x + (tomb << 32)
     return [s & 0xFFFFFFFFFFFFFFFF for s in sums]
 
 
@@ -119,6 +130,9 @@ def versions(store: Store, slot: int, parts: int, wanted: set[int]) -> dict[byte
         for key, record, _ in _items(store, slot)
         if crc32(key) & mask in wanted
     }
+
+
+Versions = dict[bytes, tuple[int, str]]
 
 
 class AntiEntropy:
@@ -134,6 +148,11 @@ class AntiEntropy:
         self._pass: deque[int] = deque()  # slots of the pass under way, still to digest
         self._next_pass: float | None = None
         self._next_step: float | None = None
+        # Per replica, the slots this pass asked it about, and the parts it
+        # answered: an answer is taken once, and only when asked (a peer
+        # cannot make us list a big slot again and again).
+        self._asked: dict[str, set[int]] = {}
+        self._answered: dict[str, set[tuple[int, int, int]]] = {}
 
     def set_ring(self, version: Version, owners: Owners) -> None:
         self.version, self.owners = version, owners
@@ -156,6 +175,8 @@ class AntiEntropy:
             self._pass = deque(compress(range(SLOT_COUNT), led))
             self._next_pass = now + PERIOD
             self._next_step = now
+            self._asked.clear()
+            self._answered.clear()
             self.counters.passes += 1
         if self._pass and self._next_step is not None and now >= self._next_step:
             self._step()
@@ -177,10 +198,9 @@ class AntiEntropy:
             group = [slot, parts, digests(store, slot, parts)]
             for peer in o[1:]:
                 by_peer.setdefault(peer, []).append(group)
-        term, epoch = self.version
+                self._asked.setdefault(peer, set()).add(slot)
         for peer, groups in by_peer.items():
-            body = [term, epoch, groups]
-            self._out.append(Outgoing(peer=peer, kind=frames.AE_DIGEST, body=body))
+            self._send(peer, frames.AE_DIGEST, groups)
 
     def frames_to_send(self, now: float, limit: int) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -195,18 +215,22 @@ class AntiEntropy:
     # -- frames ------------------------------------------------------------------------------
 
     def receive_frame(self, peer: str, frame: Frame, now: float, wall_ms: int) -> None:
+        """Every field of a peer's frame is checked before anything is done
+        with it: a malformed frame is counted and changes nothing."""
         body = frame.body
-        if type(body) is not list or len(body) != 3 or not _version_ok(body[0], body[1]):
-            self.counters.bad_frames += 1
-            return
         try:
+            if type(body) is not list or len(body) != 3 or not _version_ok(body[0], body[1]):
+                raise ValueError("a frame is [term, epoch, groups]")
+            groups = _list(body[2])
+            if len(groups) > MAX_GROUPS:
+                raise ValueError("too many groups")
             if frame.kind == frames.AE_DIGEST:
-                self._on_digest(peer, body[2])
+                self._on_digest(peer, [_digest_group(g) for g in groups])
             elif frame.kind == frames.AE_KEYS:
-                self._on_keys(peer, body[2])
+                self._on_keys(peer, [_keys_group(g) for g in groups])
             elif frame.kind == frames.AE_SYNC:
-                self._on_sync(peer, body[2], wall_ms)
-        except ValueError:
+                self._on_sync(peer, [_sync_group(g) for g in groups], wall_ms)
+        except (ValueError, TypeError):
             self.counters.bad_frames += 1
 
     def _leads(self, slot: int, replica: str) -> bool:
@@ -221,12 +245,12 @@ class AntiEntropy:
         term, epoch = self.version
         self._out.append(Outgoing(peer=peer, kind=kind, body=[term, epoch, groups]))
 
-    def _on_digest(self, peer: str, groups: Any) -> None:
-        """Replica: list the entries of each part whose digest differs."""
+    def _on_digest(self, peer: str, groups: list[tuple[int, int, list[int]]]) -> None:
+        """Replica: list the entries of each part whose digest differs (a part
+        too big for a frame is listed as finer parts, each whole)."""
         out: list[list[Any]] = []
         size = 0
-        for group in _list(groups):
-            slot, parts, theirs = _digest_group(group)
+        for slot, parts, theirs in groups:
             if not self._follows(slot, peer):
                 self.counters.refused += 1
                 continue
@@ -236,52 +260,94 @@ class AntiEntropy:
             if not differ:
                 continue
             self.counters.parts_differing += len(differ)
-            held = versions(self.store, slot, parts, differ)
-            listed = [[k, s, w] for k, (s, w) in held.items()]
-            # An empty list says "I hold nothing of these parts": it matters too.
-            out.append([slot, parts, sorted(differ), listed])
-            size += len(listed) + 1
-            if size >= KEYS_PER_FRAME:
-                self._send(peer, frames.AE_KEYS, out)
-                out, size = [], 0
+            for group, cost in self._listings(slot, parts, differ):
+                if out and size + cost > FRAME_BYTES:
+                    self._send(peer, frames.AE_KEYS, out)
+                    out, size = [], 0
+                out.append(group)
+                size += cost
         if out:
             self._send(peer, frames.AE_KEYS, out)
 
-    def _on_keys(self, peer: str, groups: Any) -> None:
+    def _listings(self, slot: int, parts: int, differ: set[int]) -> list[tuple[list[Any], int]]:
+        """[slot, parts, [part], [[key, stamp, writer], ...]] for each part that
+        differs, with its size; parts whose list would not fit a frame are
+        split into finer ones (an empty list says "I hold nothing of it")."""
+        held = versions(self.store, slot, parts, differ)
+        by_part: dict[int, list[bytes]] = {p: [] for p in differ}
+        mask = parts - 1
+        for key in held:
+            by_part[crc32(key) & mask].append(key)
+        out: list[tuple[list[Any], int]] = []
+
+        def listing(parts: int, part: int, keys: list[bytes]) -> None:
+            cost = sum(len(k) + VERSION_BYTES for k in keys)
+            if cost <= FRAME_BYTES or len(keys) < 2 or parts >= MAX_REFINED:
+                out.append(([slot, parts, [part], [[k, *held[k]] for k in keys]], cost))
+                return
+            # Part ``part`` of ``parts`` is parts ``part`` and ``part + parts``
+            # of twice as many (the same hash, one more of its bits).
+            fine = parts * 2
+            low = [k for k in keys if crc32(k) & (fine - 1) == part]
+            high = [k for k in keys if crc32(k) & (fine - 1) != part]
+            listing(fine, part, low)
+            listing(fine, part + parts, high)
+
+        for part, keys in sorted(by_part.items()):
+            listing(parts, part, keys)
+        return out
+
+    def _on_keys(self, peer: str, groups: list[tuple[int, int, set[int], Versions]]) -> None:
         """Primary: send the entries we hold newer, ask for those the replica does."""
         store = self.store
-        for group in _list(groups):
-            slot, parts, differ, theirs = _keys_group(group)
-            if not self._leads(slot, peer):
+        asked = self._asked.get(peer, set())
+        answered = self._answered.setdefault(peer, set())
+        for slot, parts, differ, theirs in groups:
+            fresh = {p for p in differ if (slot, parts, p) not in answered}
+            if slot not in asked or not self._leads(slot, peer) or not fresh:
                 self.counters.refused += 1
                 continue
-            ours = versions(store, slot, parts, differ)
+            answered.update((slot, parts, p) for p in fresh)
+            ours = versions(store, slot, parts, fresh)
             mask = parts - 1
-            theirs = {k: v for k, v in theirs.items() if crc32(k) & mask in differ}
+            theirs = {k: v for k, v in theirs.items() if crc32(k) & mask in fresh}
             push = [k for k, v in ours.items() if k not in theirs or v > theirs[k]]
             want = [k for k, v in theirs.items() if k not in ours or v > ours[k]]
             self._send_sync(peer, slot, store.export(slot, push), want)
 
     def _send_sync(self, peer: str, slot: int, items: list[Exported], want: list[bytes]) -> None:
-        self.counters.entries_pushed += len(items)
         batch: list[Exported] = []
         size = 0
         for item in items:
-            batch.append(item)
-            size += len(item.key) + len(item.value or b"")
-            if len(batch) >= SYNC_ENTRIES or size >= SYNC_BYTES:
+            cost = len(item.key) + len(item.value or b"") + VERSION_BYTES
+            if cost > frames.MAX_FRAME - FRAME_BYTES:
+                self.counters.too_large += 1  # larger than any frame (none is accepted)
+                continue
+            if batch and (len(batch) >= SYNC_ENTRIES or size + cost > FRAME_BYTES):
                 self._send(peer, frames.AE_SYNC, [[slot, encode_entries(batch), []]])
                 batch, size = [], 0
-        for i in range(0, len(want), SYNC_ENTRIES):
-            self._send(peer, frames.AE_SYNC, [[slot, [], want[i : i + SYNC_ENTRIES]]])
+            batch.append(item)
+            size += cost
+            self.counters.entries_pushed += 1
         if batch:
             self._send(peer, frames.AE_SYNC, [[slot, encode_entries(batch), []]])
+        asked: list[bytes] = []
+        size = 0
+        for key in want:
+            if asked and (len(asked) >= SYNC_ENTRIES or size + len(key) > FRAME_BYTES):
+                self._send(peer, frames.AE_SYNC, [[slot, [], asked]])
+                asked, size = [], 0
+            asked.append(key)
+            size += len(key) + VERSION_BYTES
+        if asked:
+            self._send(peer, frames.AE_SYNC, [[slot, [], asked]])
 
-    def _on_sync(self, peer: str, groups: Any, wall_ms: int) -> None:
+    def _on_sync(
+        self, peer: str, groups: list[tuple[int, list[Exported], list[bytes]]], wall_ms: int
+    ) -> None:
         """Either end: merge the entries; a replica also answers the keys wanted."""
         store = self.store
-        for group in _list(groups):
-            slot, items, want = _sync_group(group)
+        for slot, items, want in groups:
             primary_sent = self._follows(slot, peer)
             if not primary_sent and not self._leads(slot, peer):
                 self.counters.refused += 1
@@ -310,10 +376,10 @@ def _list(value: Any) -> list[Any]:
     return value
 
 
-def _slot_parts(slot: Any, parts: Any) -> tuple[int, int]:
+def _slot_parts(slot: Any, parts: Any, most: int = MAX_PARTS) -> tuple[int, int]:
     if type(slot) is not int or not 0 <= slot < SLOT_COUNT:
         raise ValueError("bad slot")
-    if type(parts) is not int or not 1 <= parts <= MAX_PARTS or parts & (parts - 1):
+    if type(parts) is not int or not 1 <= parts <= most or parts & (parts - 1):
         raise ValueError("bad parts")
     return slot, parts
 
@@ -328,13 +394,14 @@ def _digest_group(group: Any) -> tuple[int, int, list[int]]:
     return slot, parts, sums
 
 
-def _keys_group(group: Any) -> tuple[int, int, set[int], dict[bytes, tuple[int, str]]]:
+def _keys_group(group: Any) -> tuple[int, int, set[int], Versions]:
     if type(group) is not list or len(group) != 4:
         raise ValueError("a keys group is [slot, parts, [part...], [[key, stamp, writer]...]]")
-    slot, parts = _slot_parts(group[0], group[1])
-    differ = set(_list(group[2]))
-    if any(type(p) is not int or not 0 <= p < parts for p in differ):
+    slot, parts = _slot_parts(group[0], group[1], MAX_REFINED)
+    listed = _list(group[2])
+    if len(listed) > parts or any(type(p) is not int or not 0 <= p < parts for p in listed):
         raise ValueError("bad part")
+    differ = set(listed)
     held: dict[bytes, tuple[int, str]] = {}
     for item in _list(group[3]):
         if type(item) is not list or len(item) != 3:

@@ -22,8 +22,11 @@ from keycafe.errors import BadPacket
 
 LINK: Final = 0x4C  # "L"
 HEADER: Final = struct.Struct(">I")
-# Largest frame accepted: slot batches are sent in pieces well under this.
-MAX_FRAME: Final = 8 * 1024 * 1024
+# Largest frame accepted: entries travel in batches of about 1 MiB, so a
+# frame holds a batch plus one entry, whose key and value are each at most
+# MAX_VALUE (a node's proto-max-bulk-len is held to it).
+MAX_FRAME: Final = 16 * 1024 * 1024
+MAX_VALUE: Final = 7 * 1024 * 1024
 
 # Kinds. ONLY APPEND: the numbers are on the wire.
 HELLO: Final = 1  # body: [node id, protocol version]; the first frame either way

@@ -70,6 +70,10 @@ RETRY_PAUSE: Final = 0.5  # seconds before refused entries are offered again
 # (the hand-off's transfers have the same guard). Applying twice is harmless.
 ACK_TIMEOUT: Final = 5.0
 FRAME_ENTRIES: Final = 512  # entries per REPL frame, at most
+# ... and about this many bytes of keys and values (one entry may pass it):
+# far below the link's frame limit (frames.MAX_FRAME) whatever the sizes.
+FRAME_BYTES: Final = 1 << 20
+ENTRY_OVERHEAD: Final = 64  # what an entry's other fields cost, at most
 # Given-up write numbers this far behind ``durable`` are forgotten.
 KEEP_ABANDONED: Final = 1 << 20
 
@@ -283,8 +287,17 @@ class Replication:
 
     def frames_to_send(self, now: float, limit: int) -> list[Outgoing]:
         self.collect()
+        # At most ``limit`` frames' worth of writes per peer per call: the
+        # rest stay queued for the next (a FLUSHALL of a million keys once
+        # built every frame in one 7.5 s step).
+        budget = limit * FRAME_ENTRIES
         for peer in sorted(self._queued):
+            if len(self._out) >= limit:
+                break
             items = self._queued.pop(peer)
+            if len(items) > budget:
+                self._queued[peer] = items[budget:]
+                items = items[:budget]
             for i in range(0, len(items), FRAME_ENTRIES):
                 self._send(peer, items[i : i + FRAME_ENTRIES], now)
         out: list[Outgoing] = []
@@ -293,16 +306,39 @@ class Replication:
         return out
 
     def _send(self, peer: str, items: list[Item], now: float) -> None:
-        by_slot: dict[int, list[bytes]] = {}
-        for _, slot, key in items:
-            by_slot.setdefault(slot, []).append(key)
-        groups = []
-        entries = 0
-        for slot, keys in by_slot.items():
+        """REPL frames for ``items``, each within ``FRAME_BYTES`` of keys and
+        values (plus one entry); a write rides in the frame that carries its
+        key's entry, so a frame's acknowledgement settles exactly those."""
+        by_slot: dict[int, dict[bytes, list[Item]]] = {}
+        for item in items:
+            by_slot.setdefault(item[1], {}).setdefault(item[2], []).append(item)
+        riders: list[Item] = []
+        groups: list[list[Any]] = []
+        size = entries = 0
+        for slot, keyed in by_slot.items():
             # As the entries are now: a key written twice goes once.
-            exported = self.store.export(slot, dict.fromkeys(keys))
-            entries += len(exported)
-            groups.append([slot, encode_entries(exported)])
+            piece: list[Exported] = []
+            for e in self.store.export(slot, keyed):
+                cost = len(e.key) + len(e.value or b"") + ENTRY_OVERHEAD
+                if (groups or piece) and size + cost > FRAME_BYTES:
+                    if piece:
+                        groups.append([slot, encode_entries(piece)])
+                    self._frame(peer, riders, groups, entries, now)
+                    riders, groups, piece, size, entries = [], [], [], 0, 0
+                piece.append(e)
+                riders += keyed.pop(e.key)
+                size += cost
+                entries += 1
+            if piece:
+                groups.append([slot, encode_entries(piece)])
+            for rest in keyed.values():  # keys gone altogether: nothing to carry
+                riders += rest
+        if riders or groups:
+            self._frame(peer, riders, groups, entries, now)
+
+    def _frame(
+        self, peer: str, items: list[Item], groups: list[list[Any]], entries: int, now: float
+    ) -> None:
         self._frame_no += 1
         sent = _Sent(number=self._frame_no, items=items, sent_at=now)
         self._unacked.setdefault(peer, deque()).append(sent)

@@ -14,6 +14,7 @@ import attrs
 import trio
 
 import keycafe
+from keycafe.cluster.frames import MAX_FRAME, MAX_VALUE
 from keycafe.cluster.ring import RingConfig
 from keycafe.cluster.slot_table import NodeAddr, SlotTable
 from keycafe.errors import ConfigError, StartupError
@@ -47,7 +48,8 @@ class NodeConfig:
     enable_debug_command: str = "no"  # Redis's: no, yes or local
     maxclients: int = 10_000
     timeout: int = 0
-    limits: Limits = attrs.field(factory=Limits)
+    # Arguments (so values) at most MAX_VALUE: copies travel in link frames.
+    limits: Limits = attrs.field(factory=lambda: Limits(max_bulk_len=MAX_VALUE))
     seeds: tuple[str, ...] = ()  # "host:port" of any members' cluster ports
     gossip: GossipConfig = attrs.field(factory=GossipConfig.lan)
     ring: RingConfig = attrs.field(factory=RingConfig)
@@ -75,6 +77,12 @@ class NodeConfig:
         lim = self.limits
         if min(lim.max_bulk_len, lim.max_multibulk_len, lim.max_inline_len) < 1:
             raise ConfigError("protocol limits must be positive")
+        if lim.max_bulk_len > MAX_VALUE:
+            raise ConfigError(
+                f"proto-max-bulk-len is at most {MAX_VALUE} ({MAX_VALUE >> 20} MiB): values are"
+                " copied between nodes in frames of at most"
+                f" {MAX_FRAME >> 20} MiB"
+            )
         if self.maxclients < 1:
             raise ConfigError("maxclients must be at least 1")
         if self.timeout < 0:

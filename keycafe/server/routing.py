@@ -71,8 +71,8 @@ class Routing:
     def readable(self, slot: int) -> bool:
         """May a READONLY client read ``slot`` here? Where this node holds a
         copy, as Redis lets a replica serve them: possibly a little stale."""
-        if self.halted:
-            return False
+        if self.halted or self.moving[slot]:
+            return False  # a slot between owners here: TRYAGAIN, as for anyone
         if self._copies is None:
             object.__setattr__(self, "_copies", owner_mask(self.table.owners, self.table.my_id))
         assert self._copies is not None

@@ -281,18 +281,38 @@ class Store:
         bring the keys back; any other is cleared with no trace, as Redis
         does. Returns how many live keys went."""
         gone = 0
+        # One stamp and one tombstone record serve every key (a tombstone
+        # holds no key), and the dicts and heap are filled in bulk: a delete
+        # per key took 4.5 s for a million keys, a step no event loop affords.
+        stamp = self.clock.now(now)
+        tomb = entry.pack(b"", now, stamp, 0)
+        grew = False
         for slot in slots:
             bucket = self.slots[slot]
             if not bucket:
                 continue
-            if self.watched[slot]:
-                for key in list(bucket):
-                    gone += self.remove(slot, key, now)
+            flags = self.watched[slot]
+            if flags:
+                self._volatile -= sum(1 for r in bucket.values() if not r.startswith(_NO_EXPIRY))
+                gone += len(bucket)
+                self.tombstones[slot].update(dict.fromkeys(bucket, tomb))
+                self._tomb_heap.extend((now, slot, key) for key in bucket)
+                grew = True
+                if flags & REPLICATED:
+                    self.replicated_writes += len(bucket)
+                    self.replog.extend((slot, key) for key in bucket)
+                if flags & MOVING:
+                    self.dirty.extend((slot, key) for key in bucket)
+                bucket.clear()
             else:
                 gone += len(bucket)
                 self._volatile -= sum(1 for r in bucket.values() if not r.startswith(_NO_EXPIRY))
                 bucket.clear()
                 self.tombstones[slot].clear()
+        if grew:
+            heapq.heapify(self._tomb_heap)
+            if self.on_dirty is not None and (self.replog or self.dirty):
+                self.on_dirty()
         return gone
 
     # -- moving entries between nodes --------------------------------------------

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 import trio
 
 import keycafe
+from keycafe.cluster.frames import MAX_VALUE
 from keycafe.cluster.ring import RingConfig
 from keycafe.errors import ConfigError, StartupError
 from keycafe.gossip.config import GossipConfig
@@ -86,7 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         "seconds a graceful shutdown waits for the data hand-over (default %(default)s)",
         type=float,
     )
-    add("proto-max-bulk-len", str(limits.max_bulk_len), "largest argument in bytes", type=int)
+    add(
+        "proto-max-bulk-len",
+        str(MAX_VALUE),
+        "largest argument, so value, in bytes; at most the default: copies of values"
+        " travel between nodes in frames (default %(default)s)",
+        type=int,
+    )
     add(
         "proto-max-multibulk-len",
         str(limits.max_multibulk_len),

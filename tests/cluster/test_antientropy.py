@@ -12,7 +12,7 @@ from keycafe.cluster.antientropy import PERIOD, STEP_INTERVAL, AntiEntropy, dige
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.ring import RingConfig
 from keycafe.cluster.simulator import ClusterSimulator, SimClient, run_writer
-from keycafe.store.engine import REPLICATED, Store
+from keycafe.store.engine import REPLICATED, Exported, Store
 from keycafe.store.keyslot import SLOT_COUNT, key_slot
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -54,6 +54,7 @@ class Net:
             if not out:
                 return
             for src, o in out:
+                frames.encode_frame(o.kind, o.body)  # raises past the link's frame limit
                 self.frames += 1
                 self.cores[o.peer].receive_frame(src, Frame(o.kind, o.body), self.now, WALL)
 
@@ -204,6 +205,9 @@ def test_only_a_slots_primary_and_replicas_are_answered_or_merged() -> None:
         (frames.AE_DIGEST, [1, 1, [[SLOT_COUNT, 1, [1]]]]),
         (frames.AE_DIGEST, [1, 1, [[0, 2, [1]]]]),  # one digest for two parts
         (frames.AE_KEYS, [1, 1, [[0, 1, [1], []]]]),  # part out of range
+        (frames.AE_KEYS, [1, 1, [[0, 1, [[0]], []]]]),  # a part that is a list
+        (frames.AE_KEYS, [1, 1, [[0, 1, [{}], []]]]),
+        (frames.AE_DIGEST, [1, 1, [[0, 1, [1]]] * (antientropy.MAX_GROUPS + 1)]),
         (frames.AE_KEYS, [1, 1, [[0, 1, [0], [[b"k", -1, A]]]]]),
         (frames.AE_KEYS, [1, 1, [[0, 1, [0], [[b"k", 1, "w" * 65]]]]]),
         (frames.AE_SYNC, [1, 1, [[0, [[b"k"]], []]]]),
@@ -278,3 +282,52 @@ def test_a_delete_a_replica_missed_reaches_it_before_the_tombstone_is_collected(
     net.run(PERIOD * 2)
     assert get(a, b"gone") is None
     assert get(b, b"gone") is None
+
+
+def test_a_slot_too_big_for_one_frame_is_listed_in_finer_parts() -> None:
+    """The primary lost a big slot (its digest is of nothing, one part): the
+    replica's list of it is split into finer parts, each within a frame,
+    and the primary gets every entry back."""
+    net = Net(owners_of(A, B), A, B)
+    a, b = net.cores[A].store, net.cores[B].store
+    keys = [b"{big}%06d:" % i + b"k" * 700 for i in range(12_000)]  # ~9 MB of keys
+    slot = key_slot(keys[0])
+    for k in keys:
+        put(b, k, b"v")
+    assert a.slots[slot] == {}
+    net.run(PERIOD + 1)  # Net.deliver encodes every frame: none is over the limit
+    assert len(a.slots[slot]) == len(keys)
+    assert same(a, b)
+
+
+def test_keys_listings_are_answered_only_when_asked_and_once() -> None:
+    net = Net(owners_of(A, B), A, B)
+    b = net.cores[B].store
+    for i in range(100):
+        put(b, b"{s}k%d" % i, b"v")
+    slot = key_slot(b"{s}k0")
+    listed = [[k, *v] for k, v in antientropy.versions(b, slot, 1, {0}).items()]
+    group = [slot, 1, [0], listed]
+    core = net.cores[A]
+    core.receive_frame(B, Frame(frames.AE_KEYS, [1, 1, [group]]), 0, WALL)
+    assert core.frames_to_send(0, 100) == []  # no digest was sent: not asked
+    assert core.counters.refused == 1
+    core._asked[B] = {slot}  # as a pass's digest to B does
+    core.receive_frame(B, Frame(frames.AE_KEYS, [1, 1, [group] * 20]), 0, WALL)
+    sent = core.frames_to_send(0, 100)
+    assert len(sent) == 1  # the slot listed twenty times is answered once
+    assert len(sent[0].body[2][0][2]) == 100  # and asks for the 100 keys it lacks
+
+
+def test_copies_that_differ_only_by_writer_are_repaired() -> None:
+    """Two writes with one stamp from different writers (possible around a
+    failover): the digests tell them apart and last-writer-wins settles it."""
+    net = Net(owners_of(A, B), A, B)
+    a, b = net.cores[A].store, net.cores[B].store
+    slot = key_slot(b"tie")
+    stamp = WALL << 16
+    a.merge(slot, [Exported(b"tie", b"from-a", 0, stamp, A)], WALL)
+    b.merge(slot, [Exported(b"tie", b"from-c", 0, stamp, C)], WALL)
+    assert digests(a, slot, 1) != digests(b, slot, 1)
+    net.run(PERIOD + 1)
+    assert get(a, b"tie") == get(b, b"tie") == b"$6\r\nfrom-c\r\n"  # C > A

@@ -399,3 +399,40 @@ def test_writes_a_new_replica_took_wait_until_its_copies_are_confirmed() -> None
     assert net.cores[A].durable == 0  # C took it, but its copy is not confirmed
     net.cores[A].confirm(C, range(SLOT_COUNT))
     assert net.cores[A].durable == 1
+
+
+def test_frames_stay_within_the_link_limit_whatever_the_value_sizes() -> None:
+    """Writes of values up to a node's largest (frames.MAX_VALUE) travel in
+    REPL frames the link accepts; each write rides with its own entry."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    a = net.cores[A]
+    big = b"x" * frames.MAX_VALUE
+    for i in range(3):
+        put(a, b"big%d" % i, big)
+    for i in range(100):
+        put(a, b"small%d" % i, b"v")
+    out = a.frames_to_send(0.0, limit=10_000)
+    assert len(out) >= 3
+    for o in out:
+        frames.encode_frame(o.kind, o.body)  # raises past MAX_FRAME
+    net.wire += [(A, o) for o in out]
+    net.deliver()
+    assert all(held(net.cores[B], b"big%d" % i, big) for i in range(3))
+    assert a.durable == a.written == 103
+
+
+def test_a_huge_backlog_is_framed_a_few_frames_at_a_time() -> None:
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    a = net.cores[A]
+    for i in range(20 * FRAME_ENTRIES):
+        put(a, b"k%d" % i, b"v")
+    first = a.frames_to_send(0.0, limit=4)
+    assert len(first) == 4
+    assert a.counters.frames_sent == 4  # no more built than asked for
+    assert a.lag()[B] == 20 * FRAME_ENTRIES  # the rest still queued, and counted
+    rest = []
+    while out := a.frames_to_send(0.0, limit=4):
+        rest += out
+    assert len(first) + len(rest) == 20

@@ -54,6 +54,10 @@ def test_readonly_lets_a_replica_serve_reads_of_its_slots_and_nothing_else() -> 
     assert run_in(s, "GET", theirs) == b"copy"
     assert run_in(s, "READWRITE") == b"OK"
     assert _error(run_in(s, "GET", theirs)).startswith("MOVED ")
+    # A slot between owners here is not read, even by a READONLY client.
+    assert run_in(s, "READONLY") == b"OK"
+    s.state.routing = s.state.routing.with_moving([key_slot(theirs)])
+    assert _error(run_in(s, "GET", theirs)).startswith("TRYAGAIN ")
 
 
 def test_readonly_does_not_serve_slots_this_node_holds_no_copy_of() -> None:

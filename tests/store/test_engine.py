@@ -258,3 +258,30 @@ def test_writes_agree_with_a_model_of_values_and_ttls(ops: list[tuple[str, bytes
         assert live == model
         volatile = sum(1 for b in store.slots for r in b.values() if entry.expires_of(r))
         assert store.count_volatile() == volatile
+
+
+def test_flush_slots_tombstones_watched_slots_in_bulk_and_clears_the_others() -> None:
+    store = Store("n" * 40)
+    woken = []
+    store.on_dirty = lambda: woken.append(1)
+    for slot in (1, 2, 3):
+        for i in range(1000):
+            store.put(slot, b"%d:%d" % (slot, i), b"v", NOW + 60_000 if i % 2 else 0, NOW)
+    store.set_watch(REPLICATED, [1])
+    store.set_watch(MOVING, [2])
+    assert store.flush_slots([1, 2, 3], NOW + 1) == 3000
+    assert store.count() == 0
+    assert store.count_volatile() == 0
+    assert len(store.tombstones[1]) == len(store.tombstones[2]) == 1000
+    assert store.tombstones[3] == {}
+    assert len(store.replog) == 1000
+    assert {s for s, _ in store.replog} == {1}
+    assert len(store.dirty) == 1000
+    assert {s for s, _ in store.dirty} == {2}
+    assert woken
+    # The tombstones carry one stamp newer than every write before, and are
+    # collected after the grace period like any other.
+    assert store.export(1, [b"1:5"])[0].value is None
+    store.active_expire(NOW + 1 + store.config.tombstone_grace_ms + 1, 10_000)
+    assert store.tombstones[1] == {}
+    assert store.tombstones[2] == {}

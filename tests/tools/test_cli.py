@@ -9,6 +9,7 @@ import sys
 import pytest
 import redis
 
+from keycafe.cluster.frames import MAX_VALUE
 from keycafe.errors import ConfigError
 from keycafe.node.node import NodeConfig
 from keycafe.tools.cli import build_parser, config_from_args
@@ -31,6 +32,17 @@ def test_client_io_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config_from_args(build_parser().parse_args([])).client_io == "portable"
     with pytest.raises(ConfigError, match="client-io must be"):
         NodeConfig(client_io="kqueue").validate()
+
+
+def test_values_are_bounded_by_what_a_frame_between_nodes_carries() -> None:
+    """A value a node accepts must fit a link frame (keycafe.cluster.frames):
+    a 9 MB SET once killed the primary that tried to replicate it."""
+    config = config_from_args(build_parser().parse_args([]))
+    assert config.limits.max_bulk_len == MAX_VALUE
+    config.validate()
+    args = build_parser().parse_args(["--proto-max-bulk-len", str(MAX_VALUE + 1)])
+    with pytest.raises(ConfigError, match="proto-max-bulk-len is at most"):
+        config_from_args(args).validate()
 
 
 def test_bad_settings_exit_with_a_message() -> None:
