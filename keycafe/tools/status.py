@@ -53,11 +53,19 @@ def slot_count(specs: list[str]) -> int:
     return total
 
 
-def render(nodes_text: str, info_text: str, target: str, keys: dict[str, str] | None = None) -> str:
-    """The status view; ``keys`` maps a node's client address to its key count."""
+def render(
+    nodes_text: str,
+    info_text: str,
+    target: str,
+    keys: dict[str, str] | None = None,
+    replication: dict[str, dict[str, str]] | None = None,
+) -> str:
+    """The status view; ``keys`` maps a node's client address to its key
+    count, ``replication`` to its ``INFO replication`` fields."""
     ci = parse_info(info_text)
     rows = [line.split() for line in nodes_text.splitlines() if line.strip()]
     keys = keys or {}
+    replication = replication or {}
     pending = ci.get("keycafe_ring_pending", "0")
     out = [
         f"keycafe at {target}: cluster_state {ci.get('cluster_state', '?')}, "
@@ -73,7 +81,7 @@ def render(nodes_text: str, info_text: str, target: str, keys: dict[str, str] | 
         f"local health score {ci.get('keycafe_gossip_health_score', '?')}",
         "",
         f"{'NODE':14}{'CLIENT ADDRESS':22}{'CLUSTER PORT':14}{'STATE':9}{'FLAGS':22}"
-        f"{'SLOTS':>14}{'KEYS':>10}",
+        f"{'SLOTS':>14}{'REPLICA OF':>12}{'LAG':>8}{'KEYS':>10}",
     ]
     for row in rows:
         node_id, addr, flags = row[0], row[1], row[2]
@@ -84,16 +92,22 @@ def render(nodes_text: str, info_text: str, target: str, keys: dict[str, str] | 
                 state = name
         count = slot_count(row[8:])
         slots = f"{count} ({100 * count / 16384:.1f}%)" if count else "-"
+        repl = replication.get(client, {})
+        # Slots it holds as a replica, and writes its replicas have not
+        # acknowledged yet (INFO replication).
+        held = repl.get("keycafe_replica_slots", "?")
+        lag = repl.get("keycafe_repl_lag_entries", "?")
         out.append(
             f"{node_id[:12]:14}{client:22}{cport.split(',')[0]:14}{state:9}{flags:22}"
-            f"{slots:>14}{keys.get(client, '?'):>10}"
+            f"{slots:>14}{held:>12}{lag:>8}{keys.get(client, '?'):>10}"
         )
     return "\n".join(out)
 
 
-def key_counts(nodes_text: str) -> dict[str, str]:
-    """DBSIZE of every member that answers, by client address."""
-    counts = {}
+def per_node(nodes_text: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """DBSIZE and INFO replication of every member that answers, by client address."""
+    counts: dict[str, str] = {}
+    replication: dict[str, dict[str, str]] = {}
     for line in nodes_text.splitlines():
         fields = line.split()
         if len(fields) < 3 or "fail" in fields[2].split(","):
@@ -102,9 +116,11 @@ def key_counts(nodes_text: str) -> dict[str, str]:
         host, _, port = client.rpartition(":")
         try:
             counts[client] = str(query(host, int(port), "DBSIZE", timeout=1.0))
+            text = query(host, int(port), "INFO", "replication", timeout=1.0)
+            replication[client] = parse_info(text)
         except (*QUERY_ERRORS, ValueError):
-            counts[client] = "?"
-    return counts
+            counts.setdefault(client, "?")
+    return counts, replication
 
 
 def main(argv: Sequence[str]) -> int:
@@ -119,5 +135,5 @@ def main(argv: Sequence[str]) -> int:
     except QUERY_ERRORS as exc:
         print(f"keycafe status: cannot reach {target}: {exc}", file=sys.stderr)
         return 1
-    print(render(str(nodes), str(info), target, key_counts(str(nodes))))
+    print(render(str(nodes), str(info), target, *per_node(str(nodes))))
     return 0

@@ -4,6 +4,8 @@ load, and every acknowledged write reads back."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -230,6 +232,18 @@ def test_replicas_serve_readonly_clients_and_wait_counts_them() -> None:
             assert stats["connected_slaves"] == "2"  # each other node replicates some slot
             assert int(stats["keycafe_repl_written"]) > 0
             assert int(info_replication(by_port[replica_port])["keycafe_repl_entries_applied"]) > 0
+            # keycafe status shows each node's replica share and lag too.
+            status = subprocess.run(
+                [sys.executable, "-m", "keycafe", "status", "-p", str(primary_port)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            rows = [line.split() for line in status.stdout.splitlines() if "master" in line]
+            assert len(rows) == 3, status.stdout
+            assert "REPLICA OF" in status.stdout
+            assert all(int(row[-3]) > 0 for row in rows), status.stdout  # replica slots
+            assert all(row[-2].isdigit() for row in rows), status.stdout  # lag, in writes
         finally:
             replica.close()
             primary.close()
