@@ -42,6 +42,7 @@ far beyond a pass).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from itertools import compress
 from typing import Any, Final
 from zlib import crc32
@@ -58,6 +59,7 @@ from keycafe.cluster.handoff import (
     Version,
     decode_entries_untrusted,
     encode_entries,
+    take_frames,
 )
 from keycafe.cluster.slot_table import primary_mask
 from keycafe.store import entry
@@ -202,11 +204,8 @@ class AntiEntropy:
         for peer, groups in by_peer.items():
             self._send(peer, frames.AE_DIGEST, groups)
 
-    def frames_to_send(self, now: float, limit: int) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        while self._out and len(out) < limit:
-            out.append(self._out.popleft())
-        return out
+    def frames_to_send(self, now: float, limit: int, busy: Collection[str] = ()) -> list[Outgoing]:
+        return take_frames(self._out, limit, busy)
 
     def link_broken(self, peer: str) -> None:
         """What was queued to ``peer`` is dropped: the next pass compares again."""

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from itertools import compress
 from typing import Any, Final, Protocol
 
@@ -99,6 +99,24 @@ class Outgoing:
     peer: str
     kind: int
     body: Any
+    # Dropped, not waited for, when the peer's link queue is full.
+    droppable: bool = False
+
+
+def take_frames(queue: deque[Outgoing], limit: int, busy: Collection[str]) -> list[Outgoing]:
+    """Up to ``limit`` frames from ``queue``, none for a ``busy`` peer (one whose
+    link is not taking frames: they stay queued, in order, for later)."""
+    out: list[Outgoing] = []
+    if not busy:
+        while queue and len(out) < limit:
+            out.append(queue.popleft())
+        return out
+    kept: list[Outgoing] = []
+    while queue and len(out) < limit:
+        o = queue.popleft()
+        (kept if o.peer in busy else out).append(o)
+    queue.extendleft(reversed(kept))
+    return out
 
 
 @attrs.frozen(kw_only=True)
@@ -372,12 +390,15 @@ class Handoff:
 
     # -- outputs --------------------------------------------------------------------------
 
-    def frames_to_send(self, now: float, limit: int = 64) -> list[Outgoing]:
-        """Up to ``limit`` frames; slot data is exported lazily, a batch at a time."""
-        out: list[Outgoing] = []
-        while self._out and len(out) < limit:
-            out.append(self._out.popleft())
+    def frames_to_send(
+        self, now: float, limit: int = 64, busy: Collection[str] = ()
+    ) -> list[Outgoing]:
+        """Up to ``limit`` frames, none for a ``busy`` peer; slot data is
+        exported lazily, a batch at a time, as the peer's link takes it."""
+        out = take_frames(self._out, limit, busy)
         for t in self._transfers:
+            if t.peer in busy:
+                continue
             while len(out) < limit and t.batches is not None:
                 item = next(t.batches, None)
                 if item is None:

@@ -18,7 +18,7 @@ by; ``routing_version`` counts its changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import lru_cache
 from typing import Final
 
@@ -35,6 +35,7 @@ from keycafe.cluster.handoff import (
     RoutingChanged,
     Unconfirmed,
 )
+from keycafe.cluster.lease import Lease
 from keycafe.cluster.replication import Replication
 from keycafe.cluster.ring import RingConfig, slot_owners
 from keycafe.cluster.ring_record import Ring
@@ -79,6 +80,11 @@ class ClusterNode:
         self.handoff = Handoff(me=me, store=store, owners=owners)
         self.replication = Replication(node=me.node_id, store=store)
         self.antientropy = AntiEntropy(node=me.node_id, store=store)
+        self.lease = Lease(
+            node=me.node_id,
+            probe_interval=core.config.probe_interval,
+            suspicion_mult=core.config.suspicion_mult,
+        )
         # A node started with seeds takes no part in elections until it has
         # joined: alone, it would elect itself and found a ring of its own.
         self.joined = joined
@@ -106,6 +112,7 @@ class ClusterNode:
         if self.joined and (changed or now >= self._assessed_at + ASSESS_PERIOD):
             self._assess(now)
         self._follow(now)
+        self._check_halted(now)
         if changed:
             ring = self.ring
             # Only for members with no address yet: building every member's
@@ -120,6 +127,7 @@ class ClusterNode:
             self.handoff.get_timer(),
             self.replication.get_timer(),
             self.antientropy.get_timer(),
+            self.lease.get_timer(),
         )
         times = [t for t in timers if t is not None]
         t = min(times) if times else None
@@ -132,10 +140,14 @@ class ClusterNode:
         self.handoff.handle_timer(now)
         self.replication.handle_timer(now)
         self.antientropy.handle_timer(now)
+        self.lease.handle_timer(now)
         self.after_gossip(False, now)
         self._events(now)
 
     def receive_frame(self, peer: str, frame: Frame, now: float, wall_ms: int) -> None:
+        self.lease.heard_from(peer, now)  # any frame says the link to it works
+        if frame.kind == frames.HEARTBEAT:
+            return
         if frame.kind in (frames.REPL, frames.REPL_ACK):
             self.replication.receive_frame(peer, frame, now, wall_ms)
             return
@@ -145,14 +157,20 @@ class ClusterNode:
         self.handoff.receive_frame(peer, frame, now, wall_ms)
         self._events(now)
 
-    def frames_to_send(self, now: float, limit: int = 64) -> list[Outgoing]:
+    def frames_to_send(
+        self, now: float, limit: int = 64, busy: Collection[str] = ()
+    ) -> list[Outgoing]:
+        """Up to ``limit`` frames (and heartbeats), none for a ``busy`` peer:
+        the shell names the peers whose links are not taking frames, and
+        nothing more is built for them until they do (backpressure per peer)."""
         # Replication first: a barrier the hand-off sends must follow the
         # writes already replicated to the same peer (links keep order).
-        out = self.replication.frames_to_send(now, limit)
+        out = self.lease.frames_to_send()  # few and tiny, and droppable
+        out += self.replication.frames_to_send(now, limit, busy)
         if len(out) < limit:
-            out += self.handoff.frames_to_send(now, limit - len(out))
+            out += self.handoff.frames_to_send(now, limit - len(out), busy)
         if len(out) < limit:
-            out += self.antientropy.frames_to_send(now, limit - len(out))
+            out += self.antientropy.frames_to_send(now, limit - len(out), busy)
         return out
 
     def link_broken(self, peer: str, now: float) -> None:
@@ -186,9 +204,14 @@ class ClusterNode:
 
     def _assess(self, now: float) -> None:
         self._assessed_at = now
-        a = self.assessment = effects.coordinate(self.core, self.keeper, now, self.handoff.owners)
-        ring = self.ring
-        halted = ring is not None and len(ring.members) > 1 and not a.majority
+        self.assessment = effects.coordinate(self.core, self.keeper, now, self.handoff.owners)
+
+    def _check_halted(self, now: float) -> None:
+        """Serve no key without a majority of the ring: alive in our gossip
+        view, and heard from within the lease (keycafe/cluster/lease.py)."""
+        ring, a = self.ring, self.assessment
+        majority = (a is None or a.majority) and self.lease.holds(now)
+        halted = ring is not None and len(ring.members) > 1 and not majority
         if halted != self.halted:
             self.halted = halted
             self.routing_version += 1  # the shell builds routing with it
@@ -211,6 +234,7 @@ class ClusterNode:
         table = self.handoff.table
         self.replication.set_ring(ring.version, table.owners, set(ring.members) - set(ring.down))
         self.antientropy.set_ring(ring.version, table.owners)
+        self.lease.set_ring(ring.version, ring.members, now)
         self._mark_down(now)
         self._events(now)
         # Say which ring we follow: a coordinator that sees us behind pushes.

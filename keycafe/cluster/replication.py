@@ -46,7 +46,7 @@ shell and the simulator both only carry the verdicts out.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Collection, Hashable, Iterable
 from typing import Any, Final
 
 import attrs
@@ -60,6 +60,7 @@ from keycafe.cluster.handoff import (
     Version,
     decode_entries_untrusted,
     encode_entries,
+    take_frames,
 )
 from keycafe.store.engine import REPLICATED, Exported, Store
 from keycafe.store.keyslot import SLOT_COUNT
@@ -285,7 +286,9 @@ class Replication:
                 out[peer] = n
         return out
 
-    def frames_to_send(self, now: float, limit: int) -> list[Outgoing]:
+    def frames_to_send(self, now: float, limit: int, busy: Collection[str] = ()) -> list[Outgoing]:
+        """Up to ``limit`` frames, none for a ``busy`` peer (its writes stay
+        queued, and wait, until its link takes frames again)."""
         self.collect()
         # At most ``limit`` frames' worth of writes per peer per call: the
         # rest stay queued for the next (a FLUSHALL of a million keys once
@@ -294,16 +297,15 @@ class Replication:
         for peer in sorted(self._queued):
             if len(self._out) >= limit:
                 break
+            if peer in busy:
+                continue
             items = self._queued.pop(peer)
             if len(items) > budget:
                 self._queued[peer] = items[budget:]
                 items = items[:budget]
             for i in range(0, len(items), FRAME_ENTRIES):
                 self._send(peer, items[i : i + FRAME_ENTRIES], now)
-        out: list[Outgoing] = []
-        while self._out and len(out) < limit:
-            out.append(self._out.popleft())
-        return out
+        return take_frames(self._out, limit, busy)
 
     def _send(self, peer: str, items: list[Item], now: float) -> None:
         """REPL frames for ``items``, each within ``FRAME_BYTES`` of keys and

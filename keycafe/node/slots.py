@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -24,12 +25,13 @@ import trio
 
 from keycafe.cluster.antientropy import figures as antientropy_figures
 from keycafe.cluster.frames import Frame
+from keycafe.cluster.handoff import Outgoing
 from keycafe.cluster.handoff import figures as handoff_figures
 from keycafe.cluster.node import ClusterNode, owners_cache
 from keycafe.cluster.replication import figures as replication_figures
 from keycafe.cluster.ring import RingConfig
 from keycafe.cluster.ring_record import Ring
-from keycafe.gossip.messages import State
+from keycafe.gossip.messages import Address, State
 from keycafe.node.gossip import GossipService
 from keycafe.node.links import PeerLinks
 from keycafe.server.routing import Routing
@@ -77,6 +79,11 @@ class SlotService:
         self._wake_sender = trio.Event()  # ... or frames to send
         self._left = trio.Event()
         self._in_flush = False
+        # Frames for a peer whose link queue is full wait here, in order, for
+        # a task of that peer's own: one stuck peer (dead, not yet declared
+        # so; cut off) must not hold up frames to all the others.
+        self._overflow: dict[str, deque[Outgoing]] = {}
+        self._nursery: trio.Nursery | None = None
         links.on_frame = self._on_frame
         links.on_broken = self._on_broken
         # A write to a moving slot (the core has a forward deadline now) or to
@@ -94,6 +101,7 @@ class SlotService:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._timers)
             nursery.start_soon(self._send_frames)
             task_status.started()
@@ -164,7 +172,7 @@ class SlotService:
 
     async def _send_frames(self) -> None:
         while True:
-            out = self.cluster.frames_to_send(trio.current_time(), SEND_CHUNK)
+            out = self.cluster.frames_to_send(trio.current_time(), SEND_CHUNK, self._overflow)
             self.durability.notify()  # writes with no replica to wait for
             if not out:
                 self._wake_sender = trio.Event()
@@ -175,8 +183,32 @@ class SlotService:
                 if addr is None:
                     self._on_broken(o.peer)  # not heard of yet, or reaped: try again later
                     continue
-                await self.links.send(o.peer, addr, o.kind, o.body)
+                waiting = self._overflow.get(o.peer)
+                if waiting is not None:
+                    if not o.droppable:
+                        waiting.append(o)
+                    continue
+                try:
+                    self.links.send_nowait(o.peer, addr, o.kind, o.body)
+                except trio.WouldBlock:
+                    if not o.droppable:
+                        self._overflow[o.peer] = deque([o])
+                        assert self._nursery is not None
+                        self._nursery.start_soon(self._drain, o.peer, addr)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    pass  # the link was forgotten (the peer died): dropped, as queued ones
             await trio.lowlevel.checkpoint()  # exporting is synchronous: let clients in
+
+    async def _drain(self, peer: str, addr: Address) -> None:
+        """Send ``peer``'s waiting frames as its link takes them."""
+        waiting = self._overflow[peer]
+        try:
+            while waiting:
+                o = waiting.popleft()
+                await self.links.send(peer, addr, o.kind, o.body)
+        finally:
+            del self._overflow[peer]
+            self._wake_sender.set()  # its frames held back in the core may go now
 
     def _forget_departed(self) -> None:
         """Stop reconnecting to peers that died or left (or were reaped)."""
@@ -185,6 +217,9 @@ class SlotService:
             m = members.get(peer)
             if m is None or m.info.state in (State.DEAD, State.LEFT):
                 self.links.forget(peer)
+                waiting = self._overflow.get(peer)
+                if waiting is not None:
+                    waiting.clear()  # its task sends what it holds, to a closed link
 
     # -- a graceful leave -------------------------------------------------------------------
 

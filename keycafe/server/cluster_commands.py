@@ -61,7 +61,7 @@ def cluster_info(s: Session, a: list[bytes], slot: int) -> bytes:
     # A node that sees no majority of the ring alive says so, as a Redis
     # Cluster master on the minority side does (a lone state has no shell to
     # ask, and is a cluster of one).
-    majority = int(figures.get("coordinator_majority", 1)) == 1
+    majority = int(figures.get("coordinator_majority", 1)) == 1 and not s.state.routing.halted
     ok = assigned == SLOT_COUNT and not failed and majority
     lines = [
         f"cluster_state:{'ok' if ok else 'fail'}",

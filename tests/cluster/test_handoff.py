@@ -633,3 +633,15 @@ def test_a_ring_member_nobody_knows_is_routed_as_down() -> None:
     assert table.redirect(slot).startswith(b"-CLUSTERDOWN")
     core.update_nodes({A: addr(A)})
     assert core.table.redirect(slot).startswith(b"-MOVED")
+
+
+def test_take_frames_leaves_a_busy_peers_frames_queued_in_order() -> None:
+    from collections import deque
+
+    from keycafe.cluster.handoff import Outgoing, take_frames
+
+    queue = deque(Outgoing(peer=p, kind=1, body=i) for i, p in enumerate("abab"))
+    assert [o.body for o in take_frames(queue, 10, {"b"})] == [0, 2]
+    assert [o.body for o in queue] == [1, 3]
+    assert [o.body for o in take_frames(queue, 1, ())] == [1]
+    assert [o.body for o in queue] == [3]

@@ -436,3 +436,22 @@ def test_a_huge_backlog_is_framed_a_few_frames_at_a_time() -> None:
     while out := a.frames_to_send(0.0, limit=4):
         rest += out
     assert len(first) + len(rest) == 20
+
+
+def test_nothing_is_built_for_a_busy_peer_and_its_writes_wait() -> None:
+    """The shell names peers whose links take no frames (busy): their writes
+    stay queued, in order, and frames to the others flow."""
+    net = Net(A, B, C)
+    owners = tuple((A, B) if s % 2 else (A, C) for s in range(SLOT_COUNT))
+    net.ring(owners, {B, C})
+    a = net.cores[A]
+    to_b = [k for k in (b"k%d" % i for i in range(100)) if key_slot(k) % 2][:10]
+    to_c = [k for k in (b"k%d" % i for i in range(100)) if not key_slot(k) % 2][:10]
+    for k in to_b + to_c:
+        put(a, k, b"v")
+    out = a.frames_to_send(0.0, limit=100, busy={C})
+    assert {o.peer for o in out} == {B}
+    assert a.counters.frames_sent == 1  # none built for C, to wait in memory
+    assert a.lag()[C] == 10
+    out2 = a.frames_to_send(0.0, limit=100)
+    assert {o.peer for o in out2} == {C}

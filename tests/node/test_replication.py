@@ -388,3 +388,38 @@ def test_a_primary_stopped_past_failover_loses_nothing_and_ends_with_equal_copie
         # Equal once the returning node's stream (or, at worst, a pass of
         # anti-entropy, 10 s) has reached every copy.
         wait_until(copies_equal, timeout=30)
+
+
+def test_a_node_that_hears_from_no_majority_stops_serving_and_resumes() -> None:
+    """Two of three nodes stopped (SIGSTOP): the third hears from no majority
+    and answers every keyed request CLUSTERDOWN within its lease, and says
+    cluster_state:fail; it serves again once they are back."""
+    with cluster(3, *COPIES) as nodes:
+        wait_until(lambda: ring_settled(nodes, 3), timeout=30)
+        alone = nodes[0]
+        r = redis.Redis(host=alone.host, port=alone.port, decode_responses=True)
+        led = _slots_led_by(alone, alone, nodes[1]) | _slots_led_by(alone, alone, nodes[2])
+        key = next(f"k{i}" for i in range(10_000) if key_slot(f"k{i}".encode()) in led)
+
+        def refused() -> bool:
+            try:
+                r.get(key)
+            except redis.exceptions.ClusterDownError:
+                return True
+            except redis.exceptions.ResponseError as exc:
+                return "CLUSTERDOWN" in str(exc)
+            return False
+
+        try:
+            assert not refused()
+            for n in nodes[1:]:
+                n.proc.send_signal(signal.SIGSTOP)
+            try:
+                wait_until(refused, timeout=5)
+                assert info(alone)["cluster_state"] == "fail"
+            finally:
+                for n in nodes[1:]:
+                    n.proc.send_signal(signal.SIGCONT)
+            wait_until(lambda: not refused(), timeout=30)
+        finally:
+            r.close()

@@ -64,3 +64,61 @@ async def _two_proposals_in_one_go() -> None:
         assert slots.ring is not None
         assert slots.ring.epoch == 3
         nursery.cancel_scope.cancel()
+
+
+class _StuckLinks(PeerLinks):
+    """Links whose queue to one peer is full until ``free`` is set."""
+
+    def __init__(self, node: str, stuck: str) -> None:
+        super().__init__(node)
+        self.stuck = stuck
+        self.free = trio.Event()
+        self.sent: list[tuple[str, object]] = []
+
+    def send_nowait(self, peer: str, addr: object, kind: int, body: object) -> None:  # type: ignore[override]
+        if peer == self.stuck and not self.free.is_set():
+            raise trio.WouldBlock
+        self.sent.append((peer, body))
+
+    async def send(self, peer: str, addr: object, kind: int, body: object) -> None:  # type: ignore[override]
+        if peer == self.stuck:
+            await self.free.wait()
+        self.sent.append((peer, body))
+
+
+async def test_a_peer_whose_link_is_full_holds_up_no_frame_to_the_others() -> None:
+    """Frames to a peer whose queue is full wait in order for a task of its
+    own; the core builds nothing more for it meanwhile; the rest flow."""
+    from keycafe.cluster import frames
+    from keycafe.cluster.handoff import Outgoing
+
+    me = info(ME, 20001)
+    gossip = GossipService(me=me, config=GossipConfig.local(), seeds=[])
+    for member in (info(OLD, 20000), info(OTHER, 20002)):
+        gossip.core._on_alive(member, trio.current_time())
+    addr = NodeAddr(node_id=ME, host="127.0.0.1", port=20001, cluster_port=30001)
+    state = ServerState.create(ServerConfig(me=addr), 0)
+    links = _StuckLinks(ME, stuck=OLD)
+    slots = SlotService(state, gossip, links)
+    queue = slots.cluster.antientropy._out
+    async with trio.open_nursery() as nursery:
+        await nursery.start(slots.run)
+        for i in range(3):
+            queue.append(Outgoing(peer=OLD, kind=frames.AE_SYNC, body=("old", i)))
+            queue.append(Outgoing(peer=OTHER, kind=frames.AE_SYNC, body=("other", i)))
+        slots._wake_sender.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert [b for p, b in links.sent if p == OTHER] == [("other", i) for i in range(3)]
+        assert not [b for p, b in links.sent if p == OLD]
+        assert OLD in slots._overflow
+        queue.append(Outgoing(peer=OLD, kind=frames.AE_SYNC, body=("old", 3)))
+        queue.append(Outgoing(peer=OTHER, kind=frames.AE_SYNC, body=("other", 3)))
+        slots._wake_sender.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert links.sent[-1] == (OTHER, ("other", 3))
+        assert [o.body for o in queue] == [("old", 3)]  # held back in the core
+        links.free.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert [b for p, b in links.sent if p == OLD] == [("old", i) for i in range(4)]
+        assert not slots._overflow
+        nursery.cancel_scope.cancel()
