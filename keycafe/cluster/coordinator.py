@@ -159,13 +159,14 @@ def _tied(terms: dict[str, int], me: str) -> bool:
 OwnersOf: TypeAlias = Callable[[tuple[str, ...]], tuple[tuple[str, ...], ...]]
 
 
-def stranded(ring: Ring, owners: OwnersOf) -> frozenset[str]:
-    """Down members holding the only copies of some slot: every owner of that
-    slot is down. Such a slot must answer CLUSTERDOWN until one comes back
-    with its copy, never be handed, empty, to a new owner. A ring of one copy
-    per slot (``--replicas 0``) strands nothing: its users chose to have the
-    rest served without a dead node's share rather than wait for it."""
-    down = set(ring.down)
+def stranded(ring: Ring, owners: OwnersOf, dead: Iterable[str] | None = None) -> frozenset[str]:
+    """Dead members holding the only copies of some slot: every owner of that
+    slot is dead (``dead``: by default every member declared down). Such a
+    slot must answer CLUSTERDOWN until one comes back with its copy, never be
+    handed, empty, to a new owner. A ring of one copy per slot
+    (``--replicas 0``) strands nothing: its users chose to have the rest
+    served without a dead node's share rather than wait for it."""
+    down = set(ring.down if dead is None else dead)
     if not down:
         return frozenset()
     out: set[str] = set()
@@ -232,20 +233,14 @@ def next_ring(
     dead = {n for n in ring.members if n not in down and n not in live}
     if dead:
         return publish(ring.members, ring.pending, tuple(sorted(down | dead)))
-    if owners is not None and stranded(ring, owners):
-        # Some slot has no live copy: hold the ring's members as they are (the
-        # slots that have a copy are served by it), until every stranded
-        # slot's owner is back. A member back from down holds stale copies of
-        # its other slots: a proposal of the same members streams it fresh
-        # ones (its stranded slots stream from nobody: it has the only copy).
-        back = {n for n in down if by_id.get(n) is not None and by_id[n].state == State.ALIVE}
-        if not ring.pending:
-            return publish(ring.members, ring.members, ring.down) if back else None
-        if ring.pending != ring.members:
-            return publish(ring.members, (), ring.down)  # withdraw a rebalance under way
-        if not_ready(ring, by_id.values()):
-            return None
-        return publish(ring.members, (), tuple(sorted(n for n in down if n not in live)))
+    if owners is not None and stranded(ring, owners, {n for n in down if n not in live}):
+        # Some slot has no live copy: hold the ring as it is (the slots that
+        # have a copy are served by it; a rebalance under way is withdrawn)
+        # until an owner of every such slot is back. Then the usual change
+        # brings the members back: one whose slot had no other copy keeps its
+        # own (the hand-off keeps a down member's copies of such slots), and
+        # gets fresh copies of the others streamed.
+        return publish(ring.members, (), ring.down) if ring.pending else None
     settled = wanted == ring.members and not ring.down
     if not ring.pending:
         return None if settled else publish(ring.members, wanted, ring.down)

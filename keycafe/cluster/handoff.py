@@ -586,6 +586,11 @@ class Handoff:
         for slot, got in list(self._received.items()):
             if got <= version and (mine[slot] or not gaining[slot]):
                 del self._received[slot]  # held now, or the proposal was withdrawn
+        if self.node in ring.down:
+            # Back from down (maybe straight into the proposal that brings it
+            # back): its old copies are stale, deletes made meanwhile may have
+            # been collected. They go; what is streamed for the proposal stays.
+            gaining = bytes(SLOT_COUNT)
         store = self.store
         live, tombs = store.slots, store.tombstones
         # Slots holding anything, neither owned nor gained: found with masks
@@ -606,7 +611,7 @@ class Handoff:
         self._unwatch()
         if pending is None or self.node not in (*ring.members, *ring.pending):
             return
-        plan = outgoing(self._acting(ring), pending, self.node)
+        plan = outgoing(self._sources(ring), pending, self.node)
         version = (ring.term, ring.epoch)
         for dest, slots in plan.items():
             for slot in slots:
@@ -658,6 +663,23 @@ class Handoff:
             owners=self._acting(ring),
             down=self._down | self._unknown,
         )
+
+    def _sources(self, ring: RingLike) -> Owners:
+        """Who streams each slot for a proposal: its acting owners; for a slot
+        with none (every owner down), this node if it holds one of its copies
+        (it is back, with the only copy there is: it must hand it on, not
+        leave the slot's new owners empty)."""
+        acting = self._acting(ring)
+        me, down = self.node, set(ring.down)
+        if me not in down:
+            return acting
+        full = self.owners(ring.members)
+        mine = {
+            o: (me, *(x for x in o if x != me)) for o in set(full) if me in o and down >= set(o)
+        }
+        if not mine:
+            return acting
+        return tuple(mine.get(f, a) for f, a in zip(full, acting, strict=True))
 
     def _acting(self, ring: RingLike) -> Owners:
         """Each slot's owners under ``ring``: the members', less those it

@@ -45,6 +45,7 @@ class Lease:
         self.probe_interval = probe_interval
         self.suspicion_mult = suspicion_mult
         self.members: tuple[str, ...] = ()
+        self.down: frozenset[str] = frozenset()
         self.lease = self.period = 0.0
         self.heard: dict[str, float] = {}
         self.sent = 0  # heartbeats sent
@@ -52,9 +53,12 @@ class Lease:
         self._out: list[Outgoing] = []
         self._version = (0, 0)
 
-    def set_ring(self, version: tuple[int, int], members: Iterable[str], now: float) -> None:
+    def set_ring(
+        self, version: tuple[int, int], members: Iterable[str], now: float, down: Iterable[str] = ()
+    ) -> None:
         self._version = version
         self.members = tuple(members)
+        self.down = frozenset(down)  # members declared down: sent no heartbeat
         others = [m for m in self.members if m != self.node]
         # New members count as heard now (a lease of grace); gone ones go.
         self.heard = {m: self.heard.get(m, now) for m in others}
@@ -85,6 +89,8 @@ class Lease:
         self._next_send = now + self.period
         term, epoch = self._version
         for peer in self.heard:
+            if peer in self.down:
+                continue
             # Dropped rather than queued behind a peer whose link is stuck:
             # a late heartbeat says nothing, and the next one is due soon.
             out = Outgoing(peer=peer, kind=frames.HEARTBEAT, body=[term, epoch], droppable=True)

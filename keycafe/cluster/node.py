@@ -168,7 +168,10 @@ class ClusterNode:
         out = self.lease.frames_to_send()  # few and tiny, and droppable
         out += self.replication.frames_to_send(now, limit, busy)
         if len(out) < limit:
-            out += self.handoff.frames_to_send(now, limit - len(out), busy)
+            # Not to a peer that replication has more for (left for the next
+            # call, or held while the peer is busy): a barrier must follow them.
+            behind = {*busy, *self.replication.backlogged()}
+            out += self.handoff.frames_to_send(now, limit - len(out), behind)
         if len(out) < limit:
             out += self.antientropy.frames_to_send(now, limit - len(out), busy)
         return out
@@ -209,9 +212,14 @@ class ClusterNode:
     def _check_halted(self, now: float) -> None:
         """Serve no key without a majority of the ring: alive in our gossip
         view, and heard from within the lease (keycafe/cluster/lease.py)."""
-        ring, a = self.ring, self.assessment
-        majority = (a is None or a.majority) and self.lease.holds(now)
-        halted = ring is not None and len(ring.members) > 1 and not majority
+        ring = self.ring
+        # A node outside the ring (joining) owns nothing to stop serving, and
+        # hears no heartbeats until it is in: it is not halted for that. The
+        # gossip view's suspicions do not halt a node: a suspected member
+        # that still sends frames is reachable (a 2-member ring halted on
+        # every brief suspicion), and one that does not loses the lease.
+        member = ring is not None and self.me.node_id in ring.members
+        halted = member and not self.lease.holds(now)
         if halted != self.halted:
             self.halted = halted
             self.routing_version += 1  # the shell builds routing with it
@@ -234,7 +242,7 @@ class ClusterNode:
         table = self.handoff.table
         self.replication.set_ring(ring.version, table.owners, set(ring.members) - set(ring.down))
         self.antientropy.set_ring(ring.version, table.owners)
-        self.lease.set_ring(ring.version, ring.members, now)
+        self.lease.set_ring(ring.version, ring.members, now, down=ring.down)
         self._mark_down(now)
         self._events(now)
         # Say which ring we follow: a coordinator that sees us behind pushes.

@@ -272,6 +272,12 @@ class Replication:
         numbers += [n for _, p, items in self._retry if p == peer for n, _, _ in items]
         return min(numbers, default=None)
 
+    def backlogged(self) -> set[str]:
+        """Peers with writes not yet handed out as frames: nothing that must
+        follow them (a hand-off barrier) may go to those peers yet."""
+        self.collect()
+        return {p for p, items in self._queued.items() if items} | {o.peer for o in self._out}
+
     def lag(self) -> dict[str, int]:
         """Per replica, the writes it has not acknowledged yet (queued, in
         flight, to resend, or held until its copies are confirmed)."""
@@ -294,17 +300,20 @@ class Replication:
         # rest stay queued for the next (a FLUSHALL of a million keys once
         # built every frame in one 7.5 s step).
         budget = limit * FRAME_ENTRIES
+        ready = sum(1 for o in self._out if o.peer not in busy)  # held frames do not count
         for peer in sorted(self._queued):
-            if len(self._out) >= limit:
+            if ready >= limit:
                 break
             if peer in busy:
                 continue
+            before = len(self._out)
             items = self._queued.pop(peer)
             if len(items) > budget:
                 self._queued[peer] = items[budget:]
                 items = items[:budget]
             for i in range(0, len(items), FRAME_ENTRIES):
                 self._send(peer, items[i : i + FRAME_ENTRIES], now)
+            ready += len(self._out) - before
         return take_frames(self._out, limit, busy)
 
     def _send(self, peer: str, items: list[Item], now: float) -> None:

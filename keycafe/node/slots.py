@@ -181,7 +181,8 @@ class SlotService:
             for o in out:
                 addr = self.cluster.addr_of(o.peer)
                 if addr is None:
-                    self._on_broken(o.peer)  # not heard of yet, or reaped: try again later
+                    if not o.droppable:
+                        self._on_broken(o.peer)  # not heard of yet, or reaped: try again later
                     continue
                 waiting = self._overflow.get(o.peer)
                 if waiting is not None:

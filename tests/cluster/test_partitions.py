@@ -10,6 +10,7 @@ import pytest
 from keycafe.cluster.ring import RingConfig
 from keycafe.cluster.simulator import ClusterSimulator, SimClient, check, run_writer
 from keycafe.server.routing import CLUSTER_IS_DOWN
+from keycafe.store.keyslot import key_slot
 
 
 def _cluster(seed: int, n: int) -> ClusterSimulator:
@@ -99,3 +100,85 @@ def test_a_partition_of_two_from_three_loses_no_acknowledged_write(seed: int) ->
     assert verdict.writes_acked > 500
     assert verdict.lost == []
     assert verdict.settled_after is not None
+
+
+def test_a_stranded_owner_that_returns_serves_again_while_the_other_stays_dead() -> None:
+    """Both copies of some slots sit on the cut-off pair, and one of the pair
+    dies before the partition heals. The survivor comes back: the proposal
+    that brings it back must not wait for streams to the dead one, and the
+    ring then settles without it, losing nothing acknowledged."""
+    sim = _cluster(1, 5)
+    names = sorted(sim.members)
+    a, b = names[:2]
+    client = SimClient(sim)
+    run_writer(sim, client, until=sim.now + 60)
+    sim.run_for(3)
+    sim.partition([a, b], names[2:])
+    sim.run_for(30)
+    sim.crash(b)
+    sim.heal()
+    healed = sim.now
+    assert sim.run_until_true(sim.settled, 90)
+    ring = sim.members[names[2]].cluster.ring
+    assert ring is not None
+    assert b not in ring.members
+    assert a in ring.members
+    assert not ring.down
+    assert sum(sim.members[a].state.routing.table.mine) > 0
+    verdict = check(sim, client, last_change=healed, excuse_crashes=False)
+    assert verdict.lost == []
+
+
+def test_keys_deleted_during_a_long_partition_do_not_come_back_with_the_minority() -> None:
+    """The majority deletes keys whose other copy is on the cut-off pair, and
+    collects their tombstones (5 minutes); the pair's stale copies must not
+    bring them back when it returns."""
+    sim = _cluster(1, 5)
+    names = sorted(sim.members)
+    a, b = names[:2]
+    owners = sim.members[names[2]].cluster.handoff.table.owners
+    keys = [
+        k
+        for k in (b"k%d" % i for i in range(20_000))
+        if owners[key_slot(k)][0] in names[2:] and a in owners[key_slot(k)]
+    ][:30]
+    assert len(keys) == 30
+    client = SimClient(sim)
+    replies: list[bytes | None] = []
+    for k in keys:
+        client.execute([b"SET", k, b"old"], lambda r, n: replies.append(r))
+    sim.run_for(3)
+    assert replies.count(b"+OK\r\n") == len(keys)
+    sim.partition([a, b], names[2:])
+    sim.run_for(30)
+    replies.clear()
+    for k in keys:
+        client.execute([b"DEL", k], lambda r, n: replies.append(r))
+    sim.run_for(5)
+    assert replies.count(b":1\r\n") == len(keys)
+    sim.run_for(330)  # past the tombstones' grace
+    for n in names[2:]:
+        sim.members[n].state.store.active_expire(sim.wall_ms(), 10**7)
+    sim.heal()
+    assert sim.run_until_true(sim.settled, 120)
+    sim.run_for(30)
+    got: list[bytes | None] = []
+    for k in keys:
+        client.execute([b"GET", k], lambda r, n: got.append(r))
+    sim.run_for(5)
+    assert got == [b"$-1\r\n"] * len(keys)
+
+
+def test_a_two_member_ring_does_not_halt_on_a_brief_pause() -> None:
+    """A pause shorter than the lease (a suspicion, at most) stops nobody."""
+    sim = _cluster(2, 2)
+    names = sorted(sim.members)
+    healthy = sim.members[names[0]]
+    lease = healthy.cluster.lease
+    sim.net.pause(names[1], lease.lease * 0.75)
+    halted = []
+    end = sim.now + 10
+    while sim.now < end:
+        sim.run_for(0.05)
+        halted.append(healthy.state.routing.halted)
+    assert not any(halted)
