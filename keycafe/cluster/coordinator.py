@@ -160,18 +160,23 @@ OwnersOf: TypeAlias = Callable[[tuple[str, ...]], tuple[tuple[str, ...], ...]]
 
 
 def stranded(ring: Ring, owners: OwnersOf, dead: Iterable[str] | None = None) -> frozenset[str]:
-    """Dead members holding the only copies of some slot: every owner of that
-    slot is dead (``dead``: by default every member declared down). Such a
-    slot must answer CLUSTERDOWN until one comes back with its copy, never be
-    handed, empty, to a new owner. A ring of one copy per slot
+    """Members of slots whose every owner is down and whose owner declared
+    down last (the one with the newest copy) is dead (``dead``: by default
+    every member declared down). Such a slot must answer CLUSTERDOWN until
+    that owner comes back with its copy, never be handed, empty or stale, to
+    a new owner. A ring of one copy per slot
     (``--replicas 0``) strands nothing: its users chose to have the rest
     served without a dead node's share rather than wait for it."""
-    down = set(ring.down if dead is None else dead)
-    if not down:
+    gone = set(ring.down if dead is None else dead)
+    if not gone:
         return frozenset()
+    down = set(ring.down)
     out: set[str] = set()
     for o in set(owners(ring.members)):  # few distinct lists: one per token run
-        if len(o) > 1 and down.issuperset(o):
+        # Held until its owner declared down last is back: the others went
+        # down earlier, and it went on serving (and acknowledging) without
+        # them, so theirs are stale copies.
+        if len(o) > 1 and down.issuperset(o) and gone.issuperset(ring.newest_copies(o)):
             out.update(o)
     return frozenset(out)
 
@@ -216,6 +221,8 @@ def next_ring(
     def publish(
         members: tuple[str, ...], pending: tuple[str, ...] = (), down: tuple[str, ...] = ()
     ) -> Ring:
+        # Each member down keeps the epoch it went down in; a new one, this.
+        since = tuple(ring.down_since(n) if n in ring.down else ring.epoch + 1 for n in down)
         return Ring(
             epoch=ring.epoch + 1,
             term=term,
@@ -223,6 +230,7 @@ def next_ring(
             members=members,
             pending=pending,
             down=down,
+            down_epochs=since if down else (),
         )
 
     # Failover first: a ring member known dead (or gone) is declared down in
@@ -232,7 +240,7 @@ def next_ring(
     down = set(ring.down)
     dead = {n for n in ring.members if n not in down and n not in live}
     if dead:
-        return publish(ring.members, ring.pending, tuple(sorted(down | dead)))
+        return publish(ring.members, ring.pending, ring.down + tuple(sorted(dead)))
     if owners is not None and stranded(ring, owners, {n for n in down if n not in live}):
         # Some slot has no live copy: hold the ring as it is (the slots that
         # have a copy are served by it; a rebalance under way is withdrawn)

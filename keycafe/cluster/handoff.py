@@ -92,6 +92,7 @@ class RingLike(Protocol):
     def pending(self) -> tuple[str, ...]: ...
     @property
     def down(self) -> tuple[str, ...]: ...
+    def newest_copies(self, owners: tuple[str, ...]) -> frozenset[str]: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -480,11 +481,12 @@ class Handoff:
         self.table = self._table(ring, nodes)
         self._held = owner_mask(self.table.owners, self.node)
         if self.node in ring.down:
-            # Slots with no live copy (every owner down, ours included) keep
-            # our copy, the only one: it is served again once we are back.
-            # Our other copies are stale: they go, and come back streamed.
+            # Slots with no live copy (every owner down) of which we were the
+            # owner declared down last keep our copy, the newest there is: it
+            # is served again once we are back. Our other copies are stale:
+            # they go, and come back streamed.
             full = self.owners(ring.members)
-            stranded = {o for o in set(full) if self.node in o and set(o) <= set(ring.down)}
+            stranded = set(self._newest_copies(ring, full))
             if stranded:
                 keep = bytes(o in stranded for o in full)
                 both = int.from_bytes(self._held, "big") | int.from_bytes(keep, "big")
@@ -670,16 +672,23 @@ class Handoff:
         (it is back, with the only copy there is: it must hand it on, not
         leave the slot's new owners empty)."""
         acting = self._acting(ring)
-        me, down = self.node, set(ring.down)
-        if me not in down:
+        me = self.node
+        if me not in ring.down:
             return acting
         full = self.owners(ring.members)
-        mine = {
-            o: (me, *(x for x in o if x != me)) for o in set(full) if me in o and down >= set(o)
-        }
+        # The only source: its other owners' copies are stale (they went down
+        # earlier and have dropped them), so each is streamed to as well.
+        mine = {o: (me,) for o in self._newest_copies(ring, full)}
         if not mine:
             return acting
         return tuple(mine.get(f, a) for f, a in zip(full, acting, strict=True))
+
+    def _newest_copies(self, ring: RingLike, full: Owners) -> list[tuple[str, ...]]:
+        """Owner lists of slots whose every owner is down and of which this
+        node was among those declared down last (``Ring.newest_copies``): it
+        holds their newest copy."""
+        me, down = self.node, set(ring.down)
+        return [o for o in set(full) if me in o and down >= set(o) and me in ring.newest_copies(o)]
 
     def _acting(self, ring: RingLike) -> Owners:
         """Each slot's owners under ``ring``: the members', less those it
@@ -772,7 +781,10 @@ class Handoff:
             return
         if self.node not in (*ring.members, *ring.pending):
             return
-        if any(not t.barrier for t in self._transfers):
+        # Confirmations (a new replica's copies, after the last change) are
+        # not part of this proposal: one to a replica that died must not hold
+        # our readiness, and the proposal, for ever.
+        if any(not t.barrier and not t.confirm for t in self._transfers):
             return
         self._ready_for = (ring.term, ring.epoch)
         self._events.append(Ready(term=ring.term, epoch=ring.epoch))

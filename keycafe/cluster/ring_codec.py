@@ -33,6 +33,8 @@ def encode_ring(ring: Ring) -> bytes:
         fields.append(list(ring.pending))
     if ring.down:
         fields.append(list(ring.down))
+        if ring.down_epochs:
+            fields.append(list(ring.down_epochs))
     return msgpack.packb(fields)  # type: ignore[no-any-return]
 
 
@@ -55,8 +57,9 @@ def decode_ring_untrusted(data: bytes) -> Ring:
     except Exception as exc:  # msgpack raises several types for garbage
         raise BadPacket(f"undecodable ring: {type(exc).__name__}") from exc
     # A sixth field (pending members) is left out when there are none, and a
-    # seventh (members declared down) too.
-    if type(f) is not list or len(f) not in (5, 6, 7) or type(f[0]) is not int or f[0] != RING:
+    # seventh (members declared down) too, and an eighth (the epoch each was
+    # declared down in).
+    if type(f) is not list or len(f) not in (5, 6, 7, 8) or type(f[0]) is not int or f[0] != RING:
         raise BadPacket("not a ring")
     coordinator = f[3]
     if type(coordinator) is not str or not coordinator:
@@ -64,9 +67,14 @@ def decode_ring_untrusted(data: bytes) -> Ring:
     members = _ids(f[4])
     if not members:
         raise BadPacket("an empty ring")
-    down = _ids(f[6]) if len(f) == 7 else ()
+    down = _ids(f[6]) if len(f) >= 7 else ()
     if not set(down) <= set(members):
         raise BadPacket("a member down that is not a member")
+    since: tuple[int, ...] = ()
+    if len(f) == 8:
+        if type(f[7]) is not list or len(f[7]) != len(down):
+            raise BadPacket("one epoch per member down")
+        since = tuple(_int(x, MAX_EPOCH) for x in f[7])
     return Ring(
         epoch=_int(f[1], MAX_EPOCH),
         term=_int(f[2], MAX_TERM),
@@ -74,4 +82,5 @@ def decode_ring_untrusted(data: bytes) -> Ring:
         members=members,
         pending=_ids(f[5]) if len(f) >= 6 else (),
         down=down,
+        down_epochs=since,
     )

@@ -45,7 +45,22 @@ class Ring:
     # each slot is served by its first live owner, an in-sync replica, at once
     # (failover first). A later change removes them and streams new copies.
     down: tuple[str, ...] = ()
+    # The epoch each member of ``down`` was declared down in (aligned with
+    # it; empty: all in one). Of a slot whose owners are all down, those
+    # declared last hold its newest copy: the others went down first.
+    down_epochs: tuple[int, ...] = ()
 
     @property
     def version(self) -> tuple[int, int]:
         return (self.term, self.epoch)
+
+    def down_since(self, node: str) -> int:
+        """The epoch ``node`` (in ``down``) was declared down in."""
+        if not self.down_epochs:
+            return 0
+        return self.down_epochs[self.down.index(node)]
+
+    def newest_copies(self, owners: tuple[str, ...]) -> frozenset[str]:
+        """Of a slot's ``owners``, all in ``down``, those declared down last."""
+        latest = max(self.down_since(n) for n in owners)
+        return frozenset(n for n in owners if self.down_since(n) == latest)

@@ -179,7 +179,7 @@ def test_a_dead_member_is_declared_down_before_anything_else_changes() -> None:
     )
     # A member forgotten altogether (reaped) is down too.
     assert next_ring(ring("a", "b", "c"), [member("a"), member("c")], "a", 1) == Ring(
-        epoch=6, term=1, coordinator="a", members=("a", "b", "c"), down=("b",)
+        epoch=6, term=1, coordinator="a", members=("a", "b", "c"), down=("b",), down_epochs=(6,)
     )
 
 
@@ -196,6 +196,7 @@ def test_a_member_back_from_down_is_streamed_fresh_copies_before_it_counts() -> 
             members=("a", "b", "c"),
             pending=("a", "c"),
             down=("b",),
+            down_epochs=(0,),  # as the ring said: it had no epochs
         )
     )
     back = [member(n, **{READY_KEY: "1.7"}) for n in ("a", "b", "c")]

@@ -8,9 +8,12 @@ from __future__ import annotations
 import pytest
 
 from keycafe.cluster.ring import RingConfig
+from keycafe.cluster.ring_record import Ring
 from keycafe.cluster.simulator import ClusterSimulator, SimClient, check, run_writer
 from keycafe.server.routing import CLUSTER_IS_DOWN
 from keycafe.store.keyslot import key_slot
+
+RING0 = Ring(epoch=0, term=0, coordinator="", members=())
 
 
 def _cluster(seed: int, n: int) -> ClusterSimulator:
@@ -182,3 +185,78 @@ def test_a_two_member_ring_does_not_halt_on_a_brief_pause() -> None:
         sim.run_for(0.05)
         halted.append(healthy.state.routing.halted)
     assert not any(halted)
+
+
+def _cut_alone(sim: ClusterSimulator, name: str) -> None:
+    sim.partition([name], [n for n in sim.members if n != name])
+
+
+def _heal_only(sim: ClusterSimulator, name: str, keep: str) -> None:
+    """Heal every cut involving ``name`` except the one to/from ``keep``."""
+    sim.net.blocked = {
+        (x, y)
+        for (x, y) in sim.net.blocked
+        if not ((x == name and y != keep) or (y == name and x != keep))
+    }
+
+
+def test_an_owner_declared_down_first_does_not_release_its_slots_with_a_stale_copy() -> None:
+    """B is cut off and declared down; A serves the {A, B} slots alone and
+    acknowledges new values; then A is cut off too. B comes back first: its
+    copy is stale, so the slots stay held until A, declared down last, is
+    back; nothing A acknowledged alone is lost or undone."""
+    sim = _cluster(1, 5)
+    names = sorted(sim.members)
+    a, b = names[:2]
+    owners = sim.owners(tuple(names))
+    keys = [k for k in (b"ab:%d" % i for i in range(20_000)) if set(owners[key_slot(k)]) == {a, b}][
+        :20
+    ]
+    client = SimClient(sim)
+    for k in keys:
+        client.set(k, b"old")
+    sim.run_for(2)
+    _cut_alone(sim, b)
+    assert sim.run_until_true(lambda: b in (sim.members[a].cluster.ring or RING0).down, 60, 0.01)
+    # Hold up the rebalance that would remove B (it needs every live member).
+    sim.net.pause(names[4], 3.0)
+    new = [client.set(k, b"new") for k in keys]
+    sim.run_for(1)
+    assert any(w.acked for w in new)  # by A alone: B is down
+    sim.partition([a], [n for n in names if n not in (a, b)])
+    assert sim.run_until_true(
+        lambda: {a, b} <= set((sim.members[names[2]].cluster.ring or RING0).down), 60
+    )
+    _heal_only(sim, b, a)  # B is back; A is still cut off
+    sim.run_for(40)
+    assert b in (sim.members[names[2]].cluster.ring or RING0).members  # still held
+    sim.heal()
+    healed = sim.now
+    verdict = check(sim, client, last_change=healed, excuse_crashes=False)
+    assert verdict.lost == []
+    assert verdict.settled_after is not None
+
+
+def test_a_new_member_that_dies_right_after_joining_does_not_freeze_the_ring() -> None:
+    """Its primaries were still confirming its new copies when it died: that
+    must not hold their readiness for the change that removes it."""
+    sim = _cluster(1, 5)
+    names = sorted(sim.members)
+    client = SimClient(sim)
+    run_writer(sim, client, until=sim.now + 30)
+    sim.run_for(3)
+    new = sim.add_node(5, seed=sim.members[names[0]]).sim.name
+
+    def joined() -> bool:
+        ring = sim.members[names[0]].cluster.ring
+        return ring is not None and new in ring.members and not ring.pending
+
+    assert sim.run_until_true(joined, 60, 0.001)
+    sim.crash(new)
+    crashed = sim.now
+    verdict = check(sim, client, last_change=crashed, excuse_crashes=False)
+    ring = sim.members[names[0]].cluster.ring
+    assert ring is not None
+    assert new not in ring.members
+    assert verdict.settled_after is not None
+    assert verdict.lost == []

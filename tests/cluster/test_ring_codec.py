@@ -71,3 +71,30 @@ def test_mutated_rings_raise_only_bad_packet(data: st.DataObject) -> None:
         decode_ring_untrusted(bytes(payload))
     except BadPacket:
         pass
+
+
+def test_the_epochs_members_went_down_in_round_trip_and_are_checked() -> None:
+    ring = Ring(
+        epoch=9,
+        term=2,
+        coordinator="a",
+        members=("a", "b", "c"),
+        down=("c", "b"),
+        down_epochs=(7, 9),
+    )
+    assert decode_ring_untrusted(encode_ring(ring)) == ring
+    assert ring.newest_copies(("b", "c")) == {"b"}  # b went down after c
+    assert ring.down_since("c") == 7
+    for since in ([7], [7, 9, 9], [7, -1], [7, "9"]):
+        bad = [ring_codec.RING, 9, 2, "a", ["a", "b", "c"], [], ["c", "b"], since]
+        with pytest.raises(BadPacket):
+            decode_ring_untrusted(msgpack.packb(bad))
+    together = Ring(
+        epoch=9,
+        term=2,
+        coordinator="a",
+        members=("a", "b", "c"),
+        down=("b", "c"),
+        down_epochs=(9, 9),
+    )
+    assert together.newest_copies(("b", "c")) == {"b", "c"}  # both as fresh
