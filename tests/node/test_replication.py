@@ -83,6 +83,27 @@ def _every_slot_has_a_primary_and_a_replica(node: NodeProcess) -> bool:
     return covered == 16384
 
 
+def _recovers_with_nothing_lost(
+    rest: list[NodeProcess],
+    acked: dict[str, int],
+    stop: threading.Event,
+    writer: threading.Thread,
+    timeout: float,
+) -> None:
+    """After a node's death: the survivors settle on a ring of themselves,
+    writes resume, every acknowledged write reads back, and every slot has a
+    primary and a replica."""
+    before = len(acked)
+    wait_until(lambda: ring_settled(rest, len(rest)), timeout=timeout)
+    wait_until(lambda: len(acked) > before + 200, timeout=30)  # writes resumed
+    stop.set()
+    writer.join(timeout=30)
+    lost = _lost(rest, acked)
+    assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
+    for x in rest:
+        assert _every_slot_has_a_primary_and_a_replica(x)
+
+
 @pytest.mark.parametrize(
     ("n", "victim"),
     [(3, "seed"), (3, "other"), (5, "coordinator")],  # the seed founded the ring
@@ -98,16 +119,8 @@ def test_kill_9_of_one_node_under_load_loses_no_acknowledged_write(n: int, victi
         dead = {"seed": nodes[0], "other": nodes[-1]}.get(victim) or _coordinator(nodes)
         dead.proc.send_signal(signal.SIGKILL)
         dead.proc.wait()
-        before = len(acked)
         rest = [x for x in nodes if x is not dead]
-        wait_until(lambda: ring_settled(rest, n - 1), timeout=detection_bound(n) + 20)
-        wait_until(lambda: len(acked) > before + 200, timeout=30)  # writes resumed
-        stop.set()
-        writer.join(timeout=30)
-        lost = _lost(rest, acked)
-        assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
-        for x in rest:
-            assert _every_slot_has_a_primary_and_a_replica(x)
+        _recovers_with_nothing_lost(rest, acked, stop, writer, detection_bound(n) + 20)
 
 
 def _slots_led_by(node: NodeProcess, primary: NodeProcess, replica: NodeProcess) -> set[int]:
@@ -320,16 +333,8 @@ def test_kill_9_while_a_fourth_node_joins_loses_no_acknowledged_write() -> None:
             dead = nodes[2]  # ... when a member dies
             dead.proc.send_signal(signal.SIGKILL)
             dead.proc.wait()
-            before = len(acked)
             rest = [nodes[0], nodes[1], fourth]
-            wait_until(lambda: ring_settled(rest, 3), timeout=detection_bound(4) + 30)
-            wait_until(lambda: len(acked) > before + 200, timeout=30)
-            stop.set()
-            writer.join(timeout=30)
-            lost = _lost(rest, acked)
-            assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
-            for x in rest:
-                assert _every_slot_has_a_primary_and_a_replica(x)
+            _recovers_with_nothing_lost(rest, acked, stop, writer, detection_bound(4) + 30)
 
 
 def test_a_primary_stopped_past_failover_loses_nothing_and_ends_with_equal_copies() -> None:

@@ -40,14 +40,18 @@ async def test_a_replaced_proposal_never_reports_ready_after_its_successor() -> 
         await _two_proposals_in_one_go()
 
 
-async def _two_proposals_in_one_go() -> None:
-    me = info(ME, 20001)
-    gossip = GossipService(me=me, config=GossipConfig.local(), seeds=[])
+def _service(links: PeerLinks) -> tuple[GossipService, SlotService]:
+    """ME's slot service, its gossip knowing OLD and OTHER as alive."""
+    gossip = GossipService(me=info(ME, 20001), config=GossipConfig.local(), seeds=[])
     for member in (info(OLD, 20000), info(OTHER, 20002)):
         gossip.core._on_alive(member, trio.current_time())
     addr = NodeAddr(node_id=ME, host="127.0.0.1", port=20001, cluster_port=30001)
     state = ServerState.create(ServerConfig(me=addr), 0)
-    slots = SlotService(state, gossip, PeerLinks(ME))
+    return gossip, SlotService(state, gossip, links)
+
+
+async def _two_proposals_in_one_go() -> None:
+    gossip, slots = _service(PeerLinks(ME))
     async with trio.open_nursery() as nursery:
         await nursery.start(slots.run)
         now = trio.current_time()
@@ -92,14 +96,8 @@ async def test_a_peer_whose_link_is_full_holds_up_no_frame_to_the_others() -> No
     from keycafe.cluster import frames
     from keycafe.cluster.handoff import Outgoing
 
-    me = info(ME, 20001)
-    gossip = GossipService(me=me, config=GossipConfig.local(), seeds=[])
-    for member in (info(OLD, 20000), info(OTHER, 20002)):
-        gossip.core._on_alive(member, trio.current_time())
-    addr = NodeAddr(node_id=ME, host="127.0.0.1", port=20001, cluster_port=30001)
-    state = ServerState.create(ServerConfig(me=addr), 0)
     links = _StuckLinks(ME, stuck=OLD)
-    slots = SlotService(state, gossip, links)
+    _, slots = _service(links)
     queue = slots.cluster.antientropy._out
     async with trio.open_nursery() as nursery:
         await nursery.start(slots.run)
