@@ -47,6 +47,9 @@ TERM_KEY: Final = "coordinator-term"
 READY_KEY: Final = "ready-epoch"
 # "1": the member asks to leave the ring (a graceful shutdown).
 LEAVING_KEY: Final = "leaving"
+# A random id each node process picks at start: a member back with another
+# one was restarted, and holds none of its old copies.
+BOOT_KEY: Final = "boot"
 # "<term>.<epoch>" of the last ring the coordinator published: who is behind pulls it.
 RING_KEY: Final = "ring"
 # "<term>.<epoch>" of the ring a member follows. A ring broadcast and the
@@ -221,8 +224,10 @@ def next_ring(
     def publish(
         members: tuple[str, ...], pending: tuple[str, ...] = (), down: tuple[str, ...] = ()
     ) -> Ring:
-        # Each member down keeps the epoch it went down in; a new one, this.
+        # Each member down keeps the epoch it went down in, and the boot id it
+        # had then; a new one, this epoch and its boot id as last known.
         since = tuple(ring.down_since(n) if n in ring.down else ring.epoch + 1 for n in down)
+        boots = tuple(ring.down_boot(n) if n in ring.down else _boot(by_id.get(n)) for n in down)
         return Ring(
             epoch=ring.epoch + 1,
             term=term,
@@ -231,6 +236,7 @@ def next_ring(
             pending=pending,
             down=down,
             down_epochs=since if down else (),
+            down_boots=boots if any(boots) else (),
         )
 
     # Failover first: a ring member known dead (or gone) is declared down in
@@ -241,7 +247,9 @@ def next_ring(
     dead = {n for n in ring.members if n not in down and n not in live}
     if dead:
         return publish(ring.members, ring.pending, ring.down + tuple(sorted(dead)))
-    if owners is not None and stranded(ring, owners, {n for n in down if n not in live}):
+    # Dead, or back as another process (restarted: none of its old copies).
+    gone = {n for n in down if n not in live or _rebooted(ring, by_id[n])}
+    if owners is not None and stranded(ring, owners, gone):
         # Some slot has no live copy: hold the ring as it is (the slots that
         # have a copy are served by it; a rebalance under way is withdrawn)
         # until an owner of every such slot is back. Then the usual change
@@ -265,6 +273,17 @@ def next_ring(
     if not not_ready(ring, by_id.values()):
         return publish(ring.pending)
     return None
+
+
+def _boot(member: MemberInfo | None) -> str:
+    return member.meta.get(BOOT_KEY, "") if member is not None else ""
+
+
+def _rebooted(ring: Ring, member: MemberInfo) -> bool:
+    """``member`` (in ``ring.down``) is back as another process than the one
+    declared down."""
+    then = ring.down_boot(member.node)
+    return bool(then) and _boot(member) != then
 
 
 def not_ready(ring: Ring, members: Iterable[MemberInfo]) -> frozenset[str]:

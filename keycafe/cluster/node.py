@@ -73,8 +73,12 @@ class ClusterNode:
         store: Store,
         owners: Callable[[tuple[str, ...]], Owners],
         joined: bool = True,
+        boot: str = "",
     ) -> None:
         self.core = core
+        # This process's boot id (coordinator.BOOT_KEY), said in our metadata:
+        # back with another one after a crash, we are known to hold nothing.
+        self.boot = boot
         self.keeper = keeper
         self.me = me
         self.handoff = Handoff(me=me, store=store, owners=owners)
@@ -107,6 +111,8 @@ class ClusterNode:
 
     def after_gossip(self, changed: bool, now: float) -> None:
         """After a gossip step: ``changed`` if a member changed state."""
+        if self.boot and self.core.me.meta.get(coordinator.BOOT_KEY) != self.boot:
+            effects.announce(self.core, coordinator.BOOT_KEY, self.boot, now)
         # The same sum as get_timer's: a difference could fall short by one ulp
         # at the deadline and never be due.
         if self.joined and (changed or now >= self._assessed_at + ASSESS_PERIOD):

@@ -15,6 +15,7 @@ from keycafe.cluster.ring_record import MAX_EPOCH, MAX_TERM, Ring
 from keycafe.errors import BadPacket
 
 RING: Final = 1
+MAX_BOOT: Final = 64  # characters of a boot id (keycafe's are 16)
 
 # Bounds for untrusted input: an id is at most 4096 characters and a ring at
 # most 65536 members, so a payload can never make us allocate much beyond it.
@@ -33,8 +34,10 @@ def encode_ring(ring: Ring) -> bytes:
         fields.append(list(ring.pending))
     if ring.down:
         fields.append(list(ring.down))
-        if ring.down_epochs:
+        if ring.down_epochs or ring.down_boots:
             fields.append(list(ring.down_epochs))
+        if ring.down_boots:
+            fields.append(list(ring.down_boots))
     return msgpack.packb(fields)  # type: ignore[no-any-return]
 
 
@@ -59,7 +62,12 @@ def decode_ring_untrusted(data: bytes) -> Ring:
     # A sixth field (pending members) is left out when there are none, and a
     # seventh (members declared down) too, and an eighth (the epoch each was
     # declared down in).
-    if type(f) is not list or len(f) not in (5, 6, 7, 8) or type(f[0]) is not int or f[0] != RING:
+    if (
+        type(f) is not list
+        or len(f) not in (5, 6, 7, 8, 9)
+        or type(f[0]) is not int
+        or f[0] != RING
+    ):
         raise BadPacket("not a ring")
     coordinator = f[3]
     if type(coordinator) is not str or not coordinator:
@@ -71,10 +79,19 @@ def decode_ring_untrusted(data: bytes) -> Ring:
     if not set(down) <= set(members):
         raise BadPacket("a member down that is not a member")
     since: tuple[int, ...] = ()
-    if len(f) == 8:
-        if type(f[7]) is not list or len(f[7]) != len(down):
+    if len(f) >= 8:
+        if type(f[7]) is not list or len(f[7]) not in (0, len(down)):
             raise BadPacket("one epoch per member down")
         since = tuple(_int(x, MAX_EPOCH) for x in f[7])
+    boots: tuple[str, ...] = ()
+    if len(f) == 9:
+        if (
+            type(f[8]) is not list
+            or len(f[8]) != len(down)
+            or not all(type(x) is str and len(x) <= MAX_BOOT for x in f[8])
+        ):
+            raise BadPacket("one boot id per member down")
+        boots = tuple(f[8])
     return Ring(
         epoch=_int(f[1], MAX_EPOCH),
         term=_int(f[2], MAX_TERM),
@@ -83,4 +100,5 @@ def decode_ring_untrusted(data: bytes) -> Ring:
         pending=_ids(f[5]) if len(f) >= 6 else (),
         down=down,
         down_epochs=since,
+        down_boots=boots,
     )

@@ -49,6 +49,10 @@ class Ring:
     # it; empty: all in one). Of a slot whose owners are all down, those
     # declared last hold its newest copy: the others went down first.
     down_epochs: tuple[int, ...] = ()
+    # The boot id (coordinator.BOOT_KEY) each member of ``down`` had when it
+    # was declared down (aligned with it; empty: none known). One back with
+    # another boot id is a new process, with none of the old copies.
+    down_boots: tuple[str, ...] = ()
 
     @property
     def version(self) -> tuple[int, int]:
@@ -59,6 +63,12 @@ class Ring:
         if not self.down_epochs:
             return 0
         return self.down_epochs[self.down.index(node)]
+
+    def down_boot(self, node: str) -> str:
+        """The boot id ``node`` (in ``down``) had when declared down ("": unknown)."""
+        if not self.down_boots:
+            return ""
+        return self.down_boots[self.down.index(node)]
 
     def newest_copies(self, owners: tuple[str, ...]) -> frozenset[str]:
         """Of a slot's ``owners``, all in ``down``, those declared down last."""

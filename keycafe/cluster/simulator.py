@@ -88,6 +88,7 @@ class ClusterSimulator:
         self.owners = owners_cache(ring or RingConfig(), size=64)
         self.members: dict[str, Member] = {}
         self._conns: dict[tuple[str, str], _Conn] = {}
+        self._boots = 0  # processes started so far
         self.frames_sent = 0
         self.frames_lost = 0
         # (term, epoch) -> (members, pending) as each node adopted it.
@@ -110,8 +111,25 @@ class ClusterSimulator:
 
     def add_node(self, i: int, *, seed: Member | None = None) -> Member:
         """Start node ``i``: a cluster of one, or joining through ``seed``."""
-        sim = self.net.add_node(i)
+        return self._start(self.net.add_node(i), seed)
+
+    def restart(self, name: str, seed: str) -> Member:
+        """Start a crashed node again as a new process with the same name: an
+        empty store, a new boot id, joining through ``seed``."""
+        old = self.members[name]
+        assert not old.sim.up, "restart a crashed node"
+        i = int(name.lstrip("n"))
+        sim = self.net.restart(
+            i, self.members[seed].sim, incarnation=old.sim.core.me.incarnation + 1
+        )
+        for key in list(self._conns):
+            if name in key:
+                self._conns[key].generation += 1
+        return self._start(sim, self.members[seed], joining=False)
+
+    def _start(self, sim: SimNode, seed: Member | None, *, joining: bool = True) -> Member:
         name = sim.name
+        self._boots += 1
         me = NodeAddr(node_id=name, host=sim.addr[0], port=9814, cluster_port=sim.addr[1])
         state = ServerState.create(ServerConfig(me=me), self.wall_ms())
         keeper = RingKeeper.attach(sim.core)
@@ -122,13 +140,15 @@ class ClusterSimulator:
             store=state.store,
             owners=self.owners,
             joined=seed is None,
+            boot=f"{name}.{self._boots}",  # new for each process started
         )
         member = Member(sim=sim, cluster=cluster, state=state, session=Session.open(state))
         self.members[name] = member
         state.store.on_dirty = lambda: self._arm(member)
         if seed is not None:
             state.routing = Routing.create(SlotTable.unassigned(me))
-            self.net.join(sim, seed.sim)
+            if joining:
+                self.net.join(sim, seed.sim)
         self._note(f"{name} starts" + (f", joining through {seed.sim.name}" if seed else ""))
         self._drive(member, lambda: cluster.after_gossip(True, self.now))
         return member

@@ -15,6 +15,7 @@ only moves things in and out of it:
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -71,6 +72,7 @@ class SlotService:
             store=state.store,
             owners=owners_cache(ring_config or RingConfig()),
             joined=gossip.joined,
+            boot=secrets.token_hex(8),
         )
         self._routing_seen = 0
         self._logged: tuple[str | None, int, bool] | None = None

@@ -260,3 +260,41 @@ def test_a_new_member_that_dies_right_after_joining_does_not_freeze_the_ring() -
     assert new not in ring.members
     assert verdict.settled_after is not None
     assert verdict.lost == []
+
+
+def test_an_owner_restarted_empty_does_not_release_its_slots() -> None:
+    """A and B, both owners of some slots, are cut off and declared down
+    together; A is then killed and started again with the same name (an
+    empty process, a new boot id) while B stays cut off. A holds none of
+    those slots' data: they stay held until B is back, and nothing is lost."""
+    sim = _cluster(1, 5)
+    names = sorted(sim.members)
+    a, b = names[:2]
+    owners = sim.owners(tuple(names))
+    keys = [k for k in (b"ab:%d" % i for i in range(20_000)) if set(owners[key_slot(k)]) == {a, b}][
+        :20
+    ]
+    client = SimClient(sim)
+    writes = [client.set(k, b"v1") for k in keys]
+    run_writer(sim, client, until=sim.now + 60)
+    sim.run_for(3)
+    assert all(w.acked for w in writes)
+    _cut_alone(sim, a)
+    _cut_alone(sim, b)
+    assert sim.run_until_true(
+        lambda: {a, b} <= set((sim.members[names[2]].cluster.ring or RING0).down), 60
+    )
+    sim.run_for(5)
+    sim.crash(a)
+    sim.run_for(2)
+    _heal_only(sim, a, b)
+    sim.restart(a, seed=names[2])
+    sim.run_for(30)
+    ring = sim.members[names[2]].cluster.ring
+    assert ring is not None
+    assert b in ring.members  # held: the restarted A has nothing to offer
+    sim.heal()
+    healed = sim.now
+    verdict = check(sim, client, last_change=healed, excuse_crashes=False)
+    assert verdict.lost == []
+    assert verdict.settled_after is not None

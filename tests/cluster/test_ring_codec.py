@@ -98,3 +98,21 @@ def test_the_epochs_members_went_down_in_round_trip_and_are_checked() -> None:
         down_epochs=(9, 9),
     )
     assert together.newest_copies(("b", "c")) == {"b", "c"}  # both as fresh
+
+
+def test_the_boot_ids_of_members_down_round_trip_and_are_bounded() -> None:
+    ring = Ring(
+        epoch=9,
+        term=2,
+        coordinator="a",
+        members=("a", "b", "c"),
+        down=("c", "b"),
+        down_epochs=(7, 9),
+        down_boots=("c.1", ""),
+    )
+    assert decode_ring_untrusted(encode_ring(ring)) == ring
+    assert ring.down_boot("c") == "c.1"
+    base = [ring_codec.RING, 9, 2, "a", ["a", "b", "c"], [], ["c", "b"], [7, 9]]
+    for boots in (["c.1"], ["x" * (ring_codec.MAX_BOOT + 1), ""], [1, ""]):
+        with pytest.raises(BadPacket):
+            decode_ring_untrusted(msgpack.packb([*base, boots]))
