@@ -324,7 +324,14 @@ TestWholeClusterWithCopies.settings = SETTINGS
 def test_a_cut_between_old_and_new_owner_of_a_moving_slot_loses_no_write() -> None:
     """The falsifying example, replayed: with one copy per slot, slot 7365
     moves from n0000 to n0004 while the link between them is cut for 0.5 s;
-    a write n0000 acknowledged meanwhile is not readable afterwards."""
+    a write n0000 acknowledged meanwhile is not readable afterwards.
+
+    Why: the FORWARD carrying it is lost with the cut connection; n0000 only
+    learns of the break a second later (as a real socket does), and before
+    that its barrier for the change travels on the new connection, is
+    acknowledged, and n0000 drops the slot. Forwards need a sequence number
+    the barrier states, so that the new owner acknowledges the barrier only
+    with every forward before it in hand (as DONE counts its batches)."""
     state = WholeCluster()
     state.form(seed=0, founders=3)
     for _ in range(3):
