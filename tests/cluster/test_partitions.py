@@ -187,6 +187,17 @@ def test_a_two_member_ring_does_not_halt_on_a_brief_pause() -> None:
     assert not any(halted)
 
 
+def _ring_at(sim: ClusterSimulator, name: str) -> Ring:
+    return sim.members[name].cluster.ring or RING0
+
+
+def _keys_held_by(sim: ClusterSimulator, owners: set[str], n: int = 20) -> list[bytes]:
+    """``n`` keys of slots whose owners, in the ring of every member, are ``owners``."""
+    table = sim.owners(tuple(sorted(sim.members)))
+    keys = (b"ab:%d" % i for i in range(20_000))
+    return [k for k in keys if set(table[key_slot(k)]) == owners][:n]
+
+
 def _cut_alone(sim: ClusterSimulator, name: str) -> None:
     sim.partition([name], [n for n in sim.members if n != name])
 
@@ -208,28 +219,23 @@ def test_an_owner_declared_down_first_does_not_release_its_slots_with_a_stale_co
     sim = _cluster(1, 5)
     names = sorted(sim.members)
     a, b = names[:2]
-    owners = sim.owners(tuple(names))
-    keys = [k for k in (b"ab:%d" % i for i in range(20_000)) if set(owners[key_slot(k)]) == {a, b}][
-        :20
-    ]
+    keys = _keys_held_by(sim, {a, b})
     client = SimClient(sim)
     for k in keys:
         client.set(k, b"old")
     sim.run_for(2)
     _cut_alone(sim, b)
-    assert sim.run_until_true(lambda: b in (sim.members[a].cluster.ring or RING0).down, 60, 0.01)
+    assert sim.run_until_true(lambda: b in _ring_at(sim, a).down, 60, 0.01)
     # Hold up the rebalance that would remove B (it needs every live member).
     sim.net.pause(names[4], 3.0)
     new = [client.set(k, b"new") for k in keys]
     sim.run_for(1)
     assert any(w.acked for w in new)  # by A alone: B is down
     sim.partition([a], [n for n in names if n not in (a, b)])
-    assert sim.run_until_true(
-        lambda: {a, b} <= set((sim.members[names[2]].cluster.ring or RING0).down), 60
-    )
+    assert sim.run_until_true(lambda: {a, b} <= set(_ring_at(sim, names[2]).down), 60)
     _heal_only(sim, b, a)  # B is back; A is still cut off
     sim.run_for(40)
-    assert b in (sim.members[names[2]].cluster.ring or RING0).members  # still held
+    assert b in _ring_at(sim, names[2]).members  # still held
     sim.heal()
     healed = sim.now
     verdict = check(sim, client, last_change=healed, excuse_crashes=False)
@@ -270,10 +276,7 @@ def test_an_owner_restarted_empty_does_not_release_its_slots() -> None:
     sim = _cluster(1, 5)
     names = sorted(sim.members)
     a, b = names[:2]
-    owners = sim.owners(tuple(names))
-    keys = [k for k in (b"ab:%d" % i for i in range(20_000)) if set(owners[key_slot(k)]) == {a, b}][
-        :20
-    ]
+    keys = _keys_held_by(sim, {a, b})
     client = SimClient(sim)
     writes = [client.set(k, b"v1") for k in keys]
     run_writer(sim, client, until=sim.now + 60)
@@ -281,9 +284,7 @@ def test_an_owner_restarted_empty_does_not_release_its_slots() -> None:
     assert all(w.acked for w in writes)
     _cut_alone(sim, a)
     _cut_alone(sim, b)
-    assert sim.run_until_true(
-        lambda: {a, b} <= set((sim.members[names[2]].cluster.ring or RING0).down), 60
-    )
+    assert sim.run_until_true(lambda: {a, b} <= set(_ring_at(sim, names[2]).down), 60)
     sim.run_for(5)
     sim.crash(a)
     sim.run_for(2)

@@ -73,15 +73,23 @@ def test_mutated_rings_raise_only_bad_packet(data: st.DataObject) -> None:
         pass
 
 
-def test_the_epochs_members_went_down_in_round_trip_and_are_checked() -> None:
-    ring = Ring(
+def _three(
+    down: tuple[str, ...], down_epochs: tuple[int, ...], down_boots: tuple[str, ...] = ()
+) -> Ring:
+    """Epoch 9 of a ring of a, b and c, with ``down`` and what it records."""
+    return Ring(
         epoch=9,
         term=2,
         coordinator="a",
         members=("a", "b", "c"),
-        down=("c", "b"),
-        down_epochs=(7, 9),
+        down=down,
+        down_epochs=down_epochs,
+        down_boots=down_boots,
     )
+
+
+def test_the_epochs_members_went_down_in_round_trip_and_are_checked() -> None:
+    ring = _three(down=("c", "b"), down_epochs=(7, 9))
     assert decode_ring_untrusted(encode_ring(ring)) == ring
     assert ring.newest_copies(("b", "c")) == {"b"}  # b went down after c
     assert ring.down_since("c") == 7
@@ -89,27 +97,12 @@ def test_the_epochs_members_went_down_in_round_trip_and_are_checked() -> None:
         bad = [ring_codec.RING, 9, 2, "a", ["a", "b", "c"], [], ["c", "b"], since]
         with pytest.raises(BadPacket):
             decode_ring_untrusted(msgpack.packb(bad))
-    together = Ring(
-        epoch=9,
-        term=2,
-        coordinator="a",
-        members=("a", "b", "c"),
-        down=("b", "c"),
-        down_epochs=(9, 9),
-    )
+    together = _three(down=("b", "c"), down_epochs=(9, 9))
     assert together.newest_copies(("b", "c")) == {"b", "c"}  # both as fresh
 
 
 def test_the_boot_ids_of_members_down_round_trip_and_are_bounded() -> None:
-    ring = Ring(
-        epoch=9,
-        term=2,
-        coordinator="a",
-        members=("a", "b", "c"),
-        down=("c", "b"),
-        down_epochs=(7, 9),
-        down_boots=("c.1", ""),
-    )
+    ring = _three(down=("c", "b"), down_epochs=(7, 9), down_boots=("c.1", ""))
     assert decode_ring_untrusted(encode_ring(ring)) == ring
     assert ring.down_boot("c") == "c.1"
     base = [ring_codec.RING, 9, 2, "a", ["a", "b", "c"], [], ["c", "b"], [7, 9]]
