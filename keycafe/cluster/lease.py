@@ -48,7 +48,6 @@ class Lease:
         self.down: frozenset[str] = frozenset()
         self.lease = self.period = 0.0
         self.heard: dict[str, float] = {}
-        self.sent = 0  # heartbeats sent
         self._next_send: float | None = None
         self._out: list[Outgoing] = []
         self._version = (0, 0)
@@ -95,7 +94,6 @@ class Lease:
             # a late heartbeat says nothing, and the next one is due soon.
             out = Outgoing(peer=peer, kind=frames.HEARTBEAT, body=[term, epoch], droppable=True)
             self._out.append(out)
-            self.sent += 1
 
     def frames_to_send(self) -> list[Outgoing]:
         out, self._out = self._out, []
