@@ -80,6 +80,10 @@ FRAME_BYTES: Final = 1 << 20
 VERSION_BYTES: Final = 64  # what a (key, stamp, writer) costs besides the key
 SYNC_ENTRIES: Final = 512  # entries per AE_SYNC frame, at most
 MAX_GROUPS: Final = 4096  # groups a peer's frame may hold
+# Listings of one slot a primary answers per pass and replica: more than a
+# replica's honest split of its biggest slot needs (a part per 2048 entries,
+# split again per MiB of keys).
+MAX_LISTINGS: Final = 2 * MAX_PARTS
 
 
 @attrs.define(eq=False)
@@ -155,8 +159,11 @@ class AntiEntropy:
         # Per replica, the slots this pass asked it about, and the parts it
         # answered: an answer is taken once, and only when asked (a peer
         # cannot make us list a big slot again and again).
-        self._asked: dict[str, set[int]] = {}
+        # Per replica: slot -> the parts its digest was split in; the
+        # (slot, parts, part) listings taken, and how many per slot.
+        self._asked: dict[str, dict[int, int]] = {}
         self._answered: dict[str, set[tuple[int, int, int]]] = {}
+        self._answers: dict[tuple[str, int], int] = {}
 
     def set_ring(self, version: Version, owners: Owners) -> None:
         self.version, self.owners = version, owners
@@ -181,6 +188,7 @@ class AntiEntropy:
             self._next_step = now
             self._asked.clear()
             self._answered.clear()
+            self._answers.clear()
             self.counters.passes += 1
         if self._pass and self._next_step is not None and now >= self._next_step:
             self._step()
@@ -202,7 +210,7 @@ class AntiEntropy:
             group = [slot, parts, digests(store, slot, parts)]
             for peer in o[1:]:
                 by_peer.setdefault(peer, []).append(group)
-                self._asked.setdefault(peer, set()).add(slot)
+                self._asked.setdefault(peer, {})[slot] = parts
         for peer, groups in by_peer.items():
             self._send(peer, frames.AE_DIGEST, groups)
 
@@ -301,13 +309,23 @@ class AntiEntropy:
     def _on_keys(self, peer: str, groups: list[tuple[int, int, set[int], Versions]]) -> None:
         """Primary: send the entries we hold newer, ask for those the replica does."""
         store = self.store
-        asked = self._asked.get(peer, set())
+        asked = self._asked.get(peer, {})
         answered = self._answered.setdefault(peer, set())
         for slot, parts, differ, theirs in groups:
             fresh = {p for p in differ if (slot, parts, p) not in answered}
-            if slot not in asked or not self._leads(slot, peer) or not fresh:
+            # Listings as asked (parts no coarser than our digest's), each
+            # once, and at most MAX_LISTINGS of a slot a pass: every one
+            # costs a scan of the slot, and the peer chooses how it splits.
+            taken = self._answers.get((peer, slot), 0)
+            if (
+                parts < asked.get(slot, MAX_REFINED + 1)
+                or taken >= MAX_LISTINGS
+                or not self._leads(slot, peer)
+                or not fresh
+            ):
                 self.counters.refused += 1
                 continue
+            self._answers[(peer, slot)] = taken + 1
             answered.update((slot, parts, p) for p in fresh)
             ours = versions(store, slot, parts, fresh)
             mask = parts - 1

@@ -312,7 +312,7 @@ def test_keys_listings_are_answered_only_when_asked_and_once() -> None:
     core.receive_frame(B, Frame(frames.AE_KEYS, [1, 1, [group]]), 0, WALL)
     assert core.frames_to_send(0, 100) == []  # no digest was sent: not asked
     assert core.counters.refused == 1
-    core._asked[B] = {slot}  # as a pass's digest to B does
+    core._asked[B] = {slot: 1}  # as a pass's digest to B does
     core.receive_frame(B, Frame(frames.AE_KEYS, [1, 1, [group] * 20]), 0, WALL)
     sent = core.frames_to_send(0, 100)
     assert len(sent) == 1  # the slot listed twenty times is answered once
@@ -331,3 +331,22 @@ def test_copies_that_differ_only_by_writer_are_repaired() -> None:
     assert digests(a, slot, 1) != digests(b, slot, 1)
     net.run(PERIOD + 1)
     assert get(a, b"tie") == get(b, b"tie") == b"$6\r\nfrom-c\r\n"  # C > A
+
+
+def test_a_replica_cannot_make_its_primary_scan_a_slot_without_bound() -> None:
+    """Each listing costs the primary a scan of the slot, and the replica
+    chooses the split: coarser than the digest asked is refused, and so is
+    any past MAX_LISTINGS a slot a pass."""
+    net = Net(owners_of(A, B), A, B)
+    b = net.cores[B].store
+    put(b, b"{s}k", b"v")
+    slot = key_slot(b"{s}k")
+    core = net.cores[A]
+    core._asked[B] = {slot: 4}
+    coarse = [slot, 2, [0], []]
+    core.receive_frame(B, Frame(frames.AE_KEYS, [1, 1, [coarse]]), 0, WALL)
+    assert core.counters.refused == 1
+    fine = [[slot, 1 << 12, [p], []] for p in range(antientropy.MAX_LISTINGS + 5)]
+    for i in range(0, len(fine), 1000):
+        core.receive_frame(B, Frame(frames.AE_KEYS, [1, 1, fine[i : i + 1000]]), 0, WALL)
+    assert core.counters.refused == 1 + 5
