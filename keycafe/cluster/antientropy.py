@@ -52,11 +52,15 @@ import attrs
 from keycafe.cluster import frames
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.handoff import (
+    BATCH_BYTES,
+    BATCH_ENTRIES,
+    ENTRY_OVERHEAD,
     MAX_VERSION,
     MAX_WRITER,
     Outgoing,
     Owners,
     Version,
+    batches,
     decode_entries_untrusted,
     encode_entries,
     take_frames,
@@ -74,11 +78,7 @@ MAX_PARTS: Final = 1024  # parts per slot a primary digests at most (a power of 
 # A replica splits a part further when its list of keys would not fit one
 # frame: parts of a part, as far as this (a power of two).
 MAX_REFINED: Final = 1 << 16
-# Bytes of keys (and values) per AE_KEYS / AE_SYNC frame, about: far below the
-# link's 16 MiB frame limit (frames.MAX_FRAME) whatever the sizes of the keys.
-FRAME_BYTES: Final = 1 << 20
-VERSION_BYTES: Final = 64  # what a (key, stamp, writer) costs besides the key
-SYNC_ENTRIES: Final = 512  # entries per AE_SYNC frame, at most
+# Keys (and values) per AE_KEYS / AE_SYNC frame: about BATCH_BYTES, as the hand-off's.
 MAX_GROUPS: Final = 4096  # groups a peer's frame may hold
 # Listings of one slot a primary answers per pass and replica: more than a
 # replica's honest split of its biggest slot needs (a part per 2048 entries,
@@ -270,7 +270,7 @@ class AntiEntropy:
                 continue
             self.counters.parts_differing += len(differ)
             for group, cost in self._listings(slot, parts, differ):
-                if out and size + cost > FRAME_BYTES:
+                if out and size + cost > BATCH_BYTES:
                     self._send(peer, frames.AE_KEYS, out)
                     out, size = [], 0
                 out.append(group)
@@ -290,8 +290,8 @@ class AntiEntropy:
         out: list[tuple[list[Any], int]] = []
 
         def listing(parts: int, part: int, keys: list[bytes]) -> None:
-            cost = sum(len(k) + VERSION_BYTES for k in keys)
-            if cost <= FRAME_BYTES or len(keys) < 2 or parts >= MAX_REFINED:
+            cost = sum(len(k) + ENTRY_OVERHEAD for k in keys)
+            if cost <= BATCH_BYTES or len(keys) < 2 or parts >= MAX_REFINED:
                 out.append(([slot, parts, [part], [[k, *held[k]] for k in keys]], cost))
                 return
             # Part ``part`` of ``parts`` is parts ``part`` and ``part + parts``
@@ -335,29 +335,20 @@ class AntiEntropy:
             self._send_sync(peer, slot, store.export(slot, push), want)
 
     def _send_sync(self, peer: str, slot: int, items: list[Exported], want: list[bytes]) -> None:
-        batch: list[Exported] = []
-        size = 0
-        for item in items:
-            cost = len(item.key) + len(item.value or b"") + VERSION_BYTES
-            if cost > frames.MAX_FRAME - FRAME_BYTES:
-                self.counters.too_large += 1  # larger than any frame (none is accepted)
-                continue
-            if batch and (len(batch) >= SYNC_ENTRIES or size + cost > FRAME_BYTES):
-                self._send(peer, frames.AE_SYNC, [[slot, encode_entries(batch), []]])
-                batch, size = [], 0
-            batch.append(item)
-            size += cost
-            self.counters.entries_pushed += 1
-        if batch:
+        room = frames.MAX_FRAME - BATCH_BYTES - ENTRY_OVERHEAD
+        fits = [e for e in items if len(e.key) + len(e.value or b"") <= room]
+        self.counters.too_large += len(items) - len(fits)  # larger than any frame
+        for batch in batches(fits):
             self._send(peer, frames.AE_SYNC, [[slot, encode_entries(batch), []]])
+            self.counters.entries_pushed += len(batch)
         asked: list[bytes] = []
         size = 0
         for key in want:
-            if asked and (len(asked) >= SYNC_ENTRIES or size + len(key) > FRAME_BYTES):
+            if asked and (len(asked) >= BATCH_ENTRIES or size + len(key) > BATCH_BYTES):
                 self._send(peer, frames.AE_SYNC, [[slot, [], asked]])
                 asked, size = [], 0
             asked.append(key)
-            size += len(key) + VERSION_BYTES
+            size += len(key) + ENTRY_OVERHEAD
         if asked:
             self._send(peer, frames.AE_SYNC, [[slot, [], asked]])
 

@@ -59,6 +59,7 @@ Version = tuple[int, int]  # (term, epoch) of a ring
 
 BATCH_ENTRIES: Final = 512  # entries per frame (well under the frame limit for small values)
 BATCH_BYTES: Final = 1 << 20  # ... or about this many bytes of keys and values
+ENTRY_OVERHEAD: Final = 64  # what an entry's fields besides key and value cost, at most
 ACK_TIMEOUT: Final = 10.0  # a transfer not acknowledged in this long is sent again
 RETRY_PAUSE: Final = 0.5  # seconds before sending a failed transfer again
 # A new owner answers TRYAGAIN for a slot it gained until the old owner's
@@ -233,7 +234,7 @@ def decode_entries_untrusted(raw: Any) -> list[Exported]:
     return out
 
 
-def _batches(items: Iterable[Exported]) -> Iterator[list[Exported]]:
+def batches(items: Iterable[Exported]) -> Iterator[list[Exported]]:
     batch: list[Exported] = []
     size = 0
     for item in items:
@@ -462,7 +463,7 @@ class Handoff:
             subs = self._subscribers.get(slot)
             if not subs:
                 continue
-            for batch in _batches(store.export(slot, keys)):
+            for batch in batches(store.export(slot, keys)):
                 body = [term, epoch, slot, encode_entries(batch)]
                 for dest in sorted(subs):
                     self._out.append(Outgoing(peer=dest, kind=frames.FORWARD, body=body))
@@ -721,7 +722,7 @@ class Handoff:
         store = self.store
         for slot in slots:
             keys = store.slot_keys(slot)  # a snapshot; later writes are forwarded
-            for batch in _batches(store.export(slot, keys)):
+            for batch in batches(store.export(slot, keys)):
                 yield slot, batch
 
     def _restart(self, t: _Transfer, now: float) -> None:

@@ -54,6 +54,8 @@ import attrs
 from keycafe.cluster import frames
 from keycafe.cluster.frames import Frame
 from keycafe.cluster.handoff import (
+    BATCH_BYTES,
+    ENTRY_OVERHEAD,
     MAX_VERSION,
     Outgoing,
     Owners,
@@ -71,10 +73,7 @@ RETRY_PAUSE: Final = 0.5  # seconds before refused entries are offered again
 # (the hand-off's transfers have the same guard). Applying twice is harmless.
 ACK_TIMEOUT: Final = 5.0
 FRAME_ENTRIES: Final = 512  # entries per REPL frame, at most
-# ... and about this many bytes of keys and values (one entry may pass it):
-# far below the link's frame limit (frames.MAX_FRAME) whatever the sizes.
-FRAME_BYTES: Final = 1 << 20
-ENTRY_OVERHEAD: Final = 64  # what an entry's other fields cost, at most
+# ... and about BATCH_BYTES of keys and values, as the hand-off's batches.
 # Given-up write numbers this far behind ``durable`` are forgotten.
 KEEP_ABANDONED: Final = 1 << 20
 
@@ -317,7 +316,7 @@ class Replication:
         return take_frames(self._out, limit, busy)
 
     def _send(self, peer: str, items: list[Item], now: float) -> None:
-        """REPL frames for ``items``, each within ``FRAME_BYTES`` of keys and
+        """REPL frames for ``items``, each within ``BATCH_BYTES`` of keys and
         values (plus one entry); a write rides in the frame that carries its
         key's entry, so a frame's acknowledgement settles exactly those."""
         by_slot: dict[int, dict[bytes, list[Item]]] = {}
@@ -331,7 +330,7 @@ class Replication:
             piece: list[Exported] = []
             for e in self.store.export(slot, keyed):
                 cost = len(e.key) + len(e.value or b"") + ENTRY_OVERHEAD
-                if (groups or piece) and size + cost > FRAME_BYTES:
+                if (groups or piece) and size + cost > BATCH_BYTES:
                     if piece:
                         groups.append([slot, encode_entries(piece)])
                     self._frame(peer, riders, groups, entries, now)
