@@ -179,7 +179,12 @@ def main() -> None:
         writers = [Writer(i, list(procs), stop) for i in range(args.writers)]
         for w in writers:
             w.start()
-        time.sleep(1.0)  # the load is under way
+        # The load is under way: every writer has had writes acknowledged.
+        deadline = time.monotonic() + 30
+        while not all(w.acked for w in writers):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the writers had no write acknowledged within 30 s")
+            time.sleep(0.01)
         for trial in range(1, args.trials + 1):
             ports = list(procs)
             victim = coordinator_port(ports) if trial % 4 == 0 else rng.choice(ports)
