@@ -98,6 +98,15 @@ class _Sent:
     number: int
     items: list[Item]
     sent_at: float = 0.0
+    # The lowest write number it carries (``durable`` asks at every step).
+    low: int | None = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.low = min((n for n, _, _ in self.items), default=None)
+
+    def keep(self, items: list[Item]) -> None:
+        self.items = items
+        self.__attrs_post_init__()
 
 
 class Replication:
@@ -156,7 +165,7 @@ class Replication:
                 del self._unconfirmed[peer]
         for peer, sent in self._unacked.items():
             for frame in sent:
-                frame.items = self._still_replicated(peer, frame.items)
+                frame.keep(self._still_replicated(peer, frame.items))
         self._retry = [(at, p, self._still_replicated(p, items)) for at, p, items in self._retry]
 
     def _still_replicated(self, peer: str, items: list[Item]) -> list[Item]:
@@ -267,7 +276,7 @@ class Replication:
     def _lowest_pending(self, peer: str) -> int | None:
         numbers = [n for n, _, _ in self._queued.get(peer, ())]
         numbers += [n for n, _, _ in self._held.get(peer, ())]
-        numbers += [n for sent in self._unacked.get(peer, ()) for n, _, _ in sent.items]
+        numbers += [sent.low for sent in self._unacked.get(peer, ()) if sent.low is not None]
         numbers += [n for _, p, items in self._retry if p == peer for n, _, _ in items]
         return min(numbers, default=None)
 

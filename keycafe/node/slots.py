@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Final
 
 import attrs
@@ -81,6 +81,7 @@ class SlotService:
         self._wake_sender = trio.Event()  # ... or frames to send
         self._left = trio.Event()
         self._in_flush = False
+        self._sending = False
         # Frames for a peer whose link queue is full wait here, in order, for
         # a task of that peer's own: one stuck peer (dead, not yet declared
         # so; cut off) must not hold up frames to all the others.
@@ -92,7 +93,7 @@ class SlotService:
         # a replicated one (frames to send: one round per peer for what the
         # clients wrote in this turn of the loop).
         state.store.on_dirty = self._on_dirty
-        self.durability = _Durability(self.cluster)
+        self.durability = _Durability(self.cluster, self._send_now)
         state.durability = self.durability
         gossip.after_flush = self._after_gossip
 
@@ -168,18 +169,37 @@ class SlotService:
         changed_meta = self.gossip.core.me.incarnation != incarnation
         if not self._in_flush and (changed_meta or not frame):
             self.gossip.flush()  # our metadata (readiness, leaving) goes out now
-        self.durability.notify()  # acknowledgements came, or a ring change
         self._wake_timer.set()
-        self._wake_sender.set()
+        if self._sending:
+            self.durability.notify()  # acknowledgements came, or a ring change
+            self._wake_sender.set()
+        else:
+            self._send_now()  # ... and notifies
+
+    def _send_now(self) -> None:
+        """Send what the core has to send now, in the caller's task: a
+        replica's acknowledgement goes out as its frame is read, and a
+        primary's writes as the client hub ends its cycle, each without
+        waking another task (``PeerLinks.send_nowait``). A step taken while
+        sending (a broken link found) leaves the rest to the sender task."""
+        if self._sending or self._send_some():
+            self._wake_sender.set()
 
     async def _send_frames(self) -> None:
         while True:
+            if self._send_some():
+                await trio.lowlevel.checkpoint()  # exporting is synchronous: let clients in
+                continue
+            self._wake_sender = trio.Event()
+            await self._wake_sender.wait()
+
+    def _send_some(self) -> bool:
+        """Hand up to ``SEND_CHUNK`` frames to the links; True if that many
+        went (there may be more)."""
+        self._sending = True
+        try:
             out = self.cluster.frames_to_send(trio.current_time(), SEND_CHUNK, self._overflow)
             self.durability.notify()  # writes with no replica to wait for
-            if not out:
-                self._wake_sender = trio.Event()
-                await self._wake_sender.wait()
-                continue
             for o in out:
                 addr = self.cluster.addr_of(o.peer)
                 if addr is None:
@@ -200,7 +220,9 @@ class SlotService:
                         self._nursery.start_soon(self._drain, o.peer, addr)
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
                     pass  # the link was forgotten (the peer died): dropped, as queued ones
-            await trio.lowlevel.checkpoint()  # exporting is synchronous: let clients in
+            return len(out) >= SEND_CHUNK
+        finally:
+            self._sending = False
 
     async def _drain(self, peer: str, addr: Address) -> None:
         """Send ``peer``'s waiting frames as its link takes them."""
@@ -293,8 +315,20 @@ class _Durability:
     core's to say (``Replication.released``): this only wakes their tasks.
     The slot service calls ``notify`` after anything that may advance it."""
 
-    def __init__(self, cluster: ClusterNode) -> None:
+    def __init__(self, cluster: ClusterNode, send: Callable[[], None] = lambda: None) -> None:
         self.replication = cluster.replication
+        self._send = send
+        self.on_release: Callable[[Hashable, bool], None] | None = None
+        self.timeout = DURABLE_TIMEOUT
+
+    def hold(self, token: Hashable, first: int, last: int) -> None:
+        self.replication.wait(token, first, last)
+
+    def cancel(self, token: Hashable) -> None:
+        self.replication.cancel(token)
+
+    def flush(self) -> None:
+        self._send()
 
     async def wait(self, first: int, last: int) -> bool:
         waiter = _Waiter()
@@ -310,10 +344,13 @@ class _Durability:
         return waiter.ok
 
     def notify(self) -> None:
-        for waiter, ok in self.replication.released():
-            assert isinstance(waiter, _Waiter)
-            waiter.ok = ok
-            waiter.event.set()
+        for token, ok in self.replication.released():
+            if type(token) is _Waiter:
+                token.ok = ok
+                token.event.set()
+            else:
+                assert self.on_release is not None
+                self.on_release(token, ok)
 
 
 @attrs.define(eq=False)

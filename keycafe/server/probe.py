@@ -8,7 +8,7 @@ shell answers). A state on its own, as in the command tests, has ``LoneProbe``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Protocol
 
 import attrs
@@ -65,7 +65,28 @@ class LoneProbe:
 
 class Durability(Protocol):
     """The shell's answer to "is this write on its replicas yet?" Writes to
-    replicated slots are numbered as ``Store.replicated_writes`` counts them."""
+    replicated slots are numbered as ``Store.replicated_writes`` counts them.
+
+    Two ways to wait: a task awaits ``wait``; the client hub, which has no
+    task to spare per write, ``hold``s a token and is called back through
+    ``on_release`` (set once, by the hub) with the token and the verdict."""
+
+    on_release: Callable[[Hashable, bool], None] | None
+    timeout: float  # seconds a write waits for its replicas before its client is cut off
+
+    def hold(self, token: Hashable, first: int, last: int) -> None:
+        """Call ``on_release(token, ok)`` once writes up to ``last`` are
+        durable (``ok`` as ``wait`` returns it)."""
+        ...
+
+    def cancel(self, token: Hashable) -> None:
+        """``token`` waits no more (timed out, or its connection closed)."""
+        ...
+
+    def flush(self) -> None:
+        """Send the replicas what was written so far (the hub calls this at
+        the end of each cycle that held a reply: one round for all its writes)."""
+        ...
 
     async def wait(self, first: int, last: int) -> bool:
         """Return once writes up to ``last`` are durable: True if they are,

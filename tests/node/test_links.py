@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import socket
+from functools import partial
 
 import trio
 import trio.testing
 
 from keycafe.cluster import frames
-from keycafe.cluster.frames import Frame
+from keycafe.cluster.frames import Frame, FrameDecoder
 from keycafe.node.links import PeerLinks
 from keycafe.node.node import NodeConfig, serve_node
 from keycafe.server import ServerState
@@ -176,3 +177,39 @@ async def test_a_sender_waiting_on_a_forgotten_peer_is_let_go(nursery: trio.Nurs
     a.links.forget("ghost")
     await wait_for(lambda: sent > blocked_at)  # the waiting send returned
     scope.cancel()
+
+
+async def test_frames_written_at_once_never_pass_queued_ones(nursery: trio.Nursery) -> None:
+    """``send_nowait`` writes straight into the kernel while nothing is
+    queued; once a peer stops reading, frames queue behind the half-written
+    one. When it reads again, every frame is there, whole and in order."""
+    reading = trio.Event()
+    got: list[Frame] = []
+
+    async def slow_peer(stream: trio.SocketStream) -> None:
+        await reading.wait()
+        decoder = FrameDecoder()
+        while data := await stream.receive_some(1 << 20):
+            decoder.receive_data(data)
+            while isinstance(frame := decoder.next_frame(), Frame):
+                got.append(frame)
+
+    listeners = await nursery.start(partial(trio.serve_tcp, slow_peer, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    a = PeerLinks("a", queue_frames=1000)
+    await nursery.start(a.run)
+    addr = ("127.0.0.1", port)
+    a.send_nowait("b", addr, frames.DATA, [0, b""])
+    await wait_for(lambda: a.connected("b") and a.counters.frames_sent >= 1)
+    big = b"x" * 100_000
+    for i in range(1, 200):  # ~20 MB: far more than the kernel buffers
+        a.send_nowait("b", addr, frames.DATA, [i, big])
+        if i % 20 == 0:
+            await trio.sleep(0.01)  # the link's task writes some of the queue meanwhile
+    direct = a.counters.frames_sent
+    reading.set()
+    await wait_for(lambda: len(got) == 201)
+    assert got[0] == Frame(frames.HELLO, ["a", frames.PROTOCOL_VERSION])
+    assert [f.body[0] for f in got[1:]] == list(range(200))
+    assert all(f.body[1] == big for f in got[2:])
+    assert direct >= 2  # some went straight to the kernel, the rest through the queue

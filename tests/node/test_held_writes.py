@@ -1,0 +1,188 @@
+"""Replies to replicated writes wait for the replicas, on real loopback
+sockets: the client hub holds them without a task, and its connection's
+task does the same on the portable path. The durability here is a fake the
+test releases by hand, so each verdict and its timing are the test's to say."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable, Hashable
+
+import attrs
+import pytest
+import trio
+
+from keycafe.node.server import bind_listener, serve_clients
+from keycafe.server import ServerConfig, ServerState
+from keycafe.store.engine import REPLICATED
+from keycafe.store.keyslot import SLOT_COUNT
+from tests.node.helpers import CLIENT_IO
+from tests.node.test_server import Client
+from tests.server.conftest import ME
+
+
+@attrs.define(eq=False)
+class FakeDurability:
+    """Writes are durable when the test says: ``release`` answers the holds
+    and waits registered so far, all with one verdict."""
+
+    timeout: float = math.inf
+    on_release: Callable[[Hashable, bool], None] | None = None
+    held: list[tuple[Hashable, int, int]] = attrs.Factory(list)
+    flushes: int = 0
+    _waiters: list[tuple[trio.Event, list[bool]]] = attrs.Factory(list)
+
+    def hold(self, token: Hashable, first: int, last: int) -> None:
+        self.held.append((token, first, last))
+
+    def cancel(self, token: Hashable) -> None:
+        self.held = [h for h in self.held if h[0] is not token]
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+    async def wait(self, first: int, last: int) -> bool:
+        event, verdict = trio.Event(), []
+        self._waiters.append((event, verdict))
+        await event.wait()
+        return verdict[0]
+
+    def pending(self) -> int:
+        return len(self.held) + len(self._waiters)
+
+    def release(self, ok: bool = True) -> None:
+        held, self.held = self.held, []
+        for token, _, _ in held:
+            assert self.on_release is not None
+            self.on_release(token, ok)
+        waiters, self._waiters = self._waiters, []
+        for event, verdict in waiters:
+            verdict.append(ok)
+            event.set()
+
+
+@attrs.define
+class Served:
+    state: ServerState
+    durability: FakeDurability
+    port: int
+    clients: list[Client] = attrs.Factory(list)
+
+    async def client(self) -> Client:
+        self.clients.append(Client(await trio.open_tcp_stream("127.0.0.1", self.port)))
+        return self.clients[-1]
+
+
+@pytest.fixture(params=CLIENT_IO)
+async def served(nursery: trio.Nursery, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    """A node's client side whose every slot replicates (each write waits)."""
+    state = ServerState.create(ServerConfig(me=ME), 1_700_000_000_000)
+    state.store.set_watch(REPLICATED, range(SLOT_COUNT))
+    durability = FakeDurability()
+    state.durability = durability
+    listener = bind_listener("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    await nursery.start(
+        lambda task_status: serve_clients(
+            state, listener, portable=request.param == "portable", task_status=task_status
+        )
+    )
+    served = Served(state, durability, port)
+    yield served
+    for client in served.clients:
+        await client.stream.aclose()
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    with trio.fail_after(10):
+        while not predicate():  # noqa: ASYNC110 - polling observable state with a deadline
+            await trio.sleep(0.005)
+
+
+async def nothing_within(client: Client, seconds: float) -> bool:
+    """True if no byte comes from the server for ``seconds``."""
+    with trio.move_on_after(seconds):
+        data = await client.stream.receive_some(65536)
+        client.reader.feed(data)
+        return False
+    return True
+
+
+async def test_a_write_is_answered_only_once_durable_and_others_are_served_meanwhile(
+    served: Served,
+) -> None:
+    writer, reader = await served.client(), await served.client()
+    await writer.stream.send_all(b"SET k v\r\n")
+    await until(lambda: served.durability.pending() == 1)
+    assert await nothing_within(writer, 0.2)
+    assert await reader.call("PING") == b"PONG"  # the node is not stuck meanwhile
+    served.durability.release()
+    assert await writer.replies(1) == [b"OK"]
+    assert await writer.call("GET", "k") == b"v"  # and the connection reads again
+
+
+class HubSteps(trio.abc.Instrument):
+    """Counts the client hub's turns in trio's scheduler."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("ClientHub.run"):
+            self.steps += 1
+
+
+async def test_requests_sent_while_a_reply_is_held_are_answered_after_it_in_order(
+    served: Served,
+) -> None:
+    client = await served.client()
+    await client.stream.send_all(b"SET k 1\r\n")
+    await until(lambda: served.durability.pending() == 1)
+    # Readable while held: nothing more is read (nor answered) until released,
+    # and the hub does not spin on the readable socket meanwhile.
+    hub = HubSteps()
+    trio.lowlevel.add_instrument(hub)
+    await client.stream.send_all(b"INCR k\r\nGET k\r\n")
+    assert await nothing_within(client, 0.2)
+    trio.lowlevel.remove_instrument(hub)
+    assert hub.steps < 20
+    assert served.state.store.replicated_writes == 1
+    served.durability.release()
+    assert await client.replies(1) == [b"OK"]
+    await until(lambda: served.durability.pending() == 1)  # the INCR's turn
+    served.durability.release()
+    assert await client.replies(2) == [2, b"2"]
+
+
+async def test_one_round_of_flushes_per_hub_cycle(served: Served) -> None:
+    if not served.durability.on_release:
+        pytest.skip("the portable path has no hub")
+    clients = [await served.client() for _ in range(5)]
+    for i, c in enumerate(clients):
+        await c.stream.send_all(b"SET k%d v\r\n" % i)
+    await until(lambda: served.durability.pending() == 5)
+    assert 1 <= served.durability.flushes <= 5  # a cycle that held flushes once
+    served.durability.release()
+    for c in clients:
+        assert await c.replies(1) == [b"OK"]
+
+
+async def test_a_write_given_up_is_never_answered_ok(served: Served) -> None:
+    client = await served.client()
+    await client.stream.send_all(b"SET k v\r\nGET k\r\n")
+    await until(lambda: served.durability.pending() == 1)
+    served.durability.release(ok=False)
+    assert await client.closed_by_server()
+    assert client.reader.gets() is False  # not one reply
+
+
+async def test_a_write_held_past_the_timeout_closes_its_connection(served: Served) -> None:
+    served.durability.timeout = 0.5
+    if not served.durability.on_release:
+        pytest.skip("the portable path's task times out in _Durability.wait")
+    client = await served.client()
+    await client.stream.send_all(b"SET k v\r\n")
+    await until(lambda: served.durability.pending() == 1)
+    assert await client.closed_by_server()  # within the hub's one-second sweep
+    assert client.reader.gets() is False
+    assert served.durability.held == []  # and the hold was withdrawn
