@@ -275,13 +275,15 @@ class Cluster:
         return sum(cpu_seconds(p.pid) for p in self.procs)
 
 
-def start_keycafe(ports: list[int], procs: list[subprocess.Popen[bytes]]) -> None:
+def start_keycafe(
+    ports: list[int], procs: list[subprocess.Popen[bytes]], replicas: int = 0
+) -> None:
     """keycafe nodes on ``ports`` (cluster ports + 10000), joined through the
     first; each is added to ``procs`` as it starts, for the caller to stop."""
     for i, port in enumerate(ports):
         args = [sys.executable, "-m", "keycafe", "--port", str(port), "--log-level", "error"]
-        # Like for like with the Redis Cluster made with --cluster-replicas 0.
-        args += ["--replicas", "0"]
+        # Like for like with the Redis Cluster made with --cluster-replicas N.
+        args += ["--replicas", str(replicas)]
         if i:
             args += ["--seed", f"127.0.0.1:{ports[0] + 10000}"]
         procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
@@ -297,10 +299,12 @@ def wait_keycafe_ring(ports: list[int], limit: float = 60) -> None:
 
 
 @contextmanager
-def clusters() -> Iterator[tuple[Cluster, Cluster]]:
-    """A 3-master Redis Cluster and a 3-node keycafe cluster."""
+def clusters(replicas: int = 0) -> Iterator[tuple[Cluster, Cluster]]:
+    """A 3-master Redis Cluster and a 3-node keycafe cluster; with ``replicas``,
+    Redis gets that many replica servers per master and keycafe keeps that many
+    copies of each slot besides the primary's, on the same three nodes."""
     workdir = Path(tempfile.mkdtemp(prefix="keycafe-bench-"))
-    rports = [free_port_pair() for _ in range(CLUSTER_NODES)]
+    rports = [free_port_pair() for _ in range(CLUSTER_NODES * (1 + replicas))]
     kports = [free_port_pair() for _ in range(CLUSTER_NODES)]
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -316,25 +320,28 @@ def clusters() -> Iterator[tuple[Cluster, Cluster]]:
                     stdout=subprocess.DEVNULL,
                 )
             )
-        start_keycafe(kports, procs)
+        start_keycafe(kports, procs, replicas)
         for port in rports:
             wait_for(port)
         subprocess.run(
             ["redis-cli", "--cluster", "create"]
             + [f"127.0.0.1:{p}" for p in rports]
-            + ["--cluster-replicas", "0", "--cluster-yes"],
+            + ["--cluster-replicas", str(replicas), "--cluster-yes"],
             capture_output=True,
             check=True,
         )
         deadline = time.monotonic() + 60
-        while not all(cluster_info(p)["cluster_state"] == "ok" for p in rports):
+        while not all(
+            cluster_info(p)["cluster_state"] == "ok" and replicas_linked(p, replicas)
+            for p in rports
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError("the Redis Cluster did not form")
             time.sleep(0.1)
         wait_keycafe_ring(kports)
         yield (
-            Cluster("redis", rports, procs[:CLUSTER_NODES]),
-            Cluster("keycafe", kports, procs[CLUSTER_NODES:]),
+            Cluster("redis", rports, procs[: len(rports)]),
+            Cluster("keycafe", kports, procs[len(rports) :]),
         )
     finally:
         stop(procs)  # a second signal makes keycafe skip the hand-over
@@ -360,9 +367,94 @@ def cluster_benchmark(
     return float(row.split(",")[1].strip('"')), cpu / n * 1e6
 
 
-def cluster_throughput(reps: int, scale: float) -> list[dict[str, object]]:
-    with clusters() as pair:
-        return compare(pair, CLUSTER_LOADS, reps, scale, cluster_benchmark, prefix="cluster ")
+def replicas_linked(port: int, replicas: int) -> bool:
+    """A Redis master has its replicas online (a replica, its master link up)."""
+    info = cli(port, "INFO", "replication")
+    if "role:master" in info:
+        return f"connected_slaves:{replicas}" in info
+    return "master_link_status:up" in info
+
+
+def cluster_throughput(reps: int, scale: float, replicas: int = 0) -> list[dict[str, object]]:
+    prefix = f"cluster, {replicas} replica{'s' * (replicas != 1)} "
+    with clusters(replicas) as pair:
+        return compare(pair, CLUSTER_LOADS, reps, scale, cluster_benchmark, prefix=prefix)
+
+
+def cluster_memory(keys: int, replicas: int) -> dict[str, float]:
+    """Memory per key of each cluster holding ``keys`` keys with ``replicas``
+    copies besides the primary's, every copy counted: the growth summed over
+    all server processes (Redis: used_memory and RSS; keycafe: RSS). Keys
+    are loaded with redis-cli --pipe into each slot's primary."""
+    with clusters(replicas) as (redis, keycafe):
+        out: dict[str, float] = {}
+        for cluster in (redis, keycafe):
+            servers = [
+                Server(cluster.name, p, proc)
+                for p, proc in zip(cluster.ports, cluster.procs, strict=True)
+            ]
+            base_mem = [s.memory() for s in servers]
+            base_rss = [rss_bytes(s.proc.pid) for s in servers]
+            for port, stream in _streams_by_primary(cluster.ports[0], keys).items():
+                subprocess.run(
+                    ["redis-cli", "-p", str(port), "--pipe"],
+                    input=stream,
+                    capture_output=True,
+                    check=True,
+                )
+            deadline = time.monotonic() + 120
+            while _copies(cluster) < keys * (1 + replicas):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{cluster.name} did not make every copy")
+                time.sleep(0.5)
+            grown = [s.memory() - b for s, b in zip(servers, base_mem, strict=True)]
+            grown_rss = [rss_bytes(s.proc.pid) - b for s, b in zip(servers, base_rss, strict=True)]
+            out[f"{cluster.name}_per_key"] = sum(grown) / keys
+            out[f"{cluster.name}_rss_per_key"] = sum(grown_rss) / keys
+        out["ratio"] = out["keycafe_per_key"] / out["redis_per_key"]
+        return out
+
+
+def _copies(cluster: Cluster) -> int:
+    """Keys held over all servers: primaries' and replicas' copies."""
+    if cluster.name == "redis":
+        return sum(int(cli(p, "DBSIZE")) for p in cluster.ports)
+    total = 0
+    for port in cluster.ports:  # keycafe's INFO keyspace counts every copy a node holds
+        found = re.search(r"db0:keys=(\d+)", cli(port, "INFO", "keyspace"))
+        total += int(found.group(1)) if found else 0
+    return total
+
+
+def _streams_by_primary(seed: int, keys: int) -> dict[int, bytes]:
+    """The memory test's SETs as one RESP stream per slot primary's port."""
+    from keycafe.store.keyslot import key_slot
+
+    primary = [0] * 16384
+    for row in _cluster_slots(seed):
+        for slot in range(row[0], row[1] + 1):
+            primary[slot] = row[2]
+    parts: dict[int, list[bytes]] = {}
+    for i in range(keys):
+        key = b"k:%014d" % i
+        parts.setdefault(primary[key_slot(key)], []).append(
+            b"*3\r\n$3\r\nSET\r\n$16\r\n%s\r\n$32\r\n%032d\r\n" % (key, i)
+        )
+    return {port: b"".join(p) for port, p in parts.items()}
+
+
+def _cluster_slots(port: int) -> list[tuple[int, int, int]]:
+    """(first slot, last slot, primary's port) rows of CLUSTER SLOTS."""
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), "--csv", "CLUSTER", "SLOTS"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = []
+    for match in re.finditer(r'\[(\d+),(\d+),\["127\.0\.0\.1",(\d+)', out):
+        rows.append((int(match.group(1)), int(match.group(2)), int(match.group(3))))
+    return rows
 
 
 def load_file(keys: int) -> Path:
@@ -525,33 +617,114 @@ def report(
     return "\n".join(lines)
 
 
+REPLICAS_BEGIN, REPLICAS_END = "<!-- replicas-bench -->", "<!-- /replicas-bench -->"
+
+
+def replicated_section(
+    plain: list[dict[str, object]],
+    copied: list[dict[str, object]],
+    mem: dict[str, float],
+    reps: int,
+    cmd: str,
+) -> str:
+    """The replicated comparison: both clusters with one replica per slot."""
+    base = {(r["load"], r["test"]): r for r in plain}
+    lines = [
+        REPLICAS_BEGIN,
+        f"## With one replica: keycafe `--replicas 1` vs a {CLUSTER_NODES}-master Redis "
+        "Cluster with one replica each",
+        "",
+        f"Measured {datetime.date.today()} on {machine()}, with `{cmd}` "
+        f"(medians of {reps} runs, the clusters taking turns). Redis Cluster made with "
+        f"`--cluster-replicas 1` ({CLUSTER_NODES * 2} servers); keycafe's "
+        f"{CLUSTER_NODES} nodes keep each slot on its primary and on the next node of the "
+        "ring. The two replicate differently: Redis answers a write before its replica "
+        "has it (asynchronous; `WAIT` asks for more), keycafe only once every in-sync "
+        "replica has applied it (docs/consistency.md), so a keycafe SET costs a round "
+        "trip between nodes that a Redis SET does not. CPU per op adds up every server "
+        "process of each cluster.",
+        "",
+        "| load | test | Redis Cluster ops/s | keycafe ops/s | keycafe / Redis "
+        "| Redis CPU µs/op | keycafe CPU µs/op | CPU ratio | ratio with 0 replicas |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row, text in zip(copied, table_rows(copied), strict=True):
+        other = base.get((row["load"], row["test"]))
+        lines.append(text + (f" {float(other['ops_ratio']):.2f}× |" if other else " |"))  # type: ignore[arg-type]
+    lines += [
+        "",
+        f"Memory per key with every copy counted (1 replica, {mem['keys']:,.0f} keys of "
+        "16 bytes, 32-byte values, growth summed over all server processes):",
+        "",
+        "| Redis used_memory | Redis RSS | keycafe RSS | keycafe / Redis |",
+        "|---:|---:|---:|---:|",
+        f"| {mem['redis_per_key']:.1f} B | {mem['redis_rss_per_key']:.1f} B "
+        f"| {mem['keycafe_rss_per_key']:.1f} B | **{mem['ratio']:.2f}×** |",
+        REPLICAS_END,
+    ]
+    return "\n".join(lines)
+
+
+def splice(text: str, old: str, begin: str, end: str) -> str:
+    """``text`` with ``old``'s section between ``begin`` and ``end`` appended, if it has one."""
+    if begin in old and end in old:
+        return text.rstrip("\n") + "\n\n" + old[old.index(begin) : old.index(end) + len(end)] + "\n"
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--quick", action="store_true", help="a tenth of the requests")
+    parser.add_argument(
+        "--replicas-only",
+        action="store_true",
+        help="only the clusters with and without one replica (rewrites that section)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "docs/benchmarks.md")
     args = parser.parse_args()
     ensure_tools()
     scale = 0.1 if args.quick else 1.0
+    cmd = (
+        "python bench/server.py"
+        + (" --quick" if args.quick else "")
+        + (f" --reps {args.reps}" if args.reps != 3 else "")
+        + (" --replicas-only" if args.replicas_only else "")
+    )
+    old = args.output.read_text() if args.output.exists() else ""
+    mem_keys = max(100_000, int(MEMORY_KEYS * scale))
+    if args.replicas_only:
+        plain = cluster_throughput(args.reps, scale, replicas=0)
+        copied = cluster_throughput(args.reps, scale, replicas=1)
+        mem1 = {**cluster_memory(mem_keys, 1), "keys": mem_keys}
+        section = replicated_section(plain, copied, mem1, args.reps, cmd)
+        if REPLICAS_BEGIN in old and REPLICAS_END in old:
+            start, stop_at = old.index(REPLICAS_BEGIN), old.index(REPLICAS_END) + len(REPLICAS_END)
+            text = old[:start] + section + old[stop_at:]
+        else:
+            text = old.rstrip("\n") + "\n\n" + section + "\n"
+        args.output.write_text(text)
+        print(section)
+        return
     rows = throughput(args.reps, scale)
     floor_rows = trio_floor(args.reps, scale)
     cluster_rows = cluster_throughput(args.reps, scale)
+    copied_rows = cluster_throughput(args.reps, scale, replicas=1)
     mem = memory(MEMORY_KEYS)
     print(
         f"memory per key: redis {mem['redis_per_key']:.1f} B, "
         f"keycafe {mem['keycafe_per_key']:.1f} B, x{mem['ratio']:.2f}"
     )
-    cmd = (
-        "python bench/server.py"
-        + (" --quick" if args.quick else "")
-        + (f" --reps {args.reps}" if args.reps != 3 else "")
-    )
+    mem1 = {**cluster_memory(mem_keys, 1), "keys": mem_keys}
     text = report(rows, floor_rows, cluster_rows, mem, args.reps, cmd)
+    text = (
+        text.rstrip("\n")
+        + "\n\n"
+        + replicated_section(cluster_rows, copied_rows, mem1, args.reps, cmd)
+        + "\n"
+    )
     # Keep the client benchmark's section (bench/client.py writes it).
-    old = args.output.read_text() if args.output.exists() else ""
-    begin, end = "<!-- client-bench -->", "<!-- /client-bench -->"
-    if begin in old and end in old:
-        text = text.rstrip("\n") + "\n\n" + old[old.index(begin) : old.index(end) + len(end)] + "\n"
+    text = splice(text, old, "<!-- client-bench -->", "<!-- /client-bench -->")
     args.output.write_text(text)
     print()
     print(text)
