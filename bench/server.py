@@ -244,11 +244,16 @@ CLUSTER_LOADS = [
 CLUSTER_NODES = 3
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port_pair() -> int:
-    """A port P with P and P + 10000 free (Redis Cluster's bus, keycafe's gossip)."""
+    """A port P with P and P + 10000 free (Redis Cluster's bus, keycafe's
+    gossip), and neither handed out before in this run: ports are picked
+    before any server binds them, so the kernel may offer one twice."""
     while True:
         port = free_port()
-        if port + 10000 > 65535:
+        if port + 10000 > 65535 or {port, port + 10000} & _HANDED_OUT:
             continue
         try:
             with socket.socket() as s:
@@ -257,6 +262,7 @@ def free_port_pair() -> int:
                 s.bind(("127.0.0.1", port + 10000))
         except OSError:
             continue
+        _HANDED_OUT.update((port, port + 10000))
         return port
 
 
@@ -445,16 +451,14 @@ def _streams_by_primary(seed: int, keys: int) -> dict[int, bytes]:
 
 def _cluster_slots(port: int) -> list[tuple[int, int, int]]:
     """(first slot, last slot, primary's port) rows of CLUSTER SLOTS."""
-    out = subprocess.run(
-        ["redis-cli", "-p", str(port), "--csv", "CLUSTER", "SLOTS"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rows = []
-    for match in re.finditer(r'\[(\d+),(\d+),\["127\.0\.0\.1",(\d+)', out):
-        rows.append((int(match.group(1)), int(match.group(2)), int(match.group(3))))
-    return rows
+    import redis
+
+    client = redis.Redis(port=port)
+    try:
+        rows = client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+    return [(int(row[0]), int(row[1]), int(row[2][1])) for row in rows]
 
 
 def load_file(keys: int) -> Path:
