@@ -52,14 +52,18 @@ class LinkCounters:
 class _Link:
     peer: str
     addr: Address
-    send: trio.MemorySendChannel[bytes]
-    receive: trio.MemoryReceiveChannel[bytes]
+    # Frames to write, each with the number of the connection it must go out
+    # on: 0 for any, or the one a frame half written straight away began on.
+    send: trio.MemorySendChannel[tuple[int, bytes]]
+    receive: trio.MemoryReceiveChannel[tuple[int, bytes]]
     connected: bool = False
     established: bool = False  # connected at least once in the current attempt
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    # The connected socket, and the frames put in ``send`` and not yet all
-    # written: while none are, a frame may be written at once (``send_nowait``).
+    # The connected socket and its number, and the frames put in ``send`` and
+    # not yet all written: while none are, a frame may be written at once
+    # (``send_nowait``).
     sock: socket.socket | None = None
+    connection: int = 0
     unwritten: int = 0
 
 
@@ -77,6 +81,9 @@ class PeerLinks:
         # Told the peer's id when an outgoing link fails: frames written to it
         # may be lost (delivery is at most once), so the sender can repeat them.
         self.on_broken: OnBroken | None = None
+        # Called once the frames of one read are all given to ``on_frame``:
+        # what they call for (acknowledgements) goes out once per read.
+        self.after_frames: Callable[[], None] | None = None
         self.queue_frames = queue_frames
         self.backoff = backoff
         self.counters = LinkCounters()
@@ -97,7 +104,7 @@ class PeerLinks:
         link = self._links.get(peer)
         if link is None:
             assert self._nursery is not None, "PeerLinks.run is not running"
-            send, receive = trio.open_memory_channel[bytes](self.queue_frames)
+            send, receive = trio.open_memory_channel[tuple[int, bytes]](self.queue_frames)
             link = _Link(peer=peer, addr=addr, send=send, receive=receive)
             self._links[peer] = link
             self._nursery.start_soon(self._run_link, link)
@@ -120,7 +127,7 @@ class PeerLinks:
         others queued there, not raised into the sender."""
         link = self._link(peer, addr)
         try:
-            await link.send.send(frames.encode_frame(kind, body))
+            await link.send.send((0, frames.encode_frame(kind, body)))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return
         link.unwritten += 1
@@ -133,10 +140,11 @@ class PeerLinks:
         the kernel, in this task: replication's round trips would otherwise
         wake the link's task on both sides for every frame, which cost more
         than the frames themselves. What the kernel does not take is queued
-        first, for the link's task to finish."""
+        first, for the link's task to finish on the same connection."""
         link = self._link(peer, addr)
         data = frames.encode_frame(kind, body)
         sock = link.sock
+        on = 0
         if sock is not None and not link.unwritten:
             try:
                 sent = sock.send(data)
@@ -145,8 +153,11 @@ class PeerLinks:
             if sent == len(data):
                 self.counters.frames_sent += 1
                 return
-            data = data[sent:]
-        link.send.send_nowait(data)
+            if sent:
+                # The rest belongs after its head: on another connection it
+                # would be read as a frame header (the frame is lost instead).
+                data, on = data[sent:], link.connection
+        link.send.send_nowait((on, data))
         link.unwritten += 1
 
     # -- outgoing ----------------------------------------------------------------------
@@ -174,23 +185,29 @@ class PeerLinks:
             delay = min(delay * 2, self.backoff[1])
 
     async def _connect_and_pump(self, link: _Link) -> None:
-        host, port = link.addr
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        with trio.fail_after(CONNECT_TIMEOUT):
+            family, _, _, _, sockaddr = (
+                await trio.socket.getaddrinfo(*link.addr, type=socket.SOCK_STREAM)
+            )[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
         # trio wraps this very socket (no copy): ``send_nowait`` writes to it.
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         try:
             with trio.fail_after(CONNECT_TIMEOUT):
-                await stream.socket.connect((host, port))
+                await stream.socket.connect(sockaddr)
                 await stream.send_all(
                     frames.encode_frame(frames.HELLO, [self.node_id, frames.PROTOCOL_VERSION])
                 )
             async with trio.open_nursery() as nursery:
                 link.connected = link.established = True
                 self.counters.connects += 1
-                nursery.start_soon(self._read_replies, link.peer, stream, nursery.cancel_scope)
+                link.connection += 1
+                nursery.start_soon(self._read_replies, link, stream, nursery.cancel_scope)
                 link.sock = sock
-                async for data in link.receive:
+                async for on, data in link.receive:
                     link.unwritten -= 1  # written below, or lost with the link
+                    if on and on != link.connection:
+                        continue  # the rest of a frame begun on a connection now gone
                     link.sock = None  # ... and until then, nothing may pass it
                     with trio.fail_after(WRITE_TIMEOUT):
                         await stream.send_all(data)
@@ -202,12 +219,13 @@ class PeerLinks:
             await stream.aclose()
 
     async def _read_replies(
-        self, peer: str, stream: trio.SocketStream, scope: trio.CancelScope
+        self, link: _Link, stream: trio.SocketStream, scope: trio.CancelScope
     ) -> None:
         """Frames the peer sends back on our connection; its end ends the link."""
         try:
-            await self._read_frames(peer, stream, FrameDecoder())
+            await self._read_frames(link.peer, stream, FrameDecoder())
         finally:
+            link.sock = None  # nothing more straight in: the connection is ending
             scope.cancel()  # the link task reconnects
 
     # -- incoming ----------------------------------------------------------------------
@@ -241,3 +259,5 @@ class PeerLinks:
                         await stream.send_all(frames.encode_frame(frames.PONG, frame.body))
                 elif self.on_frame is not None:
                     self.on_frame(peer, frame)
+            if self.after_frames is not None:
+                self.after_frames()

@@ -72,6 +72,7 @@ BACKLOG: Final = 511
 MAXCLIENTS_REPLY: Final = b"-ERR max number of clients reached\r\n"
 # Readable sockets the hub serves per cycle before it yields to other tasks.
 HUB_EVENTS: Final = 256
+_GONE: Final = select.EPOLLHUP | select.EPOLLERR if hasattr(select, "EPOLLHUP") else 0
 _NO_REQUESTS: Final[list[Request]] = []
 
 
@@ -322,7 +323,6 @@ class ClientHub:
         self._conns: dict[int, Connection] = {}
         self._last_sweep_ms = 0
         self._holding = 0  # connections waiting for their writes to be durable
-        self._holds = 0  # ... and how many times one began to
         if state.durability is not None:
             state.durability.on_release = self._released
 
@@ -378,12 +378,19 @@ class ClientHub:
                 await trio.lowlevel.wait_readable(epoll.fileno())
             now = state.now_ms = _now_ms()
             conns = self._conns
-            holds = self._holds
-            for fd, _ in epoll.poll(0, HUB_EVENTS):
+            durability = state.durability
+            if durability is not None:
+                durability.batching = True
+            for fd, events in epoll.poll(0, HUB_EVENTS):
                 conn = conns.get(fd)
                 if conn is None or not conn.in_hub:
                     continue
                 if conn.holding:
+                    if events & _GONE:
+                        # Reset or hung up: nobody to answer. epoll reports
+                        # these even unwatched, so it would come back each cycle.
+                        self._give_up(conn, "closed by the client")
+                        continue
                     # Level-triggered: readable again while its replies wait.
                     # It is read once they are out; until then, unwatched.
                     epoll.modify(fd, 0)
@@ -394,8 +401,9 @@ class ClientHub:
                     self._hold(conn, now)
                 elif wake is not None:
                     self._hand_over(conn, wake)
-            if self._holds != holds and state.durability is not None:
-                state.durability.flush()
+            if durability is not None:
+                durability.batching = False
+                durability.flush()  # one round for this cycle's writes
             if (timeout or self._holding) and now - self._last_sweep_ms >= 1000:
                 self._sweep(now, timeout * 1000)
 
@@ -410,9 +418,9 @@ class ClientHub:
                 continue
             if conn.holding:
                 if now - conn.held_ms >= held_ms:
-                    assert durability is not None
-                    durability.cancel(conn)
-                    self._released(conn, False)
+                    self._give_up(
+                        conn, "a write was not confirmed by its replicas (given up or timed out)"
+                    )
             elif idle_ms and now - conn.last_active_ms >= idle_ms:
                 conn.close_reason = f"idle for {idle_ms // 1000}s"
                 self._hand_over(conn, _Wake.CLOSE)
@@ -429,7 +437,6 @@ class ClientHub:
         conn.holding = True
         conn.held_ms = now
         self._holding += 1
-        self._holds += 1
         first, last = conn.durable_first, conn.durable_last
         conn.durable_first = conn.durable_last = 0
         durability.hold(conn, first, last)
@@ -437,6 +444,14 @@ class ClientHub:
     def _unhold(self, conn: Connection) -> None:
         conn.holding = False
         self._holding -= 1
+
+    def _give_up(self, conn: Connection, reason: str) -> None:
+        """Close a held connection without its replies."""
+        self._unhold(conn)
+        assert self.state.durability is not None
+        self.state.durability.cancel(conn)
+        conn.close_reason = reason
+        self._hand_over(conn, _Wake.CLOSE)
 
     def _released(self, token: Hashable, ok: bool) -> None:
         """The writes ``token`` (a held connection) waited for are durable
@@ -461,6 +476,7 @@ class ClientHub:
             self._hand_over(conn, _Wake.CLOSE)
             return
         self.state.counters.net_output_bytes += sent
+        conn.last_active_ms = _now_ms()  # its wait was not idleness
         if sent < len(payload) or conn.requests:
             # The rest of the output, or of the batch, is the task's to finish.
             conn.pending = payload[sent:]

@@ -89,11 +89,13 @@ class SlotService:
         self._nursery: trio.Nursery | None = None
         links.on_frame = self._on_frame
         links.on_broken = self._on_broken
+        links.after_frames = self._send_now
         # A write to a moving slot (the core has a forward deadline now) or to
         # a replicated one (frames to send: one round per peer for what the
         # clients wrote in this turn of the loop).
         state.store.on_dirty = self._on_dirty
-        self.durability = _Durability(self.cluster, self._send_now)
+        self._flush_due = False  # written during a hub cycle: ``_flush_batch`` sends
+        self.durability = _Durability(self.cluster, self._flush_batch)
         state.durability = self.durability
         gossip.after_flush = self._after_gossip
 
@@ -129,7 +131,15 @@ class SlotService:
 
     def _on_dirty(self) -> None:
         self._wake_timer.set()
-        self._wake_sender.set()
+        if self.durability.batching:
+            self._flush_due = True  # the client hub flushes when its cycle ends
+        else:
+            self._wake_sender.set()
+
+    def _flush_batch(self) -> None:
+        if self._flush_due:
+            self._flush_due = False
+            self._send_now()
 
     def _on_broken(self, peer: str) -> None:
         self._step(lambda now: self.cluster.link_broken(peer, now))
@@ -170,6 +180,8 @@ class SlotService:
         if not self._in_flush and (changed_meta or not frame):
             self.gossip.flush()  # our metadata (readiness, leaving) goes out now
         self._wake_timer.set()
+        if frame:
+            return  # the links send (and notify) once per read: ``after_frames``
         if self._sending:
             self.durability.notify()  # acknowledgements came, or a ring change
             self._wake_sender.set()
@@ -320,6 +332,7 @@ class _Durability:
         self._send = send
         self.on_release: Callable[[Hashable, bool], None] | None = None
         self.timeout = DURABLE_TIMEOUT
+        self.batching = False
 
     def hold(self, token: Hashable, first: int, last: int) -> None:
         self.replication.wait(token, first, last)

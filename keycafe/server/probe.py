@@ -73,6 +73,9 @@ class Durability(Protocol):
 
     on_release: Callable[[Hashable, bool], None] | None
     timeout: float  # seconds a write waits for its replicas before its client is cut off
+    # Set by the client hub during a cycle: it calls ``flush`` when the cycle
+    # ends, so a write meanwhile need not wake anyone to send it.
+    batching: bool
 
     def hold(self, token: Hashable, first: int, last: int) -> None:
         """Call ``on_release(token, ok)`` once writes up to ``last`` are
@@ -84,8 +87,8 @@ class Durability(Protocol):
         ...
 
     def flush(self) -> None:
-        """Send the replicas what was written so far (the hub calls this at
-        the end of each cycle that held a reply: one round for all its writes)."""
+        """Send the replicas what was written while ``batching`` (the hub
+        calls this at the end of each cycle: one round for all its writes)."""
         ...
 
     async def wait(self, first: int, last: int) -> bool:

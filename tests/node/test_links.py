@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import socket
 from functools import partial
+from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -213,3 +215,59 @@ async def test_frames_written_at_once_never_pass_queued_ones(nursery: trio.Nurse
     assert [f.body[0] for f in got[1:]] == list(range(200))
     assert all(f.body[1] == big for f in got[2:])
     assert direct >= 2  # some went straight to the kernel, the rest through the queue
+
+
+async def test_a_frame_begun_on_a_connection_that_ended_is_not_finished_on_the_next(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer ends a link; before the link's task has noticed, another task
+    sends a frame too big for the kernel's buffer. Its tail must not open the
+    next connection: the peer would read it as a frame header."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.setblocking(False)
+
+    async def accept() -> socket.socket:
+        while True:
+            await trio.lowlevel.wait_readable(listener)
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                continue
+            conn.setblocking(False)
+            return conn
+
+    a = PeerLinks("a", queue_frames=1000)
+    await nursery.start(a.run)
+    addr = ("127.0.0.1", listener.getsockname()[1])
+    sent_late = trio.Event()
+    read_replies = PeerLinks._read_replies
+
+    async def reader_then_a_late_frame(self: PeerLinks, *args: Any) -> None:
+        try:
+            await read_replies(self, *args)
+        finally:
+            if not sent_late.is_set():  # as a hub flush or an acknowledgement would
+                self.send_nowait("b", addr, frames.DATA, [1, b"x" * 4_000_000])
+                sent_late.set()
+
+    monkeypatch.setattr(PeerLinks, "_read_replies", reader_then_a_late_frame)
+    a.send_nowait("b", addr, frames.DATA, [0, b""])
+    first = await accept()
+    await wait_for(lambda: a.connected("b") and a.counters.frames_sent >= 1)
+    first.shutdown(socket.SHUT_WR)  # the peer ends the link
+    await sent_late.wait()
+    second = await accept()
+    a.send_nowait("b", addr, frames.DATA, [2, b""])
+    decoder, got = FrameDecoder(), []
+    with trio.fail_after(10):
+        while not got or got[-1].body[0] != 2:
+            await trio.lowlevel.wait_readable(second)
+            decoder.receive_data(second.recv(1 << 20))
+            while isinstance(frame := decoder.next_frame(), Frame):  # BadPacket if a tail came
+                got.append(frame)
+    assert got[0].kind == frames.HELLO
+    assert [f.body[0] for f in got[1:]] in ([2], [1, 2])  # the late frame whole, or not at all
+    for s in (first, second, listener):
+        s.close()
