@@ -51,8 +51,10 @@ AE_SYNC: Final = 13  # [term, epoch, [[slot, [entry, ...], [key wanted, ...]], .
 # one is sent when there is nothing else.
 HEARTBEAT: Final = 14  # [term, epoch]
 
-# 2: hand-off frames carry the proposal's (term, epoch).
-PROTOCOL_VERSION: Final = 2
+# 2: hand-off frames carry the proposal's (term, epoch). 3: FORWARD names its
+# generation, DONE states a generation and how many of its forwards went
+# before it, ACK whether any were missing (keycafe/cluster/handoff.py).
+PROTOCOL_VERSION: Final = 3
 
 _LIMITS: Final = {
     "max_str_len": MAX_FRAME,

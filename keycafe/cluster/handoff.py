@@ -24,7 +24,15 @@ most once, so a short count or a silence sends the transfer again; merging
 is idempotent, last writer wins by stamp). On the change, the old owner keeps
 each handed-over slot, answering TRYAGAIN, until the new owner acknowledges a
 barrier sent behind the last forwards (frames on a link arrive in order), or
-is known dead; never on a timeout. The new owner answers TRYAGAIN for what it
+is known dead; never on a timeout. Links lose frames when a connection
+breaks, and the sender may learn of it only after the next frames went out on
+a new connection: so forwards to a peer are counted in *generations* (this
+process's boot id and a number bumped whenever forwards to that peer may
+have been lost), every ``FORWARD`` names its generation, every ``DONE``
+states its generation and how many forwards of it went before, and a
+receiver that got fewer confirms nothing and says so in its ``ACK``; the
+sender then starts a new generation and sends every slot it forwards to
+that peer again, whole. The new owner answers TRYAGAIN for what it
 gained until that barrier comes: neither side serves a slot while the other
 may still hold a write it lacks. A receiver's ACK names the slots it did not
 keep (it moved on), and the sender sends those whole to their owner.
@@ -68,6 +76,10 @@ RETRY_PAUSE: Final = 0.5  # seconds before sending a failed transfer again
 # bound on staleness, not on durability (late writes still arrive as forwards).
 AWAIT_TIMEOUT: Final = 10.0
 FORWARD_PERIOD: Final = 0.002  # how often writes to moving slots are collected
+# Forward generations counted per sender (older ones' DONEs are taken as short)
+# and the longest generation name taken (a boot id, a colon, a number).
+KEEP_GENERATIONS: Final = 4
+MAX_GENERATION: Final = 96
 # Largest term or epoch accepted in a frame: far beyond any honest value, and
 # small enough that every arithmetic on it stays in msgpack's int64.
 MAX_VERSION: Final = (1 << 62) - 1
@@ -253,6 +265,12 @@ def _slot(value: object) -> int:
     return value
 
 
+def _generation(value: object) -> str:
+    if type(value) is not str or len(value) > MAX_GENERATION:
+        raise ValueError("bad forward generation")
+    return value
+
+
 def _count(value: object) -> int:
     if type(value) is not int or not 0 <= value <= MAX_VERSION:
         raise ValueError(f"bad number {value!r}")
@@ -267,9 +285,15 @@ class Handoff:
     """One node's slot hand-off: routing table, transfers, forwards, drains."""
 
     def __init__(
-        self, *, me: NodeAddr, store: Store, owners: Callable[[tuple[str, ...]], Owners]
+        self,
+        *,
+        me: NodeAddr,
+        store: Store,
+        owners: Callable[[tuple[str, ...]], Owners],
+        boot: str = "",
     ) -> None:
         self.me = me
+        self.boot = boot  # this process's: a restart counts forwards anew
         self.node = me.node_id
         self.store = store
         self.owners = owners  # the ring's slot table for a member set (cached by the caller)
@@ -310,6 +334,12 @@ class Handoff:
         self._inbound: dict[tuple[str, int], _Inbound] = {}
         self._received: dict[int, Version] = {}
         self._out: deque[Outgoing] = deque()
+        # Per peer: the generation of forwards to it, and how many of that
+        # generation were sent; from it: how many of each of its last few
+        # generations came. A DONE states the first, its receiver compares.
+        self._generation: dict[str, int] = {}
+        self._forwards_sent: dict[str, int] = {}
+        self._forwards_got: dict[str, dict[str, int]] = {}
         self._events: deque[Event] = deque()
         self.leaving = False
         self._left = False
@@ -361,6 +391,15 @@ class Handoff:
         one by one): send its transfers again, whole, and the slots it was
         given by a transfer that already finished too."""
         self._out = deque(o for o in self._out if o.peer != peer)
+        self._forwards_lost(peer, now)
+
+    def _forwards_lost(self, peer: str, now: float) -> None:
+        """Forwards to ``peer`` went missing: every slot it is sent, or was
+        given and still hears of, goes again whole (its entries as they are
+        now carry every write a lost forward did), and the forwards after
+        this are counted as a new generation."""
+        self._generation[peer] = self._generation.get(peer, 0) + 1
+        self._forwards_sent[peer] = 0
         self._breaks[peer] = self._breaks.get(peer, 0) + 1
         active = set()
         for t in self._transfers:
@@ -406,7 +445,11 @@ class Handoff:
                 if item is None:
                     t.batches = None
                     t.waiting_until = now + ACK_TIMEOUT
+                    # Every forward to this peer is ahead of it: ``_out`` goes first.
+                    forwards = self._forwards_sent.get(t.peer, 0)
+                    generation = self._generation_of(t.peer)
                     body = [t.tid, t.version[0], t.version[1], t.sent, t.slots]
+                    body += [forwards, generation]
                     out.append(Outgoing(peer=t.peer, kind=frames.DONE, body=body))
                     self.counters.transfers_sent += 1
                     break
@@ -464,10 +507,15 @@ class Handoff:
             if not subs:
                 continue
             for batch in batches(store.export(slot, keys)):
-                body = [term, epoch, slot, encode_entries(batch)]
+                entries = encode_entries(batch)
                 for dest in sorted(subs):
+                    body = [term, epoch, slot, entries, self._generation_of(dest)]
                     self._out.append(Outgoing(peer=dest, kind=frames.FORWARD, body=body))
+                    self._forwards_sent[dest] = self._forwards_sent.get(dest, 0) + 1
                     self.counters.forwarded += len(batch)
+
+    def _generation_of(self, peer: str) -> str:
+        return f"{self.boot}:{self._generation.get(peer, 0)}"
 
     # -- following the ring ---------------------------------------------------------------
 
@@ -730,9 +778,17 @@ class Handoff:
         t.waiting_until = None
         t.retry_at = now + RETRY_PAUSE
 
-    def _acknowledged(self, t: _Transfer, got: int, refused: set[int], now: float) -> None:
+    def _acknowledged(
+        self, t: _Transfer, got: int, refused: set[int], now: float, lost: bool = False
+    ) -> None:
         if t.batches is not None or t.waiting_until is None:
             return  # an answer to an attempt we have given up on
+        if lost:
+            # Forwards before it are missing there, for these slots or others
+            # it is sent: all of them go again whole, as after a broken link.
+            self.counters.transfers_retried += 1
+            self._forwards_lost(t.peer, now)
+            return
         refused &= set(t.slots)
         if got != t.sent or (refused and not t.barrier):
             # Short, or the receiver does not take some slots (its ring is
@@ -742,7 +798,15 @@ class Handoff:
             return
         t.done = True
         t.waiting_until = None
-        if t.full and not refused:
+        if (
+            t.full
+            and not refused
+            and not any(
+                x is not t and x.peer == t.peer and x.full and not x.done for x in self._transfers
+            )
+        ):
+            # Only once no other whole transfer to it is under way: each
+            # carries other slots whose lost forwards it makes good.
             self._whole[t.peer] = max(self._whole.get(t.peer, 0), t.breaks)
         if t.barrier:
             self._release(t.peer, refused, t.slots)
@@ -848,13 +912,21 @@ class Handoff:
             self.store.merge(slot, items, wall_ms)
             self.counters.keys_received += len(items)
         elif frame.kind == frames.DONE:
-            tid, term, epoch, batches, slots = body
+            if type(body) is not list or len(body) not in (5, 7):
+                raise ValueError("DONE has five or seven fields")
+            tid, term, epoch, batches, slots = body[:5]
             version, tid = _version(term, epoch), _count(tid)
             if type(slots) is not list:
                 raise ValueError("slots must be a list")
             slots = [_slot(s) for s in slots]
             entry = self._inbound.pop((peer, tid), None)
             got = entry.batches if entry is not None else 0
+            # A forward of its generation before this DONE was lost: nothing
+            # it covers is whole here. (Link protocol 2 said no count.)
+            lost = False
+            if len(body) == 7:
+                forwards, generation = _count(body[5]), _generation(body[6])
+                lost = self._forwards_got.get(peer, {}).get(generation, 0) != forwards
             # Earlier transfers from this peer were given up by it: forget them.
             for k in [k for k in self._inbound if k[0] == peer and k[1] < tid]:
                 del self._inbound[k]
@@ -863,7 +935,7 @@ class Handoff:
             stale = self._refused.get(peer, set())
             not_kept = sorted({s for s in slots if s in stale or not self._gains(s, version)})
             stale.difference_update(slots)
-            if got == batches:
+            if got == batches and not lost:
                 taken = [s for s in slots if s not in not_kept]
                 for slot in taken:
                     self._received[slot] = max(version, self._received.get(slot, version))
@@ -871,24 +943,36 @@ class Handoff:
                     self._awaiting.pop(slot, None)
                 if taken:
                     self._route()
-            self._out.append(Outgoing(peer=peer, kind=frames.ACK, body=[tid, got, not_kept]))
+            ack = [tid, got, not_kept, int(lost)]
+            self._out.append(Outgoing(peer=peer, kind=frames.ACK, body=ack))
         elif frame.kind == frames.ACK:
             tid, got = _count(body[0]), _count(body[1])
             if len(body) > 2 and type(body[2]) is not list:
                 raise ValueError("refused slots must be a list")
             refused = {_slot(s) for s in body[2]} if len(body) > 2 else set()
+            lost = len(body) > 3 and body[3] == 1
             for t in self._transfers:
                 if t.peer == peer and t.tid == tid and not t.done:
-                    self._acknowledged(t, got, refused, now)
+                    self._acknowledged(t, got, refused, now, lost)
                     break
         elif frame.kind == frames.FORWARD:
-            term, epoch, slot, raw = body
+            if type(body) is not list or len(body) not in (4, 5):
+                raise ValueError("FORWARD has four or five fields")
+            if len(body) == 5:
+                self._count_forward(peer, _generation(body[4]))
+            term, epoch, slot, raw = body[:4]
             version, slot = _version(term, epoch), _slot(slot)
             items = decode_entries_untrusted(raw)
             if not self._gains(slot, version):
                 self._refuse(peer, slot)
                 return
             self.store.merge(slot, items, wall_ms)
+
+    def _count_forward(self, peer: str, generation: str) -> None:
+        counts = self._forwards_got.setdefault(peer, {})
+        counts[generation] = counts.pop(generation, 0) + 1  # the newest last
+        if len(counts) > KEEP_GENERATIONS:
+            del counts[next(iter(counts))]  # a DONE of that one is short: sent again
 
     def _refuse(self, peer: str, slot: int) -> None:
         self.counters.stale_frames += 1

@@ -81,7 +81,7 @@ class ClusterNode:
         self.boot = boot
         self.keeper = keeper
         self.me = me
-        self.handoff = Handoff(me=me, store=store, owners=owners)
+        self.handoff = Handoff(me=me, store=store, owners=owners, boot=boot)
         self.replication = Replication(node=me.node_id, store=store)
         self.antientropy = AntiEntropy(node=me.node_id, store=store)
         self.lease = Lease(

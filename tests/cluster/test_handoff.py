@@ -188,6 +188,33 @@ def test_writes_made_while_a_slot_moves_reach_its_new_owner() -> None:
     assert value(got, gained[50]) is None
 
 
+def test_a_barrier_is_not_acknowledged_behind_lost_forwards() -> None:
+    """The forwards of the last writes are lost with a connection the sender
+    has not seen break yet, and the barrier behind them goes out on the next
+    one: the new owner must not confirm it (the writes would be lost with
+    the old owner's copy), but say what it missed; the slots go again whole."""
+    net, keys = streamed(500)
+    gained = mine(owners((A, B)), B, keys)
+    store = net.cores[A].store
+    for k in gained[:50]:
+        store.put(key_slot(k), k, b"new", 0, WALL + 1)
+    net.ring(R(epoch=3, members=(A, B)))
+    forwards = [o for _, o in net.wire if o.kind == frames.FORWARD]
+    assert forwards
+    net.wire = [(s, o) for s, o in net.wire if o.kind != frames.FORWARD]  # lost
+    net.deliver()
+    slot = key_slot(gained[0])
+    assert net.routing(A).moving[slot] == 1  # A keeps the slot: B has not confirmed
+    assert net.routing(B).moving[slot] == 1
+    net.advance(RETRY_PAUSE)
+    net.deliver()
+    got = net.cores[B].store
+    assert all((value(got, k) or b"").endswith(b"new\r\n") for k in gained[:50])
+    assert net.routing(A).moving[slot] == 0
+    assert net.routing(B).moving[slot] == 0
+    assert net.routing(B).table.mine[slot] == 1
+
+
 def test_a_moving_slot_wakes_its_old_owner_only_when_written() -> None:
     """Forwards are collected every FORWARD_PERIOD only while a write waits: an
     idle node streaming slots out must not wake 500 times a second (at N=100

@@ -315,23 +315,17 @@ TestWholeClusterWithCopies = WholeClusterWithCopies.TestCase
 TestWholeClusterWithCopies.settings = SETTINGS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (found by the Hypothesis machine, present since before issue 10): "
-    "with one copy, a write a node acknowledged to a slot moving away during a short cut "
-    "between it and the slot's new owner is lost",
-)
 def test_a_cut_between_old_and_new_owner_of_a_moving_slot_loses_no_write() -> None:
-    """The falsifying example, replayed: with one copy per slot, slot 7365
-    moves from n0000 to n0004 while the link between them is cut for 0.5 s;
-    a write n0000 acknowledged meanwhile is not readable afterwards.
+    """A falsifying example the Hypothesis machine found, replayed: with one
+    copy per slot, slot 7365 moves from n0000 to n0004 while the link between
+    them is cut for 0.5 s, and n0000 acknowledges a write meanwhile.
 
-    Why: the FORWARD carrying it is lost with the cut connection; n0000 only
-    learns of the break a second later (as a real socket does), and before
-    that its barrier for the change travels on the new connection, is
-    acknowledged, and n0000 drops the slot. Forwards need a sequence number
-    the barrier states, so that the new owner acknowledges the barrier only
-    with every forward before it in hand (as DONE counts its batches)."""
+    The FORWARD carrying it is lost with the cut connection; n0000 learns of
+    the break only a second later (as a real socket does), and before that
+    its barrier for the change travels on the new connection. The barrier's
+    DONE states how many forwards went before it: n0004, short of one, does
+    not confirm, and the slot is sent again whole. (Before DONE said so, the
+    barrier was acknowledged, n0000 dropped the slot, and the write was lost.)"""
     state = WholeCluster()
     state.form(seed=0, founders=3)
     for _ in range(3):
