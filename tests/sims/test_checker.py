@@ -1,0 +1,148 @@
+"""The partition checker on hand-made histories: each check finds what it
+names, and does not flag what real time allows (concurrent operations may be
+ordered either way)."""
+
+from __future__ import annotations
+
+from keycafe.cluster.ring import RingConfig
+from keycafe.cluster.simulator import ClusterSimulator, SimClient, _bulk, run_writer
+from sims.checker import Op, check
+
+K = b"k"
+
+
+def w(value: bytes, invoked: float, completed: float | None, outcome: str = "ok") -> Op:
+    return Op("c1", "write", K, value, invoked, completed, outcome)  # type: ignore[arg-type]
+
+
+def d(invoked: float, completed: float | None, outcome: str = "ok") -> Op:
+    return Op("c1", "delete", K, None, invoked, completed, outcome)  # type: ignore[arg-type]
+
+
+def r(value: bytes | None, invoked: float, completed: float, client: str = "c2") -> Op:
+    return Op(client, "read", K, value, invoked, completed, "ok")
+
+
+def final(value: bytes | None, nodes: int = 2) -> dict[str, dict[bytes, bytes | None]]:
+    return {f"n{i}": ({K: value} if value is not None else {}) for i in range(nodes)}
+
+
+def test_an_acknowledged_write_followed_by_an_older_final_value_is_lost() -> None:
+    w1, w2 = w(b"1", 0, 1), w(b"2", 2, 3)
+    verdict = check([w1, w2], final(b"1"))
+    assert verdict.lost == [w2]
+    assert not verdict.ok
+    assert check([w1, w2], final(b"2")).ok
+
+
+def test_concurrent_writes_may_end_either_way() -> None:
+    w1, w2 = w(b"1", 0, 3), w(b"2", 1, 2)  # overlapping: either order is allowed
+    assert check([w1, w2], final(b"1")).ok
+    assert check([w1, w2], final(b"2")).ok
+
+
+def test_a_write_with_no_reply_may_or_may_not_have_happened() -> None:
+    w1, w2 = w(b"1", 0, 1), w(b"2", 2, None, "unknown")
+    assert check([w1, w2], final(b"2")).ok
+    assert check([w1, w2], final(b"1")).ok
+
+
+def test_a_key_that_vanishes_after_an_acknowledged_write_is_lost() -> None:
+    w1 = w(b"1", 0, 1)
+    assert check([w1], final(None)).lost == [w1]
+
+
+def test_a_deleted_key_that_comes_back_is_resurrected() -> None:
+    w1, gone = w(b"1", 0, 1), d(2, 3)
+    verdict = check([w1, gone], final(b"1"))
+    assert verdict.resurrected == [gone]
+    assert check([w1, gone], final(None)).ok
+
+
+def test_a_failed_writes_value_is_a_phantom() -> None:
+    w1, failed = w(b"1", 0, 1), w(b"2", 2, 3, "fail")
+    verdict = check([w1, failed], final(b"2"))
+    assert verdict.phantoms == [(K, b"2")]
+    never = check([w1, r(b"zz", 4, 5)], final(b"1"))
+    assert never.phantoms == [(K, b"zz")]
+
+
+def test_a_read_older_than_a_write_acknowledged_before_it_began_is_stale() -> None:
+    w1, w2 = w(b"1", 0, 1), w(b"2", 2, 3)
+    stale = r(b"1", 4, 5)
+    assert check([w1, w2, stale], final(b"2")).stale_reads == [stale]
+    during = r(b"1", 2.5, 5)  # began before w2 was acknowledged: may see either
+    assert check([w1, w2, during], final(b"2")).ok
+    absent = r(None, 4, 5)  # the key absent after an acknowledged write
+    assert check([w1, absent], final(b"1")).stale_reads == [absent]
+
+
+def test_nodes_that_end_with_different_values_have_diverged() -> None:
+    w1 = w(b"1", 0, 1)
+    verdict = check([w1], {"n0": {K: b"1"}, "n1": {}})
+    assert verdict.diverged == [K]
+    assert verdict.lost == [w1]  # n1's absent copy is older than the acknowledged write
+
+
+def test_the_longest_stretch_without_an_acknowledged_op_per_group() -> None:
+    ops = [
+        Op("a1", "write", b"x", b"1", 0.0, 1.0, "ok"),
+        Op("a2", "write", b"y", b"2", 1.0, 9.0, "ok"),
+        Op("b1", "write", b"z", b"3", 0.0, 2.0, "ok"),
+        Op("b1", "write", b"z", b"4", 2.0, None, "unknown"),
+    ]
+    groups = {"a1": "majority", "a2": "majority", "b1": "minority"}
+    verdict = check(ops, {"n0": {b"x": b"1", b"y": b"2", b"z": b"3"}}, groups=groups, span=(0, 10))
+    assert verdict.unavailable == {"majority": 8.0, "minority": 8.0}
+    assert "longest stretch without an acknowledged op, minority: 8.00 s" in verdict.summary()
+
+
+def test_a_simulated_partition_run_judged_from_its_history() -> None:
+    """The checker on a real history: whole nodes in the simulator, two of
+    five cut off for 30 s under writes, then healed; every write becomes an
+    ``Op`` and every key is read back. Nothing is flagged, and forgetting the
+    newest value of one key in the final reads is."""
+    sim = ClusterSimulator(seed=1, ring=RingConfig(vnodes=64, replicas=2))
+    first = sim.add_node(0)
+    for i in range(1, 5):
+        sim.add_node(i, seed=first)
+    assert sim.run_until_true(sim.settled, 60)
+    names = sorted(sim.members)
+    client = SimClient(sim)
+    start = sim.now
+    run_writer(sim, client, until=sim.now + 40)
+    sim.run_for(3)
+    sim.partition(names[:2], names[2:])
+    sim.run_for(30)
+    sim.heal()
+    sim.run_until_true(lambda: client.stopped or sim.now > start + 45, 60)
+    client.stopped = True
+    assert sim.run_until_true(lambda: client.in_flight == 0, 60, step=0.01)
+    assert sim.run_until_true(sim.settled, 60, step=0.05)
+    ops = [
+        Op(
+            "writers",
+            "write",
+            wr.key,
+            wr.value,
+            wr.issued,
+            wr.acked,
+            "ok" if wr.acked is not None else "unknown",
+        )
+        for wr in client.writes
+    ]
+    reads: dict[bytes, bytes | None] = {}
+    for key in {op.key for op in ops}:
+        client.execute(
+            [b"GET", key], lambda reply, node, key=key: reads.__setitem__(key, _bulk(reply))
+        )
+    assert sim.run_until_true(lambda: len(reads) == len({op.key for op in ops}), 30, step=0.01)
+    verdict = check(ops, {"through the cluster": reads}, span=(start, sim.now))
+    assert sum(op.outcome == "ok" for op in ops) > 500
+    assert verdict.ok, verdict.summary()
+    # The newest acknowledged write of a key, forgotten: the checker says so.
+    newest = max((op for op in ops if op.outcome == "ok"), key=lambda op: op.invoked)
+    older = [op for op in ops if op.key == newest.key and op.precedes(newest)]
+    forgotten = dict(reads)
+    forgotten[newest.key] = older[-1].value if older else None
+    assert newest in check(ops, {"through the cluster": forgotten}).lost
