@@ -1,17 +1,20 @@
 """keycafe vs C Redis, side by side on this machine, in one run.
 
-    python bench/server.py [--reps 3] [--quick]
+    python bench/server.py [--reps 3] [--quick] [--replicas-only]
 
 Installs Debian's redis-server and redis-tools if missing, starts C Redis and a
 keycafe node, runs identical redis-benchmark loads against both (SET and GET at
 -c 50 -P 1, -c 50 -P 16 and -c 1 -P 1; medians over --reps runs, the two
 servers taking turns), records each server's CPU time per operation from
 /proc; does the same with `redis-benchmark --cluster` against a 3-node keycafe
-cluster and a 3-master Redis Cluster (-c 50 at -P 1 and -P 16); then loads 1M
-keys (16-byte keys, 32-byte values) into a fresh pair of servers and compares
-memory per key: keycafe's RSS growth against Redis's used_memory growth (its
-RSS growth is shown too). Prints the table and writes docs/benchmarks.md. Not
-part of the test suite: timings never gate tests.
+cluster and a 3-master Redis Cluster (-c 50 at -P 1 and -P 16), and again
+with one replica per slot on both sides (keycafe --replicas 1, Redis
+--cluster-replicas 1: 6 servers), with memory per key counting every copy
+(``--replicas-only`` runs just these, and rewrites just their section); then
+loads 1M keys (16-byte keys, 32-byte values) into a fresh pair of servers and
+compares memory per key: keycafe's RSS growth against Redis's used_memory
+growth (its RSS growth is shown too). Prints the table and writes
+docs/benchmarks.md. Not part of the test suite: timings never gate tests.
 """
 
 from __future__ import annotations
