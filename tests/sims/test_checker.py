@@ -146,3 +146,68 @@ def test_a_simulated_partition_run_judged_from_its_history() -> None:
     forgotten = dict(reads)
     forgotten[newest.key] = older[-1].value if older else None
     assert newest in check(ops, {"through the cluster": forgotten}).lost
+
+
+# Cases a review found the first version missed (or flagged wrongly).
+
+
+def test_a_read_of_absent_is_not_excused_by_a_delete_that_came_later() -> None:
+    w1, read, later = w(b"1", 0, 1), r(None, 2, 3), d(5, 6)
+    assert check([w1, read, later], final(None)).stale_reads == [read]
+
+
+def test_a_read_cannot_see_a_write_invoked_after_it_ended() -> None:
+    early = r(b"1", 0, 1)
+    assert (K, b"1") in check([early, w(b"1", 2, 3)], final(b"1")).phantoms
+
+
+def test_a_read_older_than_one_seen_before_it_is_stale() -> None:
+    """A newer value read, then an older one: the write in flight had taken
+    effect by the first read's end (non-monotonic reads)."""
+    w1, w2 = w(b"1", 0, 1), w(b"2", 2, 20)
+    saw_new, saw_old = r(b"2", 3, 4), r(b"1", 5, 6)
+    assert check([w1, w2, saw_new, saw_old], final(b"2")).stale_reads == [saw_old]
+
+
+def test_values_read_back_and_forth_between_two_concurrent_writes_are_flagged() -> None:
+    wa, wb = w(b"a", 0, 10), w(b"b", 0, 10)
+    reads = [r(b"a", 1, 2), r(b"b", 3, 4), r(b"a", 5, 6)]
+    verdict = check([wa, wb, *reads], final(b"b"))
+    assert verdict.nonlinear
+    assert not verdict.ok
+
+
+def test_a_write_a_read_saw_happened_even_with_no_reply() -> None:
+    maybe, seen = w(b"1", 0, None, "unknown"), r(b"1", 1, 2)
+    assert check([maybe, seen], final(None)).lost == [maybe]
+    assert check([maybe, seen], final(b"1")).ok
+
+
+def test_a_write_seen_before_a_later_write_began_is_not_ordered_after_it() -> None:
+    slow, seen, newer = w(b"f", 0, 10), r(b"f", 3, 4), w(b"3", 5, 6)
+    assert check([slow, seen, newer], final(b"f")).lost == [newer]
+
+
+def test_a_write_with_no_reply_may_land_late_even_with_a_give_up_time() -> None:
+    maybe, acked = w(b"x", 0, 1, "unknown"), w(b"y", 2, 3)
+    assert check([maybe, acked], final(b"x")).ok
+
+
+def test_a_value_written_twice_is_reported() -> None:
+    verdict = check([w(b"1", 0, 1), w(b"1", 2, 3)], final(b"1"))
+    assert verdict.duplicates == [(K, b"1")]
+    assert not verdict.ok
+
+
+def test_a_key_only_in_the_final_reads_is_judged_not_crashed_on() -> None:
+    verdict = check([], {"n0": {K: b"z"}, "n1": {}})
+    assert verdict.phantoms == [(K, b"z")]
+    assert verdict.diverged == [K]
+
+
+def test_unavailability_is_clamped_to_the_span_and_whole_without_any_ack() -> None:
+    ops = [
+        Op("a", "write", b"x", b"1", 0.0, 70.0, "ok"),
+        Op("b", "write", b"y", b"2", 0.0, None, "unknown"),
+    ]
+    assert check(ops, {"n0": {b"x": b"1"}}, span=(0, 10)).unavailable == {"a": 10.0, "b": 10.0}

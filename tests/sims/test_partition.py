@@ -4,31 +4,25 @@ cluster settles afterwards."""
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from sims.partition import SCENARIOS, run
 
-KNOWN_HOLES = {
-    # docs/consistency.md, "Known holes": a node restarted under the same id
-    # before it is declared dead serves its slots from an empty store until
-    # anti-entropy refills them; a rolling restart with short gaps does that
-    # to every node in turn (reads return older values, none is lost).
-    "rolling-restart": "a node restarted before it is declared dead serves stale reads",
-}
+# docs/consistency.md, "Known holes": a node restarted under the same id
+# before it is declared dead serves its slots from an empty store until
+# anti-entropy refills them; a rolling restart with short gaps does that to
+# every node in turn. Stale reads, nothing lost: that and only that, until fixed.
+KNOWN_STALE_READS = {"rolling-restart"}
 
 
-@pytest.mark.parametrize(
-    "scenario",
-    [
-        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=KNOWN_HOLES[s]))
-        if s in KNOWN_HOLES
-        else s
-        for s in sorted(SCENARIOS)
-    ],
-)
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_a_scenario_keeps_every_promise(scenario: str) -> None:
     lines: list[str] = []
     verdict = run(scenario, seed=1, duration=40, out=lines.append)
+    if scenario in KNOWN_STALE_READS:
+        assert verdict.stale_reads
+        verdict = attrs.evolve(verdict, stale_reads=[])
     timeline = lines[:40]  # a line per virtual second, then the verdict
     # The fault shows: nodes halt, die or are declared down (the state part
     # of the line, before the clients' figures, does not stay the same).
