@@ -5,8 +5,9 @@
 Whole nodes run in the cluster simulator (keycafe/cluster/simulator.py:
 gossip, ring, coordinator, hand-off, replication, store and command layer,
 the same objects a real node runs). Writers set unique values to a set of
-keys and readers read them, throughout; at ``--duration`` the faults are
-over, the cluster settles, and every key is read back. The history goes to
+keys (and delete one, one time in ten) and readers read them, throughout;
+at ``--duration`` the faults are over, the cluster settles, and every key is
+read back. The history goes to
 ``sims.checker``: acknowledged writes lost, stale reads, resurrected keys,
 values nobody wrote, and how long the clients could not write.
 
@@ -27,7 +28,7 @@ verdict, and the seed to replay it. Exit status 1 if the verdict fails.
 Not yet what issue 11 asks for: clients bound to one side of a partition
 (and a client timeout: one waits out a paused node), final reads of every
 copy (one view, through the cluster, so copies are compared only by
-anti-entropy's own tests), deletes in the workload, one-way and bridge
+anti-entropy's own tests), one-way and bridge
 partitions, lossy and slow links, clock skew, plots, shrinking, a sweep,
 and the same scenarios on real networks.
 """
@@ -47,11 +48,12 @@ import attrs
 from keycafe.cluster.ring import RingConfig
 from keycafe.cluster.simulator import ClusterSimulator, SimClient, _bulk
 from keycafe.store.keyslot import key_slot
-from sims.checker import Op, Verdict, check
+from sims.checker import Op, Outcome, Verdict, check
 
 FAULTS_FROM: Final = 5.0  # seconds into the run the faults begin
 QUIET_TAIL: Final = 15.0  # and end this long before its end
 KEYS: Final = 200  # registers written and read
+DELETES: Final = 0.1  # the share of writers' operations that delete their key
 PERIOD: Final = 0.02  # seconds between one client's operations
 
 
@@ -63,6 +65,7 @@ class Workload:
         self.until = until
         self.client = SimClient(sim)
         self.reads: list[Op] = []
+        self.deletes: list[Op] = []
         self._values = iter(range(1 << 62))
         for i in range(writers):
             self._write(i)
@@ -74,12 +77,31 @@ class Workload:
         if sim.now >= self.until:
             return
         key = b"key:%d" % sim.rng.randrange(KEYS)
+        if sim.rng.random() < DELETES:
+            self._delete(writer, key)
+            return
         value = b"%d:%d" % (writer, next(self._values))
         self.client.set(
             key,
             value,
             lambda w: sim.net.call_at(sim.now + PERIOD, None, lambda at: self._write(writer)),
         )
+
+    def _delete(self, writer: int, key: bytes) -> None:
+        sim = self.sim
+        invoked = sim.now
+
+        def done(reply: bytes | None, node: str) -> None:
+            # An integer: deleted (or already absent); an error: refused; no
+            # reply (given up): it may have happened.
+            outcome: Outcome = "unknown"
+            if reply is not None:
+                outcome = "ok" if reply.startswith(b":") else "fail"
+            completed = sim.now if reply is not None else None
+            self.deletes.append(Op("writers", "delete", key, None, invoked, completed, outcome))
+            _at(sim, sim.now + PERIOD, partial(self._write, writer))
+
+        self.client.execute([b"DEL", key], done)
 
     def _read(self, reader: int) -> None:
         sim = self.sim
@@ -110,12 +132,12 @@ class Workload:
             )
             for w in self.client.writes
         ]
-        return writes + self.reads
+        return writes + self.deletes + self.reads
 
     def final_reads(self) -> tuple[dict[bytes, bytes | None], list[bytes]]:
         """Every written key read back, and the keys no read could get (an
         error or no answer: not to be taken for an absent key)."""
-        keys = sorted({w.key for w in self.client.writes})
+        keys = sorted({w.key for w in self.client.writes} | {d.key for d in self.deletes})
         out: dict[bytes, bytes | None] = {}
         unread: set[bytes] = set()
 
