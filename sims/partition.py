@@ -46,7 +46,7 @@ from typing import Final
 import attrs
 
 from keycafe.cluster.ring import RingConfig
-from keycafe.cluster.simulator import ClusterSimulator, SimClient, _bulk
+from keycafe.cluster.simulator import ClusterSimulator, SimClient, bulk_value
 from keycafe.store.keyslot import key_slot
 from sims.checker import Op, Outcome, Verdict, check
 
@@ -113,7 +113,7 @@ class Workload:
         def done(reply: bytes | None, node: str) -> None:
             if reply is not None and not reply.startswith(b"-"):
                 self.reads.append(
-                    Op(f"r{reader}", "read", key, _bulk(reply), invoked, sim.now, "ok")
+                    Op(f"r{reader}", "read", key, bulk_value(reply), invoked, sim.now, "ok")
                 )
             _at(sim, sim.now + PERIOD, partial(self._read, reader))
 
@@ -145,7 +145,7 @@ class Workload:
             if reply is None or reply.startswith(b"-"):
                 unread.add(key)
             else:
-                out[key] = _bulk(reply)
+                out[key] = bulk_value(reply)
 
         for key in keys:
             self.client.execute([b"GET", key], partial(got, key))

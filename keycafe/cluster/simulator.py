@@ -621,7 +621,7 @@ def check(
         allowed = {w.value for w in acked if (w.acked or 0.0) >= newest}
         allowed |= {w.value for w in writes if w.acked is None}
         reply = reads.get(key)
-        value = _bulk(reply)
+        value = bulk_value(reply)
         if value in allowed:
             continue
         if key_slot(key) in excused_slots:
@@ -640,7 +640,8 @@ def check(
     )
 
 
-def _bulk(reply: bytes | None) -> bytes | None:
+def bulk_value(reply: bytes | None) -> bytes | None:
+    """A GET reply's value; None for nil, an error or no reply."""
     if reply is None or not reply.startswith(b"$") or reply.startswith(b"$-1"):
         return None
     header, _, rest = reply.partition(b"\r\n")
@@ -652,6 +653,7 @@ __all__ = [
     "Member",
     "SimClient",
     "Verdict",
+    "bulk_value",
     "check",
     "node_name",
     "run_writer",

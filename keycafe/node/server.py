@@ -74,6 +74,7 @@ MAXCLIENTS_REPLY: Final = b"-ERR max number of clients reached\r\n"
 HUB_EVENTS: Final = 256
 _GONE: Final = select.EPOLLHUP | select.EPOLLERR if hasattr(select, "EPOLLHUP") else 0
 _NO_REQUESTS: Final[list[Request]] = []
+_NOT_CONFIRMED: Final = "a write was not confirmed by its replicas (given up or timed out)"
 
 
 def have_epoll() -> bool:
@@ -418,9 +419,7 @@ class ClientHub:
                 continue
             if conn.holding:
                 if now - conn.held_ms >= held_ms:
-                    self._give_up(
-                        conn, "a write was not confirmed by its replicas (given up or timed out)"
-                    )
+                    self._give_up(conn, _NOT_CONFIRMED)
             elif idle_ms and now - conn.last_active_ms >= idle_ms:
                 conn.close_reason = f"idle for {idle_ms // 1000}s"
                 self._hand_over(conn, _Wake.CLOSE)
@@ -445,11 +444,13 @@ class ClientHub:
         conn.holding = False
         self._holding -= 1
 
-    def _give_up(self, conn: Connection, reason: str) -> None:
-        """Close a held connection without its replies."""
+    def _give_up(self, conn: Connection, reason: str, *, withdraw: bool = True) -> None:
+        """Close a held connection without its replies (``withdraw``: its
+        hold too, unless the durability already released it)."""
         self._unhold(conn)
-        assert self.state.durability is not None
-        self.state.durability.cancel(conn)
+        if withdraw:
+            assert self.state.durability is not None
+            self.state.durability.cancel(conn)
         conn.close_reason = reason
         self._hand_over(conn, _Wake.CLOSE)
 
@@ -461,11 +462,10 @@ class ClientHub:
         assert isinstance(conn, Connection)
         if not conn.holding or not conn.in_hub:
             return
-        self._unhold(conn)
         if not ok:
-            conn.close_reason = "a write was not confirmed by its replicas (given up or timed out)"
-            self._hand_over(conn, _Wake.CLOSE)
+            self._give_up(conn, _NOT_CONFIRMED, withdraw=False)
             return
+        self._unhold(conn)
         payload, conn.pending = conn.pending, b""
         try:
             sent = conn.sock.send(payload)
@@ -557,7 +557,7 @@ async def _connection_task(hub: ClientHub, conn: Connection) -> None:
                 return
             hub.resume(conn)
     except _WriteGivenUp:
-        conn.close_reason = "a write was not confirmed by its replicas (given up or timed out)"
+        conn.close_reason = _NOT_CONFIRMED
     except OSError as exc:
         conn.close_reason = f"socket error: {exc}"
     finally:
@@ -588,7 +588,7 @@ async def _serve_alone(conn: Connection) -> None:
                     conn.close_reason = "QUIT or protocol error"
                     return
     except _WriteGivenUp:
-        conn.close_reason = "a write was not confirmed by its replicas (given up or timed out)"
+        conn.close_reason = _NOT_CONFIRMED
     except OSError as exc:
         conn.close_reason = f"socket error: {exc}"
     finally:

@@ -5,8 +5,9 @@ ordered either way)."""
 from __future__ import annotations
 
 from keycafe.cluster.ring import RingConfig
-from keycafe.cluster.simulator import ClusterSimulator, SimClient, _bulk, run_writer
+from keycafe.cluster.simulator import ClusterSimulator
 from sims.checker import Op, check
+from sims.partition import Workload
 
 K = b"k"
 
@@ -99,8 +100,8 @@ def test_the_longest_stretch_without_an_acknowledged_op_per_group() -> None:
 
 def test_a_simulated_partition_run_judged_from_its_history() -> None:
     """The checker on a real history: whole nodes in the simulator, two of
-    five cut off for 30 s under writes, then healed; every write becomes an
-    ``Op`` and every key is read back. Nothing is flagged, and forgetting the
+    five cut off for 30 s under sims.partition's writers, then healed, and
+    every key read back. Nothing is flagged, and forgetting the
     newest value of one key in the final reads is."""
     sim = ClusterSimulator(seed=1, ring=RingConfig(vnodes=64, replicas=2))
     first = sim.add_node(0)
@@ -108,40 +109,24 @@ def test_a_simulated_partition_run_judged_from_its_history() -> None:
         sim.add_node(i, seed=first)
     assert sim.run_until_true(sim.settled, 60)
     names = sorted(sim.members)
-    client = SimClient(sim)
     start = sim.now
-    run_writer(sim, client, until=sim.now + 40)
+    work = Workload(sim, until=start + 40, readers=0)
     sim.run_for(3)
     sim.partition(names[:2], names[2:])
     sim.run_for(30)
     sim.heal()
-    sim.run_until_true(lambda: client.stopped or sim.now > start + 45, 60)
-    client.stopped = True
-    assert sim.run_until_true(lambda: client.in_flight == 0, 60, step=0.01)
+    sim.run_until(start + 45)
+    assert sim.run_until_true(lambda: work.client.in_flight == 0, 60, step=0.01)
     assert sim.run_until_true(sim.settled, 60, step=0.05)
-    ops = [
-        Op(
-            "writers",
-            "write",
-            wr.key,
-            wr.value,
-            wr.issued,
-            wr.acked,
-            "ok" if wr.acked is not None else "unknown",
-        )
-        for wr in client.writes
-    ]
-    reads: dict[bytes, bytes | None] = {}
-    for key in {op.key for op in ops}:
-        client.execute(
-            [b"GET", key], lambda reply, node, key=key: reads.__setitem__(key, _bulk(reply))
-        )
-    assert sim.run_until_true(lambda: len(reads) == len({op.key for op in ops}), 30, step=0.01)
+    ops = work.history()
+    reads, unread = work.final_reads()
+    assert unread == []
     verdict = check(ops, {"through the cluster": reads}, span=(start, sim.now))
     assert sum(op.outcome == "ok" for op in ops) > 500
     assert verdict.ok, verdict.summary()
     # The newest acknowledged write of a key, forgotten: the checker says so.
-    newest = max((op for op in ops if op.outcome == "ok"), key=lambda op: op.invoked)
+    acked = [op for op in ops if op.kind == "write" and op.outcome == "ok"]
+    newest = max(acked, key=lambda op: op.invoked)
     older = [op for op in ops if op.key == newest.key and op.precedes(newest)]
     forgotten = dict(reads)
     forgotten[newest.key] = older[-1].value if older else None
