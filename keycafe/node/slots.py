@@ -142,6 +142,9 @@ class SlotService:
             self._send_now()
 
     def _on_broken(self, peer: str) -> None:
+        waiting = self._overflow.get(peer)
+        if waiting is not None:
+            waiting.clear()  # the core sends again what they carried, in order
         self._step(lambda now: self.cluster.link_broken(peer, now))
 
     async def _timers(self) -> None:
@@ -349,7 +352,7 @@ class _Durability:
         self.notify()
         # A deadline, so that a write nobody can make durable (no majority
         # left to declare its replica dead) fails rather than hangs.
-        with trio.move_on_after(DURABLE_TIMEOUT):
+        with trio.move_on_after(self.timeout):
             await waiter.event.wait()
         if not waiter.event.is_set():
             self.replication.cancel(waiter)
