@@ -156,9 +156,6 @@ class AntiEntropy:
         self._pass: deque[int] = deque()  # slots of the pass under way, still to digest
         self._next_pass: float | None = None
         self._next_step: float | None = None
-        # Per replica, the slots this pass asked it about, and the parts it
-        # answered: an answer is taken once, and only when asked (a peer
-        # cannot make us list a big slot again and again).
         # Per replica: slot -> the parts its digest was split in; the
         # (slot, parts, part) listings taken, and how many per slot.
         self._asked: dict[str, dict[int, int]] = {}
@@ -335,7 +332,10 @@ class AntiEntropy:
             self._send_sync(peer, slot, store.export(slot, push), want)
 
     def _send_sync(self, peer: str, slot: int, items: list[Exported], want: list[bytes]) -> None:
-        room = frames.MAX_FRAME - BATCH_BYTES - ENTRY_OVERHEAD
+        # batches() closes a batch after the entry that fills it: a full batch
+        # (up to BATCH_BYTES, plus ENTRY_OVERHEAD per entry) and one more entry
+        # must still fit in a frame.
+        room = frames.MAX_FRAME - 2 * BATCH_BYTES
         fits = [e for e in items if len(e.key) + len(e.value or b"") <= room]
         self.counters.too_large += len(items) - len(fits)  # larger than any frame
         for batch in batches(fits):

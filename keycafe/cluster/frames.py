@@ -47,8 +47,9 @@ REPL_ACK: Final = 10  # [term, epoch, frame number, [slot refused, ...]]: answer
 AE_DIGEST: Final = 11  # [term, epoch, [[slot, parts, [digest per part]], ...]]: primary's
 AE_KEYS: Final = 12  # [term, epoch, [[slot, parts, [part...], [[key, stamp, writer]...]]...]]
 AE_SYNC: Final = 13  # [term, epoch, [[slot, [entry, ...], [key wanted, ...]], ...]]
-# The minority side's lease (keycafe/cluster/lease.py): any frame will do, this
-# one is sent when there is nothing else.
+# The minority side's lease (keycafe/cluster/lease.py): any frame from a member
+# counts; this one goes to every ring member each third of a lease, whatever
+# else was sent (the body is informational: nothing reads it).
 HEARTBEAT: Final = 14  # [term, epoch]
 
 # 2: hand-off frames carry the proposal's (term, epoch). 3: FORWARD names its

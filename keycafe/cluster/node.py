@@ -111,8 +111,8 @@ class ClusterNode:
 
     def after_gossip(self, changed: bool, now: float) -> None:
         """After a gossip step: ``changed`` if a member changed state."""
-        if self.boot and self.core.me.meta.get(coordinator.BOOT_KEY) != self.boot:
-            effects.announce(self.core, coordinator.BOOT_KEY, self.boot, now)
+        if self.boot:
+            effects.announce(self.core, coordinator.BOOT_KEY, self.boot, now)  # once: a no-op after
         # The same sum as get_timer's: a difference could fall short by one ulp
         # at the deadline and never be due.
         if self.joined and (changed or now >= self._assessed_at + ASSESS_PERIOD):

@@ -82,7 +82,8 @@ def decode_ring_untrusted(data: bytes) -> Ring:
     if len(f) >= 8:
         if type(f[7]) is not list or len(f[7]) not in (0, len(down)):
             raise BadPacket("one epoch per member down")
-        since = tuple(_int(x, MAX_EPOCH) for x in f[7])
+        # A member went down in this ring's epoch or before: no later.
+        since = tuple(_int(x, _int(f[1], MAX_EPOCH)) for x in f[7])
     boots: tuple[str, ...] = ()
     if len(f) == 9:
         if (

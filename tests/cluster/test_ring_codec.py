@@ -93,7 +93,7 @@ def test_the_epochs_members_went_down_in_round_trip_and_are_checked() -> None:
     assert decode_ring_untrusted(encode_ring(ring)) == ring
     assert ring.newest_copies(("b", "c")) == {"b"}  # b went down after c
     assert ring.down_since("c") == 7
-    for since in ([7], [7, 9, 9], [7, -1], [7, "9"]):
+    for since in ([7], [7, 9, 9], [7, -1], [7, "9"], [7, 10]):  # 10: after the ring's epoch
         bad = [ring_codec.RING, 9, 2, "a", ["a", "b", "c"], [], ["c", "b"], since]
         with pytest.raises(BadPacket):
             decode_ring_untrusted(msgpack.packb(bad))
