@@ -36,10 +36,14 @@ every live owner in the ring in force) and are still sent to the others so
 that they catch up. A new replica's copies count once the hand-off confirms
 them (``unconfirm``/``confirm``).
 
-*Waiting requests.* ``wait(token, first, last)`` registers a request whose
-writes are numbered ``first``..``last``; ``released()`` returns the requests
-whose writes are durable now, each with its verdict: False if one of its
-writes was given up (the shell answers it with an error, not OK). The trio
+*Waiting requests.* ``wait(token, first, last, read=n)`` registers a request
+whose writes are numbered ``first``..``last`` and which read a slot whose last
+write is numbered ``n`` (``Store.unsettled``); ``released()`` returns the
+requests whose writes, and the writes they read, are durable now, each with
+its verdict: False if one of those was given up (the shell answers it with an
+error, not OK). Reads wait too: a primary that answered a read of a write
+its replicas do not hold yet, then died or was cut off, would have shown a
+value the cluster then loses (a dirty read, as Jepsen calls it). The trio
 shell and the simulator both only carry the verdicts out.
 """
 
@@ -137,7 +141,10 @@ class Replication:
         # writes to them it acknowledged meanwhile: held back from ``durable``.
         self._unconfirmed: dict[str, set[int]] = {}
         self._held: dict[str, list[Item]] = {}
-        self._waits: list[tuple[int, int, Hashable]] = []  # (first, last, token)
+        self._waits: list[tuple[int, int, int, Hashable]] = []  # (first, last, read, token)
+        # The highest ``durable`` seen by ``released``: a write numbered up to
+        # it was held by its in-sync replicas then (a read of it need not wait).
+        self.settled = 0
 
     # -- the ring --------------------------------------------------------------------------
 
@@ -188,31 +195,41 @@ class Replication:
                         self._queued.setdefault(other, []).append(item)
         return keep
 
-    def wait(self, token: Hashable, first: int, last: int) -> None:
-        """A request waits for its writes numbered ``first``..``last``."""
-        self._waits.append((first, last, token))
+    def wait(self, token: Hashable, first: int, last: int, read: int = 0) -> None:
+        """A request waits for its writes numbered ``first``..``last`` (none if
+        ``last`` is 0) and for write ``read``, the last one to a slot it read
+        (0: none)."""
+        self._waits.append((first, last, read, token))
 
     def waiting(self) -> list[Hashable]:
         """The requests still waiting."""
-        return [w[2] for w in self._waits]
+        return [w[3] for w in self._waits]
 
     def cancel(self, token: Hashable) -> None:
         """The request ``token`` waits no more (it timed out, or its node is gone)."""
-        self._waits = [w for w in self._waits if w[2] != token]
+        self._waits = [w for w in self._waits if w[3] != token]
 
     def released(self) -> list[tuple[Hashable, bool]]:
         """Requests whose writes are durable now, and whether all of them were
         kept (False: one was given up: answer with an error, not OK)."""
+        durable = self.durable
+        if durable > self.settled:
+            self.settled = durable
         if not self._waits:
             return []
-        durable = self.durable
-        out, still = [], []
-        for first, last, token in self._waits:
-            if last <= durable:
-                out.append((token, not self._take_abandoned(first, last)))
-            else:
-                still.append((first, last, token))
+        ready: list[tuple[int, int, int, Hashable]] = []
+        still: list[tuple[int, int, int, Hashable]] = []
+        for wait in self._waits:
+            (ready if wait[1] <= durable and wait[2] <= durable else still).append(wait)
         self._waits = still
+        # A write given up is its own request's to report (taken, so that it
+        # is reported once); one a request only read is looked at, before any
+        # writer takes it.
+        lost_reads = [read in self._abandoned for _, _, read, _ in ready]
+        out = [
+            (token, not ((last > 0 and self._take_abandoned(first, last)) or lost_read))
+            for (first, last, _, token), lost_read in zip(ready, lost_reads, strict=True)
+        ]
         # A request registers a moment after its writes are numbered (the
         # shell hands the connection to its task first): keep given-up
         # numbers well past that, then forget them.

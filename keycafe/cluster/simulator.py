@@ -492,7 +492,11 @@ class SimClient:
             )
 
         written = m.cluster.written
-        if written == before:
+        rep = m.cluster.replication
+        read, m.session.read_after = m.session.read_after, 0
+        if read <= rep.settled:
+            read = 0
+        if written == before and not read:
             send()
             return
 
@@ -502,7 +506,10 @@ class SimClient:
             self.slots.pop(slot, None)
             self.sim.net.call_at(self.sim.now + 0.5, None, lambda at: self._attempt(op))
 
-        m.cluster.replication.wait(_Reply(send=send, lose=lose), before + 1, written)
+        if written == before:
+            rep.wait(_Reply(send=send, lose=lose), 0, 0, read)
+        else:
+            rep.wait(_Reply(send=send, lose=lose), before + 1, written, read)
         self.sim._settle(m, lambda: None)  # the replication frames go out now
 
     def _reply(self, op: _Op, m: Member, slot: int, reply: bytes) -> None:

@@ -209,6 +209,7 @@ class Connection:
     # replicated_writes) that may go out only once those are durable.
     durable_first: int = 0
     durable_last: int = 0
+    durable_read: int = 0  # ... and replies that read write n (Session.read_after)
     # In the hub, waiting for its replies' writes to be durable (``held_ms``
     # since), and unregistered from epoll meanwhile if it became readable.
     holding: bool = False
@@ -286,12 +287,12 @@ class Connection:
         while not done:
             written = store.replicated_writes
             payload, done = self.produce()
-            if store.replicated_writes != written and state.durability is not None:
+            if _must_wait(self, written):
                 # Replies to replicated writes wait until the replicas hold
-                # them, and the connection is read no more meanwhile (replies
-                # keep their order).
+                # them, and so do replies that read a write they do not hold
+                # yet; the connection is read no more meanwhile (replies keep
+                # their order).
                 self.pending = payload
-                self.durable_first, self.durable_last = written + 1, store.replicated_writes
                 return _Wake.DURABLE
             if not payload:
                 continue
@@ -436,9 +437,9 @@ class ClientHub:
         conn.holding = True
         conn.held_ms = now
         self._holding += 1
-        first, last = conn.durable_first, conn.durable_last
-        conn.durable_first = conn.durable_last = 0
-        durability.hold(conn, first, last)
+        first, last, read = conn.durable_first, conn.durable_last, conn.durable_read
+        conn.durable_first = conn.durable_last = conn.durable_read = 0
+        durability.hold(conn, first, last, read)
 
     def _unhold(self, conn: Connection) -> None:
         conn.holding = False
@@ -516,8 +517,7 @@ async def _finish_slowly(conn: Connection) -> None:
         state.now_ms = _now_ms()
         written = store.replicated_writes
         payload, _ = conn.produce()
-        if store.replicated_writes != written:
-            conn.durable_first, conn.durable_last = written + 1, store.replicated_writes
+        _must_wait(conn, written)
         await _send_durable(conn, payload)
 
 
@@ -526,15 +526,32 @@ async def _send_durable(conn: Connection, payload: bytes) -> None:
     change took one away first, the connection closes instead: the client
     must not read OK, and a reset is what a crashed primary gives it too."""
     state = conn.session.state
-    if conn.durable_last and state.durability is not None:
-        first, last = conn.durable_first, conn.durable_last
-        conn.durable_first = conn.durable_last = 0
-        if not await state.durability.wait(first, last):
+    if (conn.durable_last or conn.durable_read) and state.durability is not None:
+        first, last, read = conn.durable_first, conn.durable_last, conn.durable_read
+        conn.durable_first = conn.durable_last = conn.durable_read = 0
+        if not await state.durability.wait(first, last, read):
             conn.session.closing = True
             conn.requests = _NO_REQUESTS
             raise _WriteGivenUp
     await _send_all(conn.sock, payload)
     state.counters.net_output_bytes += len(payload)
+
+
+def _must_wait(conn: Connection, written: int) -> bool:
+    """Whether the replies just produced must wait for writes to be durable:
+    their own (numbered after ``written``), or one they read (and which
+    ``conn``'s ``durable_*`` fields then name)."""
+    session = conn.session
+    state = session.state
+    now = state.store.replicated_writes
+    read, session.read_after = session.read_after, 0
+    durability = state.durability
+    if durability is None or (now == written and read <= durability.settled):
+        return False
+    if now != written:
+        conn.durable_first, conn.durable_last = written + 1, now
+    conn.durable_read = read if read > durability.settled else 0
+    return True
 
 
 class _WriteGivenUp(Exception):

@@ -337,8 +337,12 @@ class _Durability:
         self.timeout = DURABLE_TIMEOUT
         self.batching = False
 
-    def hold(self, token: Hashable, first: int, last: int) -> None:
-        self.replication.wait(token, first, last)
+    @property
+    def settled(self) -> int:
+        return self.replication.settled
+
+    def hold(self, token: Hashable, first: int, last: int, read: int = 0) -> None:
+        self.replication.wait(token, first, last, read)
 
     def cancel(self, token: Hashable) -> None:
         self.replication.cancel(token)
@@ -346,9 +350,9 @@ class _Durability:
     def flush(self) -> None:
         self._send()
 
-    async def wait(self, first: int, last: int) -> bool:
+    async def wait(self, first: int, last: int, read: int = 0) -> bool:
         waiter = _Waiter()
-        self.replication.wait(waiter, first, last)
+        self.replication.wait(waiter, first, last, read)
         self.notify()
         # A deadline, so that a write nobody can make durable (no majority
         # left to declare its replica dead) fails rather than hangs.

@@ -77,9 +77,15 @@ class Durability(Protocol):
     # ends, so a write meanwhile need not wake anyone to send it.
     batching: bool
 
-    def hold(self, token: Hashable, first: int, last: int) -> None:
-        """Call ``on_release(token, ok)`` once writes up to ``last`` are
-        durable (``ok`` as ``wait`` returns it)."""
+    @property
+    def settled(self) -> int:
+        """Writes numbered up to this were durable when last looked (a read
+        of a slot whose last write is older need not wait)."""
+        ...
+
+    def hold(self, token: Hashable, first: int, last: int, read: int = 0) -> None:
+        """Call ``on_release(token, ok)`` once writes up to ``last`` and
+        ``read`` are durable (``ok`` as ``wait`` returns it)."""
         ...
 
     def cancel(self, token: Hashable) -> None:
@@ -91,8 +97,9 @@ class Durability(Protocol):
         calls this at the end of each cycle: one round for all its writes)."""
         ...
 
-    async def wait(self, first: int, last: int) -> bool:
+    async def wait(self, first: int, last: int, read: int = 0) -> bool:
         """Return once writes up to ``last`` are durable: True if they are,
-        False if a ring change took one of ``first``..``last`` away first (the
-        client must not be told OK)."""
+        False if a ring change took one of ``first``..``last`` (or ``read``,
+        a write the request read) away first (the client must not be told OK).
+        ``last`` 0: the request wrote nothing."""
         ...

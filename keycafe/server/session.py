@@ -39,6 +39,10 @@ class Session:
     readonly: bool = False
     # The slot of this connection's last write, for WAIT; -1 before any.
     wrote: int = -1
+    # The number of the newest write not known durable in a slot this
+    # connection read (Store.unsettled), since the shell last took it: the
+    # reply waits for that write as a write's reply does (reset by the shell).
+    read_after: int = 0
     # Set by QUIT: the shell sends what is queued, then closes.
     closing: bool = False
     created_ms: int = 0
@@ -83,6 +87,7 @@ class Session:
         mine = routing.mine
         slots = self.store.slots
         put = self.store.put
+        unsettled = self.store.unsettled
         get_spec, set_spec = lookup(b"get"), lookup(b"set")  # from strings.py
         for req in reqs:
             if self.closing:
@@ -118,6 +123,10 @@ class Session:
                     counters.error_replies += 1
                     reply(routing.refusal(slot))
                     continue
+                if unsettled and not spec.writes:
+                    last = unsettled.get(slot, 0)
+                    if last > self.read_after:
+                        self.read_after = last
                 if spec is get_spec:
                     # strings.get without the call, for a key with no TTL.
                     record = slots[slot].get(key)

@@ -107,6 +107,11 @@ class Store:
         # them in the same order, so a request that took this from n to m
         # waits for write m to be durable.
         self.replicated_writes = 0
+        # Per slot, the number of its last write appended to ``replog``: a
+        # read of the slot must not be answered before that write is durable
+        # (it could be lost with its primary, and a value read would vanish).
+        # One entry per slot at most; an old number is simply already durable.
+        self.unsettled: dict[int, int] = {}
         self.on_dirty: Callable[[], None] | None = None
 
     # -- reads ---------------------------------------------------------------------
@@ -239,6 +244,7 @@ class Store:
         if flags & REPLICATED:
             self.replicated_writes += 1
             self.replog.append((slot, key))
+            self.unsettled[slot] = self.replicated_writes
             if len(self.replog) == 1 and self.on_dirty is not None:
                 self.on_dirty()
         if flags & MOVING:
@@ -301,6 +307,7 @@ class Store:
                 if flags & REPLICATED:
                     self.replicated_writes += len(bucket)
                     self.replog.extend((slot, key) for key in bucket)
+                    self.unsettled[slot] = self.replicated_writes
                 if flags & MOVING:
                     self.dirty.extend((slot, key) for key in bucket)
                 bucket.clear()

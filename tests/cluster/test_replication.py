@@ -313,6 +313,39 @@ def test_a_write_the_ring_took_away_before_it_was_replicated_is_given_up() -> No
     assert value(net.cores[B], b"k") is None
 
 
+@pytest.mark.parametrize("reader_first", [False, True])
+def test_a_read_of_a_write_given_up_is_failed_and_so_is_the_write(reader_first: bool) -> None:
+    """A read waits for the write it read (``Store.unsettled``): given up,
+    both the write's request and the read's fail, whichever registered first
+    (the read only looks at the verdict; the write takes it)."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B}, A)
+    net.ring(owners_of(B), set(), B)
+    a = net.cores[A]
+    put(a, b"k", b"lost")
+    assert a.store.unsettled == {key_slot(b"k"): 1}
+    waits = [("write", 1, 1, 0), ("read", 0, 0, 1)]
+    for token, first, last, read in reversed(waits) if reader_first else waits:
+        a.wait(token, first, last, read)
+    net.deliver()
+    assert a.released() == []  # both wait: the replica refused the write
+    a.set_ring((1, 2), owners_of(B), set())
+    assert sorted(a.released()) == [("read", False), ("write", False)]
+
+
+def test_a_read_waits_for_the_write_it_read_and_no_longer() -> None:
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    a = net.cores[A]
+    put(a, b"k", b"v")
+    a.wait("read", 0, 0, 1)
+    assert a.released() == []
+    assert a.settled == 0
+    net.deliver()
+    assert a.released() == [("read", True)]
+    assert a.settled == 1  # a later read of it need not wait
+
+
 def test_writes_replicated_in_time_are_not_given_up() -> None:
     net = Net(A, B)
     net.ring(owners_of(A, B), {B})

@@ -31,14 +31,16 @@ class FakeDurability:
     timeout: float = math.inf
     on_release: Callable[[Hashable, bool], None] | None = None
     batching: bool = False
-    held: list[tuple[Hashable, int, int]] = attrs.Factory(list)
+    held: list[tuple[Hashable, int, int, int]] = attrs.Factory(list)
+    settled: int = 0  # the highest write number ``release`` made durable
     flushes: int = 0
     unflushed: int = 0  # holds since the last flush
     held_batching: bool = True  # every hold came while the hub was batching
     _waiters: list[tuple[trio.Event, list[bool]]] = attrs.Factory(list)
+    waited: list[tuple[int, int, int]] = attrs.Factory(list)  # every wait's numbers
 
-    def hold(self, token: Hashable, first: int, last: int) -> None:
-        self.held.append((token, first, last))
+    def hold(self, token: Hashable, first: int, last: int, read: int = 0) -> None:
+        self.held.append((token, first, last, read))
         self.unflushed += 1
         self.held_batching &= self.batching
 
@@ -50,9 +52,10 @@ class FakeDurability:
         self.flushes += 1
         self.unflushed = 0
 
-    async def wait(self, first: int, last: int) -> bool:
+    async def wait(self, first: int, last: int, read: int = 0) -> bool:
         event, verdict = trio.Event(), []
         self._waiters.append((event, verdict))
+        self.waited.append((first, last, read))
         await event.wait()
         return verdict[0]
 
@@ -61,7 +64,9 @@ class FakeDurability:
 
     def release(self, ok: bool = True) -> None:
         held, self.held = self.held, []
-        for token, _, _ in held:
+        top = [max(h[2], h[3]) for h in held] + [max(w[1:]) for w in self.waited]
+        self.settled = max([self.settled, *top])
+        for token, _, _, _ in held:
             assert self.on_release is not None
             self.on_release(token, ok)
         waiters, self._waiters = self._waiters, []
@@ -237,3 +242,33 @@ async def test_the_idle_timeout_counts_from_the_reply_not_from_the_write(
         assert await client.call("GET", "k") == b"v"
     finally:
         await client.stream.aclose()
+
+
+async def test_a_read_of_a_write_not_yet_durable_waits_for_it(served: Served) -> None:
+    """A dirty read: were the reader answered before the replicas hold the
+    write, the primary's death could take away a value clients had read."""
+    writer, reader, other = [await served.client() for _ in range(3)]
+    await writer.stream.send_all(b"SET k v\r\n")
+    await until(lambda: served.durability.pending() == 1)
+    await reader.stream.send_all(b"GET k\r\n")
+    await until(lambda: served.durability.pending() == 2)
+    assert await nothing_within(reader, 0.2)
+    # A key of another slot, never written, is read at once meanwhile.
+    assert await other.call("GET", "elsewhere") is None
+    served.durability.release()
+    assert await writer.replies(1) == [b"OK"]
+    assert await reader.replies(1) == [b"v"]
+    # Durable now: the next read of it does not wait.
+    assert await reader.call("GET", "k") == b"v"
+    assert served.durability.pending() == 0
+
+
+async def test_a_read_of_a_write_given_up_is_never_answered(served: Served) -> None:
+    writer, reader = await served.client(), await served.client()
+    await writer.stream.send_all(b"SET k v\r\n")
+    await until(lambda: served.durability.pending() == 1)
+    await reader.stream.send_all(b"GET k\r\n")
+    await until(lambda: served.durability.pending() == 2)
+    served.durability.release(ok=False)
+    assert await reader.closed_by_server()
+    assert reader.reader.gets() is False  # the value it would have read never went out
