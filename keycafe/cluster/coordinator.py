@@ -50,6 +50,14 @@ LEAVING_KEY: Final = "leaving"
 # A random id each node process picks at start: a member back with another
 # one was restarted, and holds none of its old copies.
 BOOT_KEY: Final = "boot"
+# "<boot id>": this process, started afresh, found itself a live owner in a
+# ring that never admitted it (it was restarted under its id before the
+# cluster declared it dead), so its copies are empty. The coordinator
+# declares it down, as a member back with none of its copies (``EMPTY_BOOT``),
+# and it comes back through a change that streams it fresh ones. "" once it
+# is in such a change.
+RESTARTED_KEY: Final = "restarted"
+EMPTY_BOOT: Final = "-"  # the boot id recorded for it: no process has it
 # "<term>.<epoch>" of the last ring the coordinator published: who is behind pulls it.
 RING_KEY: Final = "ring"
 # "<term>.<epoch>" of the ring a member follows. A ring broadcast and the
@@ -222,12 +230,21 @@ def next_ring(
         return None  # nothing can follow it (ring_record.py)
 
     def publish(
-        members: tuple[str, ...], pending: tuple[str, ...] = (), down: tuple[str, ...] = ()
+        members: tuple[str, ...],
+        pending: tuple[str, ...] = (),
+        down: tuple[str, ...] = (),
+        empty: frozenset[str] = frozenset(),
     ) -> Ring:
         # Each member down keeps the epoch it went down in, and the boot id it
-        # had then; a new one, this epoch and its boot id as last known.
+        # had then; a new one, this epoch and its boot id as last known (none,
+        # for one restarted with nothing: ``empty``).
         since = tuple(ring.down_since(n) if n in ring.down else ring.epoch + 1 for n in down)
-        boots = tuple(ring.down_boot(n) if n in ring.down else _boot(by_id.get(n)) for n in down)
+        boots = tuple(
+            ring.down_boot(n)
+            if n in ring.down
+            else (EMPTY_BOOT if n in empty else _boot(by_id.get(n)))
+            for n in down
+        )
         return Ring(
             epoch=ring.epoch + 1,
             term=term,
@@ -245,8 +262,14 @@ def next_ring(
     # streaming new copies) is a change like any other, afterwards.
     down = set(ring.down)
     dead = {n for n in ring.members if n not in down and n not in live}
-    if dead:
-        return publish(ring.members, ring.pending, ring.down + tuple(sorted(dead)))
+    # ... and so is one restarted under its id before it was declared dead:
+    # alive, but with none of its copies.
+    empty = frozenset(
+        n for n in ring.members if n not in down and n in live and _restarted(by_id[n])
+    )
+    if dead or empty:
+        fallen = tuple(sorted(dead | empty))
+        return publish(ring.members, ring.pending, ring.down + fallen, empty)
     # Dead, or back as another process (restarted: none of its old copies).
     gone = {n for n in down if n not in live or _rebooted(ring, by_id[n])}
     if owners is not None and stranded(ring, owners, gone):
@@ -277,6 +300,12 @@ def next_ring(
 
 def _boot(member: MemberInfo | None) -> str:
     return member.meta.get(BOOT_KEY, "") if member is not None else ""
+
+
+def _restarted(member: MemberInfo) -> bool:
+    """``member`` says this process of it was never admitted (``RESTARTED_KEY``)."""
+    said = member.meta.get(RESTARTED_KEY, "")
+    return bool(said) and said == _boot(member)
 
 
 def _rebooted(ring: Ring, member: MemberInfo) -> bool:

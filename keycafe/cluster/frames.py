@@ -50,7 +50,7 @@ AE_SYNC: Final = 13  # [term, epoch, [[slot, [entry, ...], [key wanted, ...]], .
 # The minority side's lease (keycafe/cluster/lease.py): any frame from a member
 # counts; this one goes to every ring member each third of a lease, whatever
 # else was sent (the body is informational: nothing reads it).
-HEARTBEAT: Final = 14  # [term, epoch]
+HEARTBEAT: Final = 14  # [term, epoch, ping stamp | nil, pong (echoed ping) | nil]
 
 # 2: hand-off frames carry the proposal's (term, epoch). 3: FORWARD names its
 # generation, DONE states a generation and how many of its forwards went

@@ -18,6 +18,7 @@ by; ``routing_version`` counts its changes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection
 from functools import lru_cache
 from typing import Final
@@ -92,6 +93,14 @@ class ClusterNode:
         # A node started with seeds takes no part in elections until it has
         # joined: alone, it would elect itself and found a ring of its own.
         self.joined = joined
+        # Started with seeds, this process holds nothing until a change
+        # brings it in and streams it its copies. Should it find itself a live
+        # owner in a ring that never did (it was restarted under its id before
+        # the cluster declared it dead), it serves and acknowledges nothing,
+        # and says so (coordinator.RESTARTED_KEY) to be declared down and
+        # brought back as a newcomer.
+        self.fresh = not joined
+        self._said_restarted = False
         self.assessment: coordinator.Assessment | None = None
         self.routing: RoutingChanged | None = None
         self.routing_version = 0
@@ -99,6 +108,9 @@ class ClusterNode:
         # No majority of the ring's members alive in this node's view: it
         # serves no key (``keycafe.server.routing.Routing.halted``).
         self.halted = False
+        # Until when the lease holds if no more pongs come (monotonic clock):
+        # the shell refuses keyed requests after it even before a timer runs.
+        self.lease_until = math.inf
         self._assessed_at = float("-inf")
 
     @property
@@ -151,8 +163,11 @@ class ClusterNode:
         self._events(now)
 
     def receive_frame(self, peer: str, frame: Frame, now: float, wall_ms: int) -> None:
-        self.lease.heard_from(peer, now)  # any frame says the link to it works
         if frame.kind == frames.HEARTBEAT:
+            # Only pongs of recent pings renew the lease: a frame read late
+            # (this process was stopped) says nothing of now.
+            self.lease.receive(peer, frame.body, now)
+            self._check_halted(now)
             return
         if frame.kind in (frames.REPL, frames.REPL_ACK):
             self.replication.receive_frame(peer, frame, now, wall_ms)
@@ -225,7 +240,10 @@ class ClusterNode:
         # that still sends frames is reachable (a 2-member ring halted on
         # every brief suspicion), and one that does not loses the lease.
         member = ring is not None and self.me.node_id in ring.members
-        halted = member and not self.lease.holds(now)
+        self.lease_until = self.lease.expires() if member else math.inf
+        if self.unadmitted:
+            self.lease_until = -math.inf  # serves no key: its copies are empty
+        halted = member and now > self.lease_until
         if halted != self.halted:
             self.halted = halted
             self.routing_version += 1  # the shell builds routing with it
@@ -249,12 +267,39 @@ class ClusterNode:
         self.replication.set_ring(ring.version, table.owners, set(ring.members) - set(ring.down))
         self.antientropy.set_ring(ring.version, table.owners)
         self.lease.set_ring(ring.version, ring.members, now, down=ring.down)
+        self._admit(ring, now)
         self._mark_down(now)
         self._events(now)
         # Say which ring we follow: a coordinator that sees us behind pushes.
         held = self.handoff.ring
         if held is not None and self.joined:
             self._announce(coordinator.HELD_KEY, f"{held.term}.{held.epoch}", now)
+
+    def _admit(self, ring: Ring, now: float) -> None:
+        """A fresh process (``fresh``): admitted by a change that brings it
+        in, or by founding the ring; a live owner otherwise, unadmitted."""
+        if not self.fresh:
+            return
+        me = self.me.node_id
+        owner = me in ring.members and me not in ring.down
+        coming = me in ring.pending and not owner
+        if coming or (owner and ring.epoch == 1):  # a founder has lost nothing
+            self.fresh = False
+            self.replication.accepting = True
+            if self._said_restarted:
+                self._announce(coordinator.RESTARTED_KEY, "", now)
+        elif owner:
+            self.replication.accepting = False  # an empty copy must not count
+            if not self._said_restarted:
+                self._said_restarted = True
+                self._announce(coordinator.RESTARTED_KEY, self.boot or "?", now)
+
+    @property
+    def unadmitted(self) -> bool:
+        """A live owner in the ring in force that holds nothing it should."""
+        ring = self.handoff.ring
+        me = self.me.node_id
+        return self.fresh and ring is not None and me in ring.members and me not in ring.down
 
     def _nodes(self, ring: Ring) -> dict[str, NodeAddr]:
         """Addresses of the ring's members that gossip knows."""

@@ -145,6 +145,10 @@ class Replication:
         # The highest ``durable`` seen by ``released``: a write numbered up to
         # it was held by its in-sync replicas then (a read of it need not wait).
         self.settled = 0
+        # False while this node's copies cannot be trusted (a process that
+        # restarted under its id, not yet brought back in): it takes no
+        # primary's writes, so none counts as durable with it.
+        self.accepting = True
 
     # -- the ring --------------------------------------------------------------------------
 
@@ -212,11 +216,9 @@ class Replication:
     def released(self) -> list[tuple[Hashable, bool]]:
         """Requests whose writes are durable now, and whether all of them were
         kept (False: one was given up: answer with an error, not OK)."""
-        durable = self.durable
-        if durable > self.settled:
-            self.settled = durable
         if not self._waits:
-            return []
+            return []  # ``settled`` may lag meanwhile: a read waits, and is released
+        durable = self.settle()
         ready: list[tuple[int, int, int, Hashable]] = []
         still: list[tuple[int, int, int, Hashable]] = []
         for wait in self._waits:
@@ -237,6 +239,14 @@ class Replication:
             below = durable - KEEP_ABANDONED
             self._abandoned = {n for n in self._abandoned if n >= below}
         return out
+
+    def settle(self) -> int:
+        """``settled``, brought up to date (it is otherwise only when
+        requests are released)."""
+        durable = self.durable
+        if durable > self.settled:
+            self.settled = durable
+        return self.settled
 
     def _take_abandoned(self, first: int, last: int) -> bool:
         hit = {n for n in self._abandoned if first <= n <= last}
@@ -411,7 +421,7 @@ class Replication:
         refused = []
         for slot, items in groups:
             o = owners[slot]
-            if o and o[0] == peer and me in o[1:]:
+            if o and o[0] == peer and me in o[1:] and self.accepting:
                 clock = self.store.clock
                 before = clock.refused
                 self.store.merge(slot, items, wall_ms)

@@ -16,6 +16,7 @@ seeded generator, and ``trace_digest`` covers the frames too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
@@ -36,6 +37,8 @@ from keycafe.store.keyslot import key_slot
 
 WALL0: Final = 1_700_000_000_000  # the virtual wall clock's unix ms at time 0
 CONNECT_TIMEOUT: Final = 1.0  # a frame to a peer that cannot be reached fails after this
+RTO_MIN: Final = 0.2  # Linux's least TCP retransmission timeout, seconds
+RETRIES: Final = 6  # retransmissions of one segment before its link is taken as broken
 
 
 @attrs.define(eq=False)
@@ -98,14 +101,29 @@ class ClusterSimulator:
         self.ring_conflicts: list[str] = []
         self.owned_by: dict[str, set[int]] = {}  # slots each node was ever primary of
         self.log: list[tuple[float, str]] = []
+        self.skew: dict[str, float] = {}  # node -> seconds its wall clock is off
+        # The share of TCP segments lost on peer links (each costs a
+        # retransmission timeout); the gossip links' own ``loss`` is UDP's.
+        self.tcp_loss = 0.0
         self.net.after_flush.append(self._after_gossip)
 
     @property
     def now(self) -> float:
         return self.net.now
 
-    def wall_ms(self, at: float | None = None) -> int:
-        return WALL0 + int((self.now if at is None else at) * 1000)
+    def wall_ms(self, at: float | None = None, node: str | None = None) -> int:
+        """The wall clock in unix ms, as ``node`` reads it (``skew``)."""
+        t = self.now if at is None else at
+        if node is not None and self.skew:
+            t += self.skew.get(node, 0.0)
+        return WALL0 + int(t * 1000)
+
+    def set_skew(self, node: str, seconds: float) -> None:
+        """``node``'s wall clock is ``seconds`` off from now on (a clock set
+        wrong, or stepped by NTP). Its monotonic clock, which the timers use,
+        is not: only stamps and expiry read the wall clock."""
+        self.skew[node] = seconds
+        self._note(f"{node}'s wall clock is {seconds:+.0f} s off")
 
     # -- building ---------------------------------------------------------------------------
 
@@ -131,7 +149,7 @@ class ClusterSimulator:
         name = sim.name
         self._boots += 1
         me = NodeAddr(node_id=name, host=sim.addr[0], port=9814, cluster_port=sim.addr[1])
-        state = ServerState.create(ServerConfig(me=me), self.wall_ms())
+        state = ServerState.create(ServerConfig(me=me), self.wall_ms(node=name))
         keeper = RingKeeper.attach(sim.core)
         cluster = ClusterNode(
             core=sim.core,
@@ -190,17 +208,27 @@ class ClusterSimulator:
         self._break(a, b)
         self._break(b, a)
 
-    def partition(self, side_a: list[str], side_b: list[str]) -> None:
-        self.net.partition(side_a, side_b)
-        self._note(f"partition {side_a} | {side_b}")
+    def partition(self, side_a: list[str], side_b: list[str], *, one_way: bool = False) -> None:
+        """Cut the network between the sides (``one_way``: only what
+        ``side_a`` sends to ``side_b``). A peer link is a TCP connection,
+        which needs both ways: either cut breaks it."""
+        self.net.partition(side_a, side_b, one_way=one_way)
+        self._note(f"partition {side_a} {'->' if one_way else '|'} {side_b}")
         for a in side_a:
             for b in side_b:
                 self._break(a, b)
                 self._break(b, a)
 
-    def heal(self) -> None:
-        self.net.heal()
-        self._note("partition heals")
+    def heal(self, pairs: list[tuple[str, str]] | None = None) -> None:
+        """Heal every cut, or only those between the given pairs (both ways)."""
+        if pairs is None:
+            self.net.heal()
+            self._note("partition heals")
+            return
+        for a, b in pairs:
+            self.net.blocked.discard((a, b))
+            self.net.blocked.discard((b, a))
+        self._note(f"heals {', '.join(f'{a}-{b}' for a, b in pairs)}")
 
     # -- running ----------------------------------------------------------------------------
 
@@ -268,6 +296,7 @@ class ClusterSimulator:
     def _settle(self, m: Member, fn: Callable[[], Any]) -> Any:
         result = fn()
         cluster = m.cluster
+        m.state.lease_until = cluster.lease_until
         if cluster.routing_version != m.routing_seen and cluster.routing is not None:
             m.routing_seen = cluster.routing_version
             r = cluster.routing
@@ -377,9 +406,22 @@ class ClusterSimulator:
         data = frames.encode_frame(kind, body)
         conn = self._conn(src, peer)
         link = self.net.links.get((src, peer), self.net.link)
-        jitter = self.rng.uniform(0, link.jitter) if link.jitter else 0.0
+        delay = link.delay + (self.rng.uniform(0, link.jitter) if link.jitter else 0.0)
+        if self.tcp_loss:
+            # TCP resends a lost segment after its retransmission timeout
+            # (at least 200 ms on Linux, doubling each time: RFC 6298).
+            rto = RTO_MIN
+            while self.rng.random() < self.tcp_loss:
+                delay += rto
+                rto *= 2
+                if rto > RTO_MIN * 2**RETRIES:
+                    # Retransmitted this often, the connection is as good as dead.
+                    self.frames_lost += 1
+                    self._break(src, peer)
+                    return
+        delay += self.net._lag(dst.sim)  # a starved node reads its socket late
         # One TCP stream per direction: in order, whatever the jitter.
-        arrival = max(self.now + link.delay + jitter, conn.last_arrival)
+        arrival = max(self.now + delay, conn.last_arrival)
         conn.last_arrival = arrival
         generation = conn.generation
         self.net.call_at(arrival, dst.sim, lambda at: self._deliver(m, dst, generation, data, at))
@@ -391,7 +433,10 @@ class ClusterSimulator:
         self.net._log_bytes(data)
         frame = frames.decode_payload_untrusted(data[frames.HEADER.size :])
         self._drive(
-            dst, lambda: dst.cluster.receive_frame(src.sim.name, frame, at, self.wall_ms(at))
+            dst,
+            lambda: dst.cluster.receive_frame(
+                src.sim.name, frame, at, self.wall_ms(at, dst.sim.name)
+            ),
         )
 
 
@@ -409,32 +454,57 @@ class Write:
 class _Op:
     args: list[bytes]
     done: Callable[[bytes | None, str], None]
+    started: float
     attempts: int = 0
     target: str | None = None
+    finished: bool = False
 
 
 class SimClient:
     """A Redis Cluster client on the simulated network: it keeps a slot map,
-    follows MOVED at once, waits and retries on TRYAGAIN, CLUSTERDOWN and
-    connection failures, and gives up after ``max_attempts``."""
+    follows MOVED at once, waits and retries on TRYAGAIN, CLUSTERDOWN (after
+    forgetting the slot's node, as redis-py refreshes its map) and connection
+    failures, and gives up after ``max_attempts`` or ``give_up_after`` seconds.
+
+    ``beside``: the node whose host the client runs on. Such a client reaches
+    a node only if the network between their hosts is not cut (a partition
+    puts it on its node's side); a node it cannot reach, or that does not
+    answer (cut off, paused), costs it ``timeout`` seconds, after which it
+    tries again elsewhere. Without ``beside`` it reaches every node whatever
+    the partitions (and, without ``timeout``, waits for a paused one)."""
 
     RETRY: Final = 0.05  # seconds before retrying TRYAGAIN / CLUSTERDOWN
     DELAY: Final = 0.0005  # one way, client <-> node
+    REFUSED: Final = 0.1  # seconds before trying again after a connection refused or reset
 
-    def __init__(self, sim: ClusterSimulator, *, max_attempts: int = 40) -> None:
+    def __init__(
+        self,
+        sim: ClusterSimulator,
+        *,
+        max_attempts: int = 40,
+        beside: str | None = None,
+        timeout: float | None = None,
+        give_up_after: float = math.inf,
+    ) -> None:
         self.sim = sim
         self.max_attempts = max_attempts
+        self.beside = beside
+        if beside is not None and timeout is None:
+            timeout = 2.0  # a client across a cut must stop waiting some time
+        self.timeout = timeout
+        self.give_up_after = give_up_after
         self.slots: dict[int, str] = {}
         self.writes: list[Write] = []
         self.ok = 0
         self.failed = 0
+        self.timeouts = 0
         self.per_second: dict[int, list[int]] = {}  # second -> [ok, failed]
         self.stopped = False  # writers started by run_writer issue no more writes
         self.in_flight = 0
 
     def execute(self, args: list[bytes], done: Callable[[bytes | None, str], None]) -> None:
         self.in_flight += 1
-        self._attempt(_Op(args=args, done=done))
+        self._attempt(_Op(args=args, done=done, started=self.sim.now))
 
     def set(self, key: bytes, value: bytes, then: Callable[[Write], None] | None = None) -> Write:
         """SET ``key`` (recorded in ``writes``); ``then(write)`` once it is
@@ -453,48 +523,94 @@ class SimClient:
         self.execute([b"SET", key, value], done)
         return w
 
+    def reaches(self, name: str) -> bool:
+        """Whether the network lets this client talk to node ``name``."""
+        at = self.beside
+        if at is None or at == name:
+            return True
+        blocked = self.sim.net.blocked
+        return (at, name) not in blocked and (name, at) not in blocked
+
     def _pick(self, slot: int) -> Member | None:
         name = self.slots.get(slot)
         if name is not None:
             m = self.sim.members.get(name)
             if m is not None:
                 return m
-        live = [m for m in self.sim.members.values() if m.sim.up]
+        if self.beside is None:
+            live = [m for m in self.sim.members.values() if m.sim.up]
+        else:
+            # A client knows its startup nodes, not who is alive.
+            live = [m for m in self.sim.members.values() if m.left_at is None]
         return live[self.sim.rng.randrange(len(live))] if live else None
 
+    def _later(self, seconds: float, fn: Callable[[], None]) -> None:
+        self.sim.net.call_at(self.sim.now + seconds, None, lambda at: fn())
+
     def _attempt(self, op: _Op) -> None:
+        if op.finished:
+            return
         op.attempts += 1
-        if op.attempts > self.max_attempts:
+        if op.attempts > self.max_attempts or self.sim.now - op.started > self.give_up_after:
             self._finish(op, None, "")
             return
         slot = key_slot(op.args[1]) if len(op.args) > 1 else 0
         m = self._pick(slot) if op.target is None else self.sim.members.get(op.target)
         op.target = None
         if m is None:
-            self.sim.net.call_at(self.sim.now + self.RETRY, None, lambda at: self._attempt(op))
+            self._later(self.RETRY, partial(self._attempt, op))
             return
-        self.sim.net.call_at(self.sim.now + self.DELAY, None, lambda at: self._arrive(op, m, slot))
+        attempt = op.attempts
+        if self.beside is not None and not self.reaches(m.sim.name):
+            # The connection hangs: nothing reaches the node.
+            self._later(self.timeout or 1.0, partial(self._timed_out, op, attempt, slot))
+            return
+        if self.timeout is not None:
+            self._later(self.timeout, partial(self._timed_out, op, attempt, slot))
+        if self.beside is None:
+            self._later(self.DELAY, partial(self._arrive, op, attempt, m, slot))
+        elif not m.sim.up:
+            self._later(2 * self.DELAY, partial(self._refused, op, attempt, slot))
+        else:
+            # Bound to the node: handled late if it is paused, never if it crashes.
+            sim = m.sim
+            self.sim.net.call_at(
+                self.sim.now + self.DELAY, sim, lambda at: self._arrive(op, attempt, m, slot)
+            )
 
-    def _arrive(self, op: _Op, m: Member, slot: int) -> None:
-        if not m.sim.up or m.sim.paused_until > self.sim.now:
+    def _timed_out(self, op: _Op, attempt: int, slot: int) -> None:
+        if op.finished or op.attempts != attempt:
+            return  # answered, or tried again already
+        self.timeouts += 1
+        self.slots.pop(slot, None)
+        self._attempt(op)
+
+    def _refused(self, op: _Op, attempt: int, slot: int) -> None:
+        if op.finished or op.attempts != attempt:
+            return
+        self.slots.pop(slot, None)
+        self._later(self.REFUSED, partial(self._attempt, op))
+
+    def _arrive(self, op: _Op, attempt: int, m: Member, slot: int) -> None:
+        if self.beside is None and (not m.sim.up or m.sim.paused_until > self.sim.now):
             # Connection refused or no answer: try elsewhere after a timeout.
             self.slots.pop(slot, None)
             wait = 0.5 if not m.sim.up else m.sim.paused_until - self.sim.now
-            self.sim.net.call_at(self.sim.now + wait, None, lambda at: self._attempt(op))
+            self._later(wait, partial(self._attempt, op))
             return
-        m.state.now_ms = self.sim.wall_ms()
+        m.state.now_ms = self.sim.wall_ms(node=m.sim.name)
+        m.state.clock = self.sim.now
         before = m.cluster.written
         reply = m.session.execute(op.args)
 
         def send() -> None:
-            self.sim.net.call_at(
-                self.sim.now + self.DELAY, None, lambda at: self._reply(op, m, slot, reply)
-            )
+            if self.reaches(m.sim.name):  # else lost on the way: the client times out
+                self._later(self.DELAY, lambda: self._reply(op, attempt, m, slot, reply))
 
         written = m.cluster.written
         rep = m.cluster.replication
         read, m.session.read_after = m.session.read_after, 0
-        if read <= rep.settled:
+        if read <= rep.settled or read <= rep.settle():
             read = 0
         if written == before and not read:
             send()
@@ -503,8 +619,11 @@ class SimClient:
         # A write to a replicated slot: answered once every in-sync replica
         # holds it (a crash first resets the connection: retried elsewhere).
         def lose() -> None:
-            self.slots.pop(slot, None)
-            self.sim.net.call_at(self.sim.now + 0.5, None, lambda at: self._attempt(op))
+            if self.beside is None:
+                self.slots.pop(slot, None)
+                self._later(0.5, partial(self._attempt, op))
+            elif self.reaches(m.sim.name):
+                self._refused(op, attempt, slot)
 
         if written == before:
             rep.wait(_Reply(send=send, lose=lose), 0, 0, read)
@@ -512,7 +631,9 @@ class SimClient:
             rep.wait(_Reply(send=send, lose=lose), before + 1, written, read)
         self.sim._settle(m, lambda: None)  # the replication frames go out now
 
-    def _reply(self, op: _Op, m: Member, slot: int, reply: bytes) -> None:
+    def _reply(self, op: _Op, attempt: int, m: Member, slot: int, reply: bytes) -> None:
+        if op.finished or op.attempts != attempt:
+            return  # this attempt timed out: the client no longer listens
         if reply.startswith(b"-MOVED "):
             host = reply.split()[2].rsplit(b":", 1)[0].decode()
             target = self.sim.by_client_addr(host)
@@ -520,13 +641,17 @@ class SimClient:
                 self.slots[slot] = target.sim.name
                 op.target = target.sim.name
             self._attempt(op)
-        elif reply.startswith((b"-TRYAGAIN", b"-CLUSTERDOWN")):
-            self.sim.net.call_at(self.sim.now + self.RETRY, None, lambda at: self._attempt(op))
+        elif reply.startswith(b"-TRYAGAIN"):
+            self._later(self.RETRY, partial(self._attempt, op))
+        elif reply.startswith(b"-CLUSTERDOWN"):
+            self.slots.pop(slot, None)  # redis-py reinitialises its slot map
+            self._later(self.RETRY, partial(self._attempt, op))
         else:
             self.slots[slot] = m.sim.name
             self._finish(op, reply, m.sim.name)
 
     def _finish(self, op: _Op, reply: bytes | None, node: str) -> None:
+        op.finished = True
         self.in_flight -= 1
         ok = reply is not None and not reply.startswith(b"-")
         second = self.per_second.setdefault(int(self.sim.now), [0, 0])

@@ -87,6 +87,14 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _clock(state: ServerState) -> int:
+    """Read both clocks for the requests about to run: the wall clock (expiry,
+    stamps) and the monotonic one the cluster core's lease is in."""
+    state.clock = trio.current_time()
+    now = state.now_ms = _now_ms()
+    return now
+
+
 def bind_listener(host: str, port: int) -> socket.socket:
     """A non-blocking listening TCP socket (port 0 picks a free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -308,7 +316,7 @@ class Connection:
                 self.pending = payload[sent:]
                 return _Wake.SLOW
             if not done:
-                state.now_ms = _now_ms()
+                _clock(state)
         if self.session.closing:
             self.close_reason = "QUIT or protocol error"
             return _Wake.CLOSE
@@ -378,7 +386,7 @@ class ClientHub:
                     await trio.lowlevel.wait_readable(epoll.fileno())
             else:
                 await trio.lowlevel.wait_readable(epoll.fileno())
-            now = state.now_ms = _now_ms()
+            now = _clock(state)
             conns = self._conns
             durability = state.durability
             if durability is not None:
@@ -514,7 +522,7 @@ async def _finish_slowly(conn: Connection) -> None:
         await _send_durable(conn, conn.pending)
         conn.pending = b""
     while conn.requests:
-        state.now_ms = _now_ms()
+        _clock(state)
         written = store.replicated_writes
         payload, _ = conn.produce()
         _must_wait(conn, written)
@@ -546,11 +554,14 @@ def _must_wait(conn: Connection, written: int) -> bool:
     now = state.store.replicated_writes
     read, session.read_after = session.read_after, 0
     durability = state.durability
-    if durability is None or (now == written and read <= durability.settled):
+    if durability is None:
+        return False
+    if read and read > durability.settled and read > durability.settle():
+        conn.durable_read = read
+    elif now == written:
         return False
     if now != written:
         conn.durable_first, conn.durable_last = written + 1, now
-    conn.durable_read = read if read > durability.settled else 0
     return True
 
 
@@ -595,7 +606,7 @@ async def _serve_alone(conn: Connection) -> None:
             if waited.cancelled_caught:
                 conn.close_reason = f"idle for {state.config.timeout}s"
                 return
-            now = state.now_ms = _now_ms()
+            now = _clock(state)
             wake = conn.serve_read(now)
             if wake is _Wake.CLOSE:
                 return

@@ -164,6 +164,7 @@ class SlotService:
         incarnation = self.gossip.core.me.incarnation
         fn(trio.current_time())
         cluster = self.cluster
+        self.state.lease_until = cluster.lease_until
         if cluster.routing is not None and cluster.routing_version != self._routing_seen:
             self._routing_seen = cluster.routing_version
             r = cluster.routing
@@ -340,6 +341,9 @@ class _Durability:
     @property
     def settled(self) -> int:
         return self.replication.settled
+
+    def settle(self) -> int:
+        return self.replication.settle()
 
     def hold(self, token: Hashable, first: int, last: int, read: int = 0) -> None:
         self.replication.wait(token, first, last, read)

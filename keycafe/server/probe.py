@@ -83,6 +83,10 @@ class Durability(Protocol):
         of a slot whose last write is older need not wait)."""
         ...
 
+    def settle(self) -> int:
+        """``settled`` brought up to date (it may lag: the cheap check first)."""
+        ...
+
     def hold(self, token: Hashable, first: int, last: int, read: int = 0) -> None:
         """Call ``on_release(token, ok)`` once writes up to ``last`` and
         ``read`` are durable (``ok`` as ``wait`` returns it)."""

@@ -12,14 +12,16 @@ from keycafe.cluster.slot_table import CROSSSLOT
 from keycafe.resp import reply as resp
 from keycafe.server.errors import CommandError
 from keycafe.server.registry import COMMANDS, CommandSpec
+from keycafe.server.routing import CLUSTER_IS_DOWN
 from keycafe.server.state import ServerState
 from keycafe.store.engine import Store
 from keycafe.store.entry import HEADER_SIZE, NO_EXPIRY
-from keycafe.store.keyslot import key_slot
+from keycafe.store.keyslot import SLOT_COUNT, key_slot
 
 log = logging.getLogger("keycafe.server")
 
 NOAUTH: Final = b"-NOAUTH Authentication required.\r\n"
+_NOTHING: Final = bytes(SLOT_COUNT)  # no slot served
 
 
 @attrs.define(eq=False)
@@ -84,7 +86,10 @@ class Session:
         # Routing changes only between batches (the shell swaps it whole), so
         # one read serves the whole batch.
         routing = state.routing
-        mine = routing.mine
+        # The lease lapsed since the core last looked (this process may have
+        # been stopped): no key is served, as when the routing is halted.
+        lapsed = state.clock > state.lease_until
+        mine = _NOTHING if lapsed else routing.mine
         slots = self.store.slots
         put = self.store.put
         unsettled = self.store.unsettled
@@ -119,9 +124,11 @@ class Session:
                         counters.error_replies += 1
                         reply(CROSSSLOT)
                         continue
-                if not mine[slot] and not (self.readonly and spec.reads and routing.readable(slot)):
+                if not mine[slot] and not (
+                    self.readonly and spec.reads and not lapsed and routing.readable(slot)
+                ):
                     counters.error_replies += 1
-                    reply(routing.refusal(slot))
+                    reply(CLUSTER_IS_DOWN if lapsed else routing.refusal(slot))
                     continue
                 if unsettled and not spec.writes:
                     last = unsettled.get(slot, 0)

@@ -6,6 +6,7 @@ requests (cores never read the clock), and calls ``tick`` from a timer.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import attrs
@@ -71,6 +72,12 @@ class ServerState:
     routing: Routing
     started_ms: int
     now_ms: int = 0
+    # The monotonic clock (the cluster core's) as the shell last read it, and
+    # until when this node's lease holds on it: after that it serves no key,
+    # even before the core's timer has marked the routing halted (a process
+    # that was stopped finds requests waiting when it wakes).
+    clock: float = 0.0
+    lease_until: float = math.inf
     counters: Counters = attrs.field(factory=Counters, on_setattr=attrs.setters.frozen)
     clients: dict[int, Session] = attrs.field(factory=dict)
     # Set once by the shell that runs the node.

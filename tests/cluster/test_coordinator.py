@@ -5,9 +5,12 @@ from __future__ import annotations
 import attrs
 
 from keycafe.cluster.coordinator import (
+    BOOT_KEY,
+    EMPTY_BOOT,
     HELD_KEY,
     LEAVING_KEY,
     READY_KEY,
+    RESTARTED_KEY,
     RING_KEY,
     TERM_KEY,
     AnnounceRing,
@@ -205,6 +208,28 @@ def test_a_member_back_from_down_is_streamed_fresh_copies_before_it_counts() -> 
     assert (proposal.pending, proposal.down) == (("a", "b", "c"), ("b",))
     change = next_ring(proposal, [member(n, **{READY_KEY: "1.7"}) for n in "abc"], "a", 1)
     assert change == Ring(epoch=8, term=1, coordinator="a", members=("a", "b", "c"))
+
+
+def test_a_member_restarted_under_its_id_is_declared_down_with_no_copies() -> None:
+    """b came back as a new process before anyone saw it die: alive, but
+    empty. It says so; it is declared down as holding nothing (its return
+    releases no slot), then brought back through a proposal."""
+    live = ring("a", "b", "c")
+    fresh = {BOOT_KEY: "b2", RESTARTED_KEY: "b2"}
+    view = [member("a"), member("b", **fresh), member("c")]
+    failover = next_ring(live, view, "a", 1)
+    assert failover is not None
+    assert failover.down == ("b",)
+    assert failover.down_boot("b") == EMPTY_BOOT
+    proposal = next_ring(failover, view, "a", 1)
+    assert proposal is not None
+    assert (proposal.pending, proposal.down) == (("a", "b", "c"), ("b",))
+    # Only its own boot counts: a claim left over from a former process is not.
+    stale = [member("a"), member("b", **{BOOT_KEY: "b3", RESTARTED_KEY: "b2"}), member("c")]
+    assert next_ring(live, stale, "a", 1) is None
+    # Nor does one withdrawn once it is brought back.
+    back = [member("a"), member("b", **{BOOT_KEY: "b2", RESTARTED_KEY: ""}), member("c")]
+    assert next_ring(live, back, "a", 1) is None
 
 
 def test_a_suspected_newcomer_stays_in_the_proposal_it_is_in() -> None:

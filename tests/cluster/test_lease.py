@@ -83,3 +83,88 @@ def test_a_cut_off_node_stops_before_the_shortest_failover(n: int, profile: Goss
     shortest = suspicion_timeout(profile.suspicion_mult, n, profile.probe_interval)
     assert x.lease + x.period < shortest + profile.probe_timeout
     assert x.lease >= 3 * x.period * 0.999  # three heartbeats missed before a member is unheard
+
+
+def pinged(x: Lease, now: float) -> list[list[object]]:
+    """Send this period's pings at ``now``; their bodies."""
+    x.handle_timer(now)
+    return [o.body for o in x.frames_to_send()]
+
+
+def test_a_ping_is_answered_at_once_with_its_stamp() -> None:
+    x = lease()
+    assert x.receive("b", [1, 1, 12.5, None], 20.0)
+    (pong,) = x.frames_to_send()
+    assert (pong.peer, pong.kind, pong.body) == ("b", frames.HEARTBEAT, [1, 1, None, 12.5])
+    assert pong.droppable
+
+
+def test_a_pong_renews_as_of_the_ping_it_echoes_not_as_of_its_arrival() -> None:
+    """Read late (this process was stopped), a pong says nothing of now."""
+    x = lease()
+    t = x.lease + 1.0
+    pings = pinged(x, t)
+    stamp = pings[0][2]
+    assert stamp == t
+    x.receive("b", [1, 1, None, stamp], t + 0.01)
+    x.receive("c", [1, 1, None, stamp], t + 0.01)
+    assert x.holds(t + 0.01)
+    assert x.expires() == pytest.approx(t + x.lease)
+    # The same pongs read after a long stop renew nothing past the ping's time.
+    late = t + 20.0
+    x.receive("d", [1, 1, None, stamp], late)
+    assert not x.holds(late)
+
+
+def test_a_pong_of_a_ping_never_sent_is_dropped_and_counted() -> None:
+    x = lease()
+    pinged(x, 5.0)
+    assert not x.receive("b", [1, 1, None, 4.0], 5.1)
+    assert x.bad == 1
+    assert x.heard["b"] == 0.0  # as it entered the ring
+
+
+def test_a_pong_from_a_peer_on_a_newer_ring_renews_nothing() -> None:
+    """It may have failed this node over: not until this node follows it."""
+    x = lease()
+    t = x.lease + 1.0
+    stamp = pinged(x, t)[0][2]
+    for peer in "bcd":
+        x.receive(peer, [1, 2, None, stamp], t)
+    assert not x.holds(t)
+    for peer in "bcd":
+        x.receive(peer, [1, 1, None, stamp], t)  # the same ring: it counts
+    assert x.holds(t)
+
+
+def test_a_two_field_heartbeat_from_an_older_peer_counts_when_read() -> None:
+    x = lease()
+    t = x.lease + 1.0
+    x.receive("b", [1, 1], t)
+    x.receive("c", [1, 1], t)
+    assert x.holds(t)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        [1],
+        [1, 1, 2.0],
+        [1, 1, 2.0, None, 5],
+        [-1, 1, 2.0, None],
+        [1, 1 << 64, 2.0, None],
+        [1, 1, float("nan"), None],
+        [1, 1, float("inf"), None],
+        [1, 1, -2.0, None],
+        [1, 1, 2.0**60, None],
+        [1, 1, True, None],
+        [1, 1, b"x", None],
+        [1, 1, None, [2.0]],
+    ],
+)
+def test_malformed_heartbeats_are_dropped_and_counted(body: object) -> None:
+    x = lease()
+    assert not x.receive("b", body, 1.0)
+    assert x.bad == 1
+    assert x.frames_to_send() == []  # no pong for a bad ping

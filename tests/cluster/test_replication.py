@@ -488,3 +488,34 @@ def test_nothing_is_built_for_a_busy_peer_and_its_writes_wait() -> None:
     assert a.lag()[C] == 10
     out2 = a.frames_to_send(0.0, limit=100)
     assert {o.peer for o in out2} == {C}
+
+
+def test_settled_lags_until_asked_when_nothing_waits() -> None:
+    """Released requests bring ``settled`` up; with none waiting (an expiry's
+    delete, say) it lags, and ``settle`` brings it up for a read to check."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    a = net.cores[A]
+    put(a, b"k", b"v")
+    net.deliver()
+    assert a.released() == []
+    assert a.settled == 0
+    assert a.settle() == 1
+    assert a.settled == 1
+
+
+def test_a_replica_whose_copies_cannot_be_trusted_takes_no_writes() -> None:
+    """A process restarted under its id, not yet brought back in: its copy
+    is empty, so no write may count as durable with it."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B})
+    net.cores[B].accepting = False
+    put(net.cores[A], b"k", b"v")
+    net.deliver()
+    assert value(net.cores[B], b"k") is None
+    assert net.cores[A].durable == 0
+    net.cores[B].accepting = True
+    net.advance(RETRY_PAUSE)
+    net.deliver()
+    assert held(net.cores[B], b"k", b"v")
+    assert net.cores[A].durable == 1

@@ -39,6 +39,9 @@ class FakeDurability:
     _waiters: list[tuple[trio.Event, list[bool]]] = attrs.Factory(list)
     waited: list[tuple[int, int, int]] = attrs.Factory(list)  # every wait's numbers
 
+    def settle(self) -> int:
+        return self.settled
+
     def hold(self, token: Hashable, first: int, last: int, read: int = 0) -> None:
         self.held.append((token, first, last, read))
         self.unflushed += 1

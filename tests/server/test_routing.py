@@ -10,7 +10,7 @@ from keycafe.cluster.slot_table import CLUSTERDOWN, SlotTable
 from keycafe.server import Routing
 from keycafe.server.routing import TRYAGAIN
 from keycafe.store.keyslot import SLOT_COUNT, key_slot
-from tests.server.conftest import ME, run_in
+from tests.server.conftest import ME, make_session, run_in
 from tests.server.test_cluster_commands import OTHER, two_node_session
 
 
@@ -100,3 +100,24 @@ def test_moving_holds_only_zeros_and_ones() -> None:
     moving[5] = 2
     with pytest.raises(ValueError, match="0 or 1"):
         Routing(table=two_node_table(), moving=bytes(moving))
+
+
+def test_a_lapsed_lease_serves_no_key_before_the_routing_says_so() -> None:
+    """A process that was stopped finds requests waiting when it wakes: they
+    are refused by the lease's deadline, not by a timer yet to run."""
+    s = make_session()
+    run_in(s, "SET", "k", "v")
+    s.state.lease_until = 100.0
+    s.state.clock = 99.0
+    assert run_in(s, "GET", "k") == b"v"
+    assert not s.state.routing.halted
+    s.state.clock = 100.5
+    for cmd in (("GET", "k"), ("SET", "k", "w"), ("DEL", "k")):
+        reply = run_in(s, *cmd)
+        assert isinstance(reply, hiredis.ReplyError)
+        assert str(reply).startswith("CLUSTERDOWN")
+    run_in(s, "READONLY")
+    assert isinstance(run_in(s, "GET", "k"), hiredis.ReplyError)  # nor to a READONLY client
+    assert run_in(s, "PING") == b"PONG"  # keyless commands are answered
+    s.state.clock = 99.9  # a fresh lease: served again, and nothing was written meanwhile
+    assert run_in(s, "GET", "k") == b"v"
