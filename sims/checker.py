@@ -41,6 +41,7 @@ network runs feed it the same way (``sims.partition``, issue 11).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections.abc import Iterable, Mapping
@@ -195,6 +196,8 @@ class _Key:
         # end of the first read that saw its value (values are unique; a
         # write with no reply that a read saw did happen).
         self._settled: dict[int, float] = {}
+        self._invoked: list[float] | None = None  # ``_by_invocation``
+        self._earliest: list[float] = []
         for op in self.mutations:
             if op.outcome == "ok" and op.completed is not None:
                 self._settled[id(op)] = op.completed
@@ -238,12 +241,30 @@ class _Key:
 
     def stale(self, read: Op, makers: list[Op]) -> bool:
         """A write that had surely taken effect before ``read`` began, after
-        every write that could have made what it returned."""
-        return any(
-            self.settled(w) < read.invoked and all(self.precedes(m, w) for m in makers)
-            for w in self.committed()
-            if w not in makers
-        )
+        every write that could have made what it returned: one invoked after
+        the last of the makers took effect (so not a maker), which took
+        effect before the read began. With the committed writes in order of
+        invocation and the earliest time any from each on took effect, that
+        is one search per read (each read against each write was quadratic:
+        a third of a run's time)."""
+        after = max(self.settled(m) for m in makers)
+        if after == math.inf:
+            return False  # a maker may take effect at any time: nothing is surely after it
+        invoked, earliest = self._by_invocation()
+        i = bisect.bisect_right(invoked, after)
+        return i < len(earliest) and earliest[i] < read.invoked
+
+    def _by_invocation(self) -> tuple[list[float], list[float]]:
+        """The committed writes' invocation times, ascending, and for each
+        position the earliest time a write from there on took effect."""
+        if self._invoked is None:
+            committed = sorted(self.committed(), key=lambda w: w.invoked)
+            self._invoked = [w.invoked for w in committed]
+            earliest = [self.settled(w) for w in committed]
+            for i in range(len(earliest) - 2, -1, -1):
+                earliest[i] = min(earliest[i], earliest[i + 1])
+            self._earliest = earliest
+        return self._invoked, self._earliest
 
     def zone_conflicts(self, finals: set[bytes | None]) -> list[tuple[bytes, bytes]]:
         """Values whose zones rule out any order (Gibbons and Korach's test
