@@ -458,6 +458,7 @@ class _Op:
     attempts: int = 0
     target: str | None = None
     finished: bool = False
+    downs: int = 0  # CLUSTERDOWN replies so far
 
 
 class SimClient:
@@ -476,6 +477,10 @@ class SimClient:
     RETRY: Final = 0.05  # seconds before retrying TRYAGAIN / CLUSTERDOWN
     DELAY: Final = 0.0005  # one way, client <-> node
     REFUSED: Final = 0.1  # seconds before trying again after a connection refused or reset
+    # A client beside a node gives CLUSTERDOWN up after this many retries,
+    # this far apart (redis-py's cluster_error_retry_attempts, and its pause).
+    DOWN_RETRIES: Final = 3
+    DOWN_PAUSE: Final = 0.25
 
     def __init__(
         self,
@@ -494,6 +499,11 @@ class SimClient:
         self.timeout = timeout
         self.give_up_after = give_up_after
         self.slots: dict[int, str] = {}
+        # A client beside a node keeps the slot table of the last node it
+        # asked (CLUSTER SLOTS), as redis-py does, and asks again after a
+        # timeout, a refused connection or CLUSTERDOWN (``_forget``).
+        self.table: tuple[tuple[str, ...], ...] | None = None
+        self.table_down: frozenset[str] = frozenset()  # members it lists as down
         self.writes: list[Write] = []
         self.ok = 0
         self.failed = 0
@@ -533,6 +543,9 @@ class SimClient:
 
     def _pick(self, slot: int) -> Member | None:
         name = self.slots.get(slot)
+        if name is None and self.table is not None:
+            # CLUSTER SLOTS names a slot's first owner not down.
+            name = next((o for o in self.table[slot] if o not in self.table_down), None)
         if name is not None:
             m = self.sim.members.get(name)
             if m is not None:
@@ -543,6 +556,12 @@ class SimClient:
             # A client knows its startup nodes, not who is alive.
             live = [m for m in self.sim.members.values() if m.left_at is None]
         return live[self.sim.rng.randrange(len(live))] if live else None
+
+    def _uncovered(self, slot: int) -> bool:
+        """The table this client holds names no live owner of ``slot``."""
+        if self.table is None or slot in self.slots:
+            return False
+        return all(o in self.table_down for o in self.table[slot])
 
     def _later(self, seconds: float, fn: Callable[[], None]) -> None:
         self.sim.net.call_at(self.sim.now + seconds, None, lambda at: fn())
@@ -555,6 +574,16 @@ class SimClient:
             self._finish(op, None, "")
             return
         slot = key_slot(op.args[1]) if len(op.args) > 1 else 0
+        if op.target is None and self._uncovered(slot):
+            # Its table serves the slot nowhere (every copy is down): as
+            # redis-py, ask again for the table, then give the slot up.
+            op.downs += 1
+            if op.downs > self.DOWN_RETRIES:
+                self._finish(op, b"-CLUSTERDOWN Hash slot not served\r\n", "")
+                return
+            self._forget(slot)
+            self._later(self.DOWN_PAUSE, partial(self._attempt, op))
+            return
         m = self._pick(slot) if op.target is None else self.sim.members.get(op.target)
         op.target = None
         if m is None:
@@ -578,17 +607,35 @@ class SimClient:
                 self.sim.now + self.DELAY, sim, lambda at: self._arrive(op, attempt, m, slot)
             )
 
+    def _forget(self, slot: int) -> None:
+        """The node ``slot`` went to failed us: forget it, and (beside a
+        node) take the slot table of a node this client reaches that answers."""
+        self.slots.pop(slot, None)
+        if self.beside is None:
+            return
+        now = self.sim.now
+        asked = [
+            m
+            for m in self.sim.members.values()
+            if m.sim.up and m.sim.paused_until <= now and self.reaches(m.sim.name)
+        ]
+        if asked:
+            m = asked[self.sim.rng.randrange(len(asked))]
+            table = m.state.routing.table
+            self.table, self.table_down = table.owners, table.down
+            self.slots.clear()
+
     def _timed_out(self, op: _Op, attempt: int, slot: int) -> None:
         if op.finished or op.attempts != attempt:
             return  # answered, or tried again already
         self.timeouts += 1
-        self.slots.pop(slot, None)
+        self._forget(slot)
         self._attempt(op)
 
     def _refused(self, op: _Op, attempt: int, slot: int) -> None:
         if op.finished or op.attempts != attempt:
             return
-        self.slots.pop(slot, None)
+        self._forget(slot)
         self._later(self.REFUSED, partial(self._attempt, op))
 
     def _arrive(self, op: _Op, attempt: int, m: Member, slot: int) -> None:
@@ -644,8 +691,12 @@ class SimClient:
         elif reply.startswith(b"-TRYAGAIN"):
             self._later(self.RETRY, partial(self._attempt, op))
         elif reply.startswith(b"-CLUSTERDOWN"):
-            self.slots.pop(slot, None)  # redis-py reinitialises its slot map
-            self._later(self.RETRY, partial(self._attempt, op))
+            self._forget(slot)  # redis-py reinitialises its slot map
+            op.downs += 1
+            if self.beside is not None and op.downs > self.DOWN_RETRIES:
+                self._finish(op, reply, m.sim.name)  # the error reaches the caller
+                return
+            self._later(self.DOWN_PAUSE if self.beside else self.RETRY, partial(self._attempt, op))
         else:
             self.slots[slot] = m.sim.name
             self._finish(op, reply, m.sim.name)

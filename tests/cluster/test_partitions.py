@@ -299,3 +299,44 @@ def test_an_owner_restarted_empty_does_not_release_its_slots() -> None:
     verdict = check(sim, client, last_change=healed, excuse_crashes=False)
     assert verdict.lost == []
     assert verdict.settled_after is not None
+
+
+def test_a_client_beside_a_node_reaches_only_its_side() -> None:
+    """sims.partition's clients: one beside a cut-off node gets nothing from
+    the other side (it times out, then gives up: outcome unknown), while one
+    beside a majority node is served; and a slot its table names no live
+    owner of is given up at once with CLUSTERDOWN, not waited on."""
+    sim = ClusterSimulator(seed=3, ring=RingConfig(vnodes=64, replicas=2))
+    first = sim.add_node(0)
+    for i in range(1, 5):
+        sim.add_node(i, seed=first)
+    assert sim.run_until_true(sim.settled, 60)
+    names = sorted(sim.members)
+    owners = sim.members[names[0]].state.routing.table.owners
+    # A key whose every copy is on the majority side.
+    key = next(
+        b"k%d" % i for i in range(10_000) if not {names[0]} & set(owners[key_slot(b"k%d" % i)])
+    )
+    alone = SimClient(sim, beside=names[0], timeout=1.0, give_up_after=3.0)
+    crowd = SimClient(sim, beside=names[1], timeout=1.0, give_up_after=3.0)
+    sim.partition([names[0]], names[1:])
+    lonely, served = alone.set(key, b"a"), crowd.set(key, b"b")
+    sim.run_for(5)
+    assert served.acked is not None
+    assert lonely.acked is None
+    assert lonely.failed
+    assert alone.timeouts >= 2
+    # Nothing it sent crossed the cut: the majority's primary never saw "a".
+    primary = sim.members[owners[key_slot(key)][0]]
+    assert primary.session.execute([b"GET", key]) == b"$1\r\nb\r\n"
+    # The table says every copy is down: CLUSTERDOWN after a few asks, fast.
+    crowd.table, crowd.table_down = owners, frozenset(names)
+    crowd.slots.clear()
+    replies: list[bytes | None] = []
+    started = sim.now
+    # (re-asking refreshes the table from a node it reaches: it reaches none)
+    crowd.reaches = lambda name: False  # type: ignore[method-assign]
+    crowd.execute([b"GET", key], lambda reply, node: replies.append(reply))
+    sim.run_for(2)
+    assert replies == [b"-CLUSTERDOWN Hash slot not served\r\n"]
+    assert sim.now - started <= 2
