@@ -83,12 +83,19 @@ class Lease:
     def set_ring(
         self, version: tuple[int, int], members: Iterable[str], now: float, down: Iterable[str] = ()
     ) -> None:
+        # New members count as heard as of the lease this node already has (a
+        # lease of grace, never a new one: a ring read late, after a stop,
+        # must not renew a lapsed lease); in the first ring, as of now.
+        if not self.members:
+            grace = now
+        else:
+            held = self.expires()
+            grace = now if held == math.inf else min(now, held - self.lease)
         self._version = version
         self.members = tuple(members)
-        self.down = frozenset(down)  # members declared down: sent no heartbeat
+        self.down = frozenset(down)  # members declared down (pinged all the same)
         others = [m for m in self.members if m != self.node]
-        # New members count as heard now (a lease of grace); gone ones go.
-        self.heard = {m: self.heard.get(m, now) for m in others}
+        self.heard = {m: self.heard.get(m, grace) for m in others}
         shortest = suspicion_timeout(self.suspicion_mult, len(self.members), self.probe_interval)
         self.lease = LEASE_SHARE * shortest
         self.period = self.lease / HEARTBEATS_PER_LEASE
@@ -107,7 +114,13 @@ class Lease:
             self.bad += 1
             return False
         if len(body) == 2:
-            self.heard_from(peer, now)  # an older peer: read now, counted now
+            # An older peer's heartbeat: counted as of when it is read, as
+            # that version did (so a cluster mixing versions lacks the two
+            # guarantees of stamps: upgrade every node).
+            if not (_version(body[0]) and _version(body[1])):
+                self.bad += 1
+                return False
+            self.heard_from(peer, now)
             return True
         term, epoch, ping, pong = body
         if not (_version(term) and _version(epoch) and _stamp(ping) and _stamp(pong)):
@@ -153,8 +166,8 @@ class Lease:
         term, epoch = self._version
         self._pings.append(now)
         for peer in self.heard:
-            if peer in self.down:
-                continue
+            # Members declared down too: one alive (restarted, being streamed
+            # back) answers, and in a ring of two it is the only one to.
             # Dropped rather than queued behind a peer whose link is stuck:
             # a late heartbeat says nothing, and the next one is due soon.
             body = [term, epoch, now, None]

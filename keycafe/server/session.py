@@ -130,7 +130,10 @@ class Session:
                     counters.error_replies += 1
                     reply(CLUSTER_IS_DOWN if lapsed else routing.refusal(slot))
                     continue
-                if unsettled and not spec.writes:
+                if unsettled:
+                    # Writes too: one may reveal what is there and write
+                    # nothing (SET NX GET, GETEX, a DEL of nothing), so it
+                    # waits as a read does; one that writes waits anyway.
                     last = unsettled.get(slot, 0)
                     if last > self.read_after:
                         self.read_after = last

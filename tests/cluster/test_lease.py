@@ -62,12 +62,24 @@ def test_heartbeats_go_to_every_other_member_each_period_and_may_be_dropped() ->
 
 def test_new_members_get_a_lease_of_grace_and_gone_ones_are_forgotten() -> None:
     x = lease("abc")
-    t = 100.0
+    t = 1.0
+    x.heard_from("b", t)
     x.set_ring((1, 2), tuple("abcd"), t)
-    assert x.heard["d"] == t  # new: heard now
-    assert x.heard["b"] == 0.0  # known: as it was
+    assert x.heard["d"] == t  # new: heard as of the lease held (b's, now)
+    assert x.heard["c"] == 0.0  # known: as it was
     x.set_ring((1, 3), tuple("abd"), t)
     assert "c" not in x.heard
+
+
+def test_a_ring_read_after_the_lease_lapsed_gives_no_new_one() -> None:
+    """A process stopped for a while may read a ring adding members from its
+    socket buffer on waking: their grace must not renew its lapsed lease."""
+    x = lease("abc")
+    late = 100.0
+    assert not x.holds(late)
+    x.set_ring((1, 2), tuple("abcde"), late)
+    assert not x.holds(late)
+    assert x.heard["d"] <= 0.0
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10, 50, 100, 1000])
@@ -168,3 +180,22 @@ def test_malformed_heartbeats_are_dropped_and_counted(body: object) -> None:
     assert not x.receive("b", body, 1.0)
     assert x.bad == 1
     assert x.frames_to_send() == []  # no pong for a bad ping
+
+
+def test_members_declared_down_are_pinged_and_their_pongs_count() -> None:
+    """In a ring of two whose other member restarted and is being streamed
+    back (declared down meanwhile), it is the only one that can answer."""
+    x = Lease(node="a", probe_interval=LAN.probe_interval, suspicion_mult=LAN.suspicion_mult)
+    x.set_ring((1, 5), ("a", "b"), 0.0, down=("b",))
+    t = x.lease + 1.0
+    (ping,) = pinged(x, t)
+    assert ping[2] == t
+    x.receive("b", [1, 5, None, t], t + 0.01)
+    assert x.holds(t + 0.01)
+
+
+def test_an_older_peers_heartbeat_must_name_a_ring_version() -> None:
+    x = lease()
+    assert not x.receive("b", ["x", "y"], 1.0)
+    assert not x.receive("b", [1, -1], 1.0)
+    assert x.bad == 2
