@@ -1,6 +1,7 @@
 """Measure keycafe's SWIM + Lifeguard membership in the deterministic simulator.
 
     python -m sims.gossip [--quick] [--output docs/gossip.md]
+    python -m sims.gossip --scale N [--seconds 60] [--seed 1]
 
 Everything runs in virtual time from fixed seeds, so the figures are
 reproducible. With the LAN profile (memberlist's defaults) it measures, for
@@ -10,12 +11,19 @@ false deaths at N=50 with 5% packet loss, and with 10% of members starved
 (handling everything 0.5-2.5 s late), Lifeguard on against plain SWIM on the
 same seeds; and the simulator's own speed. Writes the table to docs/gossip.md
 and, if matplotlib is installed, a plot to docs/gossip.png.
+
+``--scale N`` instead builds a converged cluster of N, runs it for
+``--seconds`` virtual seconds with one member crashed half way, and prints what
+it cost (setup, run and CPU time, peak RSS), when the crash was detected, and
+the traffic per member.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import gc
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -150,6 +158,70 @@ def sim_speed(n: int, seconds: float) -> float:
     return time.process_time() - start
 
 
+def scale(n: int, seconds: float, seed: int) -> None:
+    """One converged cluster of ``n`` for ``seconds``, one crash half way."""
+    began, cpu0 = time.time(), time.process_time()
+    sim = Simulator.converged(n, seed=seed)
+    # The tables built here live for the whole run: without this the cyclic
+    # collector scans them again and again (seconds a pass at N=10,000).
+    gc.freeze()
+    setup = time.process_time() - cpu0
+    print(f"N={n}: converged in {setup:.1f} s CPU", flush=True)
+    victim = sim.rng.choice(sorted(sim.nodes))
+    half = seconds / 2
+    run0 = time.process_time()
+    sim.run_for(half)
+    sim.crash(victim)
+    print(
+        f"crashed {victim} at {sim.now:.1f} s ({time.process_time() - run0:.1f} s CPU)", flush=True
+    )
+    sim.run_for(seconds - half)
+    run = time.process_time() - run0
+    failed = failed_by(sim, victim)
+    live = len(sim.live())
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    member_s = n * seconds
+    print(f"setup: {setup:.1f} s CPU; run: {run:.1f} s CPU ({seconds:g} virtual s)")
+    print(f"CPU time: {time.process_time() - cpu0:.1f} s; wall: {time.time() - began:.1f} s")
+    print(f"peak RSS: {rss:.0f} MiB")
+    if failed:
+        first, last = min(failed.values()) - half, max(failed.values()) - half
+        print(
+            f"crash detected by {len(failed)} of {live} live members: first after {first:.2f} s,"
+            f" {'all' if len(failed) == live else 'last'} after {last:.2f} s"
+        )
+    else:
+        print(f"crash not detected within {seconds - half:g} s")
+    print(
+        f"per member per second: {sim.datagrams / member_s:.2f} datagrams,"
+        f" {sim.bytes / member_s:.0f} datagram bytes,"
+        f" {sim.streams / member_s:.3f} streams, {sim.stream_bytes / member_s:.0f} stream bytes"
+        f" (push-pulls of {n} records, both ways)"
+    )
+    print(f"trace digest: {sim.trace_digest}")
+
+
+# Sections of docs/gossip.md measured by other commands (each names its own):
+# a rerun of the tables above keeps them as they are.
+KEPT = ("## Simulator scale", "## Real processes on one machine")
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The ``KEPT`` sections of the document at ``path``, as lines."""
+    if not path.exists():
+        return []
+    out: list[str] = []
+    keep = False
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            keep = line.startswith(KEPT)
+        if keep:
+            out.append(line)
+    while out and not out[-1]:
+        out.pop()
+    return [*out, ""] if out else []
+
+
 def plot(detections: list[Detection], path: Path) -> bool:
     try:
         import matplotlib
@@ -176,7 +248,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer seeds (a few minutes)")
     parser.add_argument("--output", type=Path, default=ROOT / "docs/gossip.md")
+    parser.add_argument("--scale", type=int, metavar="N", help="only the cost of N members")
+    parser.add_argument("--seconds", type=float, default=60.0, help="virtual seconds (--scale)")
+    parser.add_argument("--seed", type=int, default=1, help="seed (--scale)")
     args = parser.parse_args()
+    if args.scale:
+        scale(args.scale, args.seconds, args.seed)
+        return
     q = args.quick
     began = time.time()
 
@@ -326,6 +404,7 @@ def main() -> None:
     ]
     if plotted:
         lines += [f"![crash detection CDF]({png.name})", ""]
+    lines += kept_sections(args.output)
     args.output.write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -14,8 +14,10 @@ reused, and a packet with it is a bad packet.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Protocol
 
+import attrs
 import msgpack
 
 from keycafe.errors import BadPacket
@@ -77,6 +79,34 @@ def _member_fields(m: MemberInfo) -> list[Any]:
         m.meta_version,
         m.meta,
     ]
+
+
+@attrs.frozen(eq=False)
+class Record:
+    """A member record with its push-pull encoding, made once per ``MemberInfo``:
+    a push-pull of N members joins N of these rather than encoding N records,
+    and decoding one equal to a record we hold reuses ours (``decode_packet_untrusted``)."""
+
+    info: MemberInfo
+    fields: list[Any]  # as msgpack decodes it; never changed
+    data: bytes  # msgpack of ``fields``
+
+
+def record(info: MemberInfo) -> Record:
+    fields = _member_fields(info)
+    return Record(info=info, fields=fields, data=msgpack.packb(fields))
+
+
+# The types of a record's fields as _member_fields makes them (and msgpack decodes them).
+_RECORD_TYPES: Final = (str, str, int, str, int, int, int, int, dict)
+
+
+def encode_push_pull(join: bool, records: Iterable[bytes], count: int, user_state: bytes) -> bytes:
+    """``encode_message(PushPull(...))`` from ``count`` already encoded records
+    (a msgpack array is its header followed by its elements)."""
+    head = [_array_header(4 if user_state else 3), msgpack.packb(PUSH_PULL), msgpack.packb(join)]
+    tail = [msgpack.packb(user_state)] if user_state else []
+    return b"".join([*head, _array_header(count), *records, *tail])
 
 
 def encode_message(msg: Message) -> bytes:
@@ -146,9 +176,31 @@ def _addr(host: Any, port: Any) -> Address:
     return (_str(host), _int(port, 0, 65535))
 
 
-def _member(f: Any) -> MemberInfo:
+class Held(Protocol):
+    """A member record as the receiver holds it, with its encoding (a
+    ``Record``, or the core's own member entries)."""
+
+    @property
+    def info(self) -> MemberInfo: ...
+    @property
+    def fields(self) -> list[Any]: ...
+    @property
+    def data(self) -> bytes: ...
+
+
+# Looks up the record we hold for a member id, if any.
+Known = Callable[[str], Held | None]
+
+
+def _member(f: Any, known: Known | None = None) -> MemberInfo:
     if type(f) is not list or len(f) != 9:
         raise BadPacket("bad member record")
+    if known is not None and type(f[0]) is str:
+        held = known(f[0])
+        # Equal values of the very types we encode: the same bytes on the wire,
+        # so validating them again could only give back what we hold.
+        if held is not None and held.fields == f and tuple(map(type, f)) == _RECORD_TYPES:
+            return held.info
     meta = f[8]
     if type(meta) is not dict or not all(
         type(k) is str and type(v) is str for k, v in meta.items()
@@ -169,7 +221,7 @@ def _member(f: Any) -> MemberInfo:
     )
 
 
-def _message(m: Any) -> Message:
+def _message(m: Any, known: Known | None = None) -> Message:
     if type(m) is not list or not m:
         raise BadPacket("a message must be a non-empty array")
     kind, n = m[0], len(m)
@@ -204,7 +256,9 @@ def _message(m: Any) -> Message:
         user_state = m[3] if n == 4 else b""
         if type(user_state) is not bytes:
             raise BadPacket("bad push-pull user state")
-        return PushPull(join=m[1], members=tuple(_member(x) for x in m[2]), user_state=user_state)
+        return PushPull(
+            join=m[1], members=tuple(_member(x, known) for x in m[2]), user_state=user_state
+        )
     if kind == USER and n == 2:
         if type(m[1]) is not bytes:
             raise BadPacket("bad user message")
@@ -212,14 +266,79 @@ def _message(m: Any) -> Message:
     raise BadPacket(f"unknown message type {kind!r} with {n} fields")
 
 
-def decode_packet_untrusted(data: bytes) -> list[Message]:
-    """Decode a packet from the network; raises only ``BadPacket``."""
+def _agreed_push_pull(data: bytes, known: Known) -> PushPull | None:
+    """A packet holding one push-pull whose every record is, byte for byte, a
+    record ``known`` holds: read by looking each one up instead of decoding it
+    (a push-pull of N agreeing records then costs N look-ups, not N msgpack
+    decodes and checks). None if anything differs: the full decoder decides.
+
+    Only input the full decoder reads the same way is taken here: the same
+    headers (any array header size msgpack reads), our own records' bytes, and
+    a user state that is one bin object ending the packet."""
+    try:
+        if data[1] != 0x91 or data[2] not in (0x93, 0x94) or data[3] != PUSH_PULL:
+            return None
+        if data[4] not in (0xC2, 0xC3):
+            return None
+        head = data[5]
+        if head & 0xF0 == 0x90:
+            count, at = head & 0x0F, 6
+        elif head == 0xDC:
+            count, at = int.from_bytes(data[6:8], "big"), 8
+        elif head == 0xDD:
+            count, at = int.from_bytes(data[6:10], "big"), 10
+        else:
+            return None
+        if count > _LIMITS["max_array_len"]:
+            return None
+        infos: list[MemberInfo] = []
+        for _ in range(count):
+            if data[at] != 0x99:  # an array of 9, then the id: fixstr or str 8
+                return None
+            size = data[at + 1]
+            if 0xA1 <= size <= 0xBF:
+                start, size = at + 2, size - 0xA0
+            elif size == 0xD9:
+                start, size = at + 3, data[at + 2]
+            else:
+                return None
+            held = known(data[start : start + size].decode())
+            if held is None or not data.startswith(held.data, at):
+                return None
+            infos.append(held.info)
+            at += len(held.data)
+        user_state = b""
+        if data[2] == 0x94:  # then one bin object, and nothing after it
+            kind = data[at]
+            width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(kind)
+            if width is None:
+                return None
+            size = int.from_bytes(data[at + 1 : at + 1 + width], "big")
+            at += 1 + width
+            if size > MAX_USER_STATE or at + size != len(data):
+                return None
+            user_state = data[at:]
+        elif at != len(data):
+            return None
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return PushPull(join=data[4] == 0xC3, members=tuple(infos), user_state=user_state)
+
+
+def decode_packet_untrusted(data: bytes, known: Known | None = None) -> list[Message]:
+    """Decode a packet from the network; raises only ``BadPacket``. A push-pull's
+    records equal to what ``known`` returns for their ids come back as the very
+    ``MemberInfo`` it holds (so a push-pull between agreeing members is cheap)."""
     if not data or data[0] != VERSION:
         raise BadPacket("unknown packet version")
+    if known is not None:
+        agreed = _agreed_push_pull(data, known)
+        if agreed is not None:
+            return [agreed]
     try:
         body = msgpack.unpackb(data[1:], raw=False, strict_map_key=True, **_LIMITS)
     except Exception as exc:  # msgpack raises several types for garbage
         raise BadPacket(f"undecodable packet: {type(exc).__name__}") from exc
     if type(body) is not list:
         raise BadPacket("a packet must be an array of messages")
-    return [_message(m) for m in body]
+    return [_message(m, known) for m in body]

@@ -27,11 +27,12 @@ buddy system); hashicorp/memberlist for the defaults and details.
 
 from __future__ import annotations
 
+import array
 import enum
 import math
 import random
-import zlib
 from collections import deque
+from typing import Any
 
 import attrs
 
@@ -57,6 +58,7 @@ from keycafe.gossip.messages import (
     Suspect,
     UserMsg,
 )
+from keycafe.gossip.order import HashedOrder, LiveOrder
 from keycafe.gossip.suspicion import Suspicion, suspicion_timeout
 
 # memberlist's pushPullScaleThreshold: above this many members the push-pull
@@ -96,12 +98,25 @@ class StreamJob:
     seq: int = 0
 
 
-@attrs.define(eq=False)
+@attrs.frozen(eq=False)
 class Member:
+    """A member as one node sees it. Immutable: a change makes a new one, so
+    tables can share records (the simulator's converged cores all hold the same
+    N records until one of them changes its view of a member)."""
+
     info: MemberInfo
     state_changed: float
     last_ping: float = 0.0  # we last probed it (CLUSTER NODES' ping-sent)
     last_ack: float = 0.0  # it last answered us (pong-recv)
+    # ``info`` as a push-pull carries it (codec.Held): a push-pull joins these,
+    # and reads a record equal to one we hold by comparing bytes.
+    fields: list[Any] = attrs.field(init=False, repr=False)
+    data: bytes = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        record = codec.record(self.info)
+        object.__setattr__(self, "fields", record.fields)
+        object.__setattr__(self, "data", record.data)
 
     @property
     def state(self) -> State:
@@ -188,13 +203,11 @@ class Gossip:
         self._reaped: dict[str, tuple[MemberInfo, float]] = {}
         # Dead or left members and when they became so: what _reap looks at.
         self._buried: dict[str, float] = {}
-        # Live (alive or suspect) members, counted again after a transition:
-        # every datagram needs N for its retransmit limit.
-        self._live: int | None = None
-        # Live members (ourselves included) in the hashed order every member
-        # shares, and where each sits in it: the aligned probe schedule.
-        self._order: list[str] | None = None
-        self._position: dict[str, int] = {}
+        # Live (alive or suspect) members, ourselves included, in the hashed
+        # order every member shares: the aligned probe schedule, and N (every
+        # datagram needs N for its retransmit limit).
+        self._live = LiveOrder()
+        self._live.add(me.node)
         self._seq = 0
         self._out: list[tuple[bytes, Address]] = []
         self._jobs: deque[StreamJob] = deque()
@@ -222,17 +235,60 @@ class Gossip:
         return self.member_list() + [info for info, _ in self._reaped.values()]
 
     def alive_count(self) -> int:
-        return sum(1 for m in self.members.values() if m.state in (State.ALIVE, State.SUSPECT))
+        """Members alive or suspect, ourselves included (unless we are leaving)."""
+        return len(self._live)
 
-    def _view_changed(self) -> None:
-        """The live set may have changed: recount it and rebuild the order lazily."""
-        self._live = None
-        self._order = None
+    def _liveness_changed(self, node: str) -> None:
+        """``node``'s state changed: keep the live order (and so N) up to date."""
+        m = self.members.get(node)
+        if m is not None and m.state in (State.ALIVE, State.SUSPECT):
+            self._live.add(node)
+        else:
+            self._live.discard(node)
 
     def _estimated_n(self) -> int:
-        if self._live is None:
-            self._live = self.alive_count()
-        return max(1, self._live)
+        return max(1, len(self._live))
+
+    def _set_info(self, m: Member, info: MemberInfo, state_changed: float | None = None) -> Member:
+        """Replace ``m``'s record with ``info`` (and when its state changed)."""
+        changed = m.state_changed if state_changed is None else state_changed
+        new = Member(info, changed, m.last_ping, m.last_ack)
+        self.members[info.node] = new
+        return new
+
+    def start_converged(self, members: dict[str, Member], order: HashedOrder) -> None:
+        """Know ``members`` (every member by id, ourselves among them, all
+        alive) as if we had merged a push-pull of them in that order: how a
+        simulated cluster starts converged without N full merges. ``members``
+        and ``order`` (their hashed order) are shared with other cores and
+        never changed; the caller clears the news and events such a merge leaves.
+
+        The random places in the probe list are drawn exactly as that merge
+        draws them (``_on_alive``: ``randint(0, len)`` for each new member), so
+        the run that follows is the same."""
+        assert len(self.members) == 1, "a fresh core only"
+        mine = self.members[self.node]
+        self.members = {self.node: mine}
+        self.members.update(members)
+        self.members[self.node] = mine
+        names = list(members)
+        # Built as 2-byte indexes, not 8-byte pointers: N inserts into a list
+        # of N move O(N^2) bytes, the bulk of a converged start at N=10,000.
+        index = array.array("H" if len(names) <= 1 << 16 else "L")
+        getrandbits = self.rng.getrandbits
+        for i, node in enumerate(names):
+            if node == self.node:
+                continue
+            # random.Random.randint(0, k) is _randbelow(k + 1): rejection
+            # sampling over getrandbits of (k + 1).bit_length() bits.
+            width = len(index) + 1
+            bits = width.bit_length()
+            at = getrandbits(bits)
+            while at >= width:
+                at = getrandbits(bits)
+            index.insert(at, i)
+        self._probe_order = list(map(names.__getitem__, index))
+        self._live = LiveOrder(order)
 
     # -- the API the shell drives ------------------------------------------------------
 
@@ -244,7 +300,7 @@ class Gossip:
     def _decode(self, data: bytes) -> list[Message]:
         """Messages of an untrusted packet; none (and counted) if it is garbage."""
         try:
-            return codec.decode_packet_untrusted(data)
+            return codec.decode_packet_untrusted(data, self.members.get)
         except BadPacket:
             self.stats.bad_packets += 1
             return []
@@ -318,11 +374,10 @@ class Gossip:
     def leave(self, now: float) -> None:
         """Announce a graceful leave; the shell keeps running a little to send it."""
         self.leaving = True
-        self._view_changed()
         me = self.members[self.node]
         dead = Dead(incarnation=me.info.incarnation, node=self.node, source=self.node)
-        me.info = attrs.evolve(me.info, state=State.LEFT)
-        me.state_changed = now
+        self._set_info(me, attrs.evolve(me.info, state=State.LEFT), now)
+        self._liveness_changed(self.node)
         self._broadcasts.queue(("member", self.node), codec.encode_message(dead))
         # Tell a few members straight away rather than wait for a gossip round.
         for target in self._random_members(self.config.gossip_nodes, lambda m: True):
@@ -331,12 +386,15 @@ class Gossip:
     def update_meta(self, meta: dict[str, str], now: float) -> None:
         """Change our metadata; a higher incarnation carries it to everyone."""
         me = self.members[self.node]
-        me.info = attrs.evolve(
-            me.info,
-            meta=dict(meta),
-            # At the bound the change stays local (messages.py, MAX_INCARNATION).
-            meta_version=min(me.info.meta_version + 1, MAX_INCARNATION),
-            incarnation=min(me.info.incarnation + 1, MAX_INCARNATION),
+        me = self._set_info(
+            me,
+            attrs.evolve(
+                me.info,
+                meta=dict(meta),
+                # At the bound the change stays local (messages.py, MAX_INCARNATION).
+                meta_version=min(me.info.meta_version + 1, MAX_INCARNATION),
+                incarnation=min(me.info.incarnation + 1, MAX_INCARNATION),
+            ),
         )
         self._queue_alive(me.info)
 
@@ -404,14 +462,12 @@ class Gossip:
 
     def _state_packet(self, join: bool) -> bytes:
         """A push-pull: our member table and the delegate's state."""
-        return codec.packet([codec.encode_message(self._state_message(join))])
-
-    def _state_message(self, join: bool) -> PushPull:
         # Reaped members go along as dead: a member buried during a partition
         # learns it, refutes with a higher incarnation, and comes back.
-        members = [m.info for m in self.members.values()]
-        members += [info for info, _ in self._reaped.values()]
-        return PushPull(join=join, members=tuple(members), user_state=self.delegate.local_state())
+        records = [m.data for m in self.members.values()]
+        records += [codec.record(info).data for info, _ in self._reaped.values()]
+        body = codec.encode_push_pull(join, records, len(records), self.delegate.local_state())
+        return codec.packet([body])
 
     def _random_members(self, k: int, accept: object) -> list[Member]:
         """Up to ``k`` distinct random other members for which ``accept`` holds
@@ -454,18 +510,13 @@ class Gossip:
         rounds each node still probes every member once (SWIM's round-robin
         bound). Views that disagree for a while only make the cover uneven.
         """
-        if self._order is None:
-            live = [n for n, m in self.members.items() if m.state in (State.ALIVE, State.SUSPECT)]
-            live.sort(key=lambda n: (zlib.crc32(n.encode()), n))
-            self._order = live
-            self._position = {n: i for i, n in enumerate(live)}
-        order = self._order
+        order = self._live
         size = len(order)
-        if size < 2 or self.node not in self._position:  # alone, or leaving
+        if size < 2 or self.node not in order:  # alone, or leaving
             return None
         rounds = math.floor((now + self.wall_offset) / self.config.probe_interval)
         shift = 1 + rounds % (size - 1)
-        return self.members[order[(self._position[self.node] + shift) % size]]
+        return self.members[order[(order.index(self.node) + shift) % size]]
 
     def _start_probe(self, now: float) -> None:
         cfg = self.config
@@ -488,7 +539,7 @@ class Gossip:
                     incarnation=target.info.incarnation, node=target.info.node, source=self.node
                 )
             )
-        target.last_ping = now
+        self.members[target.info.node] = attrs.evolve(target, last_ping=now)
         self._send(target.info.addr, msgs, now)
         self._probe = _Probe(
             seq=self._seq,
@@ -551,7 +602,7 @@ class Gossip:
             probe.acked = True
             target = self.members.get(probe.target)
             if target is not None:
-                target.last_ack = now
+                self.members[probe.target] = attrs.evolve(target, last_ack=now)
             if not probe.indirect and self.config.lifeguard:
                 self.awareness.apply_delta(-1)
             return
@@ -603,7 +654,12 @@ class Gossip:
         payload = self._state_packet(join=False)
         for target in self._random_members(1, lambda m: m.state == State.ALIVE):
             self._jobs.append(StreamJob(kind="push-pull", addr=target.info.addr, payload=payload))
-        failed = [m.info for m in self.members.values() if m.state == State.DEAD]
+        failed = []
+        # Every dead member is buried: look at the whole table only if one is.
+        if any(
+            (m := self.members.get(n)) is not None and m.state == State.DEAD for n in self._buried
+        ):
+            failed = [m.info for m in self.members.values() if m.state == State.DEAD]
         failed += [info for info, _ in self._reaped.values() if info.state == State.DEAD]
         if failed:
             target_info = failed[self.rng.randrange(len(failed))]
@@ -612,8 +668,13 @@ class Gossip:
     def _merge(self, pp: PushPull, now: float) -> None:
         """memberlist's mergeState: remote views feed the same transitions;
         the peer's delegate state goes to ours."""
+        members = self.members
+        alive = State.ALIVE
         for info in pp.members:
-            if info.state == State.ALIVE:
+            if info.state == alive:
+                m = members.get(info.node)
+                if m is not None and m.info is info:
+                    continue  # the record we hold (codec's ``known``): nothing to do
                 self._contest_burial(info, now)
                 self._on_alive(info, now)
             elif info.state == State.LEFT:
@@ -697,7 +758,7 @@ class Gossip:
         # Never above MAX_INCARNATION: accusations from peers stop one below
         # it (_accusation_applies), so the bound still outbids every one.
         outbid = min(max(me.info.incarnation, incarnation) + 1, MAX_INCARNATION)
-        me.info = attrs.evolve(me.info, incarnation=outbid)
+        me = self._set_info(me, attrs.evolve(me.info, incarnation=outbid))
         self._queue_alive(me.info)
         self._gossip_soon(now)
         self.stats.refutations += 1
@@ -716,8 +777,8 @@ class Gossip:
             return
         m = self.members.get(info.node)
         if m is None:
-            self._view_changed()
             self.members[info.node] = Member(info, now)
+            self._liveness_changed(info.node)
             self._probe_order.insert(self.rng.randint(0, len(self._probe_order)), info.node)
             self._queue_alive(info)
             self._events.append(MemberEvent(kind=EventKind.JOINED, member=info, at=now))
@@ -725,10 +786,9 @@ class Gossip:
         old = m.info
         if info.incarnation <= old.incarnation:
             return  # old or already known news
-        m.info = info
-        if old.state != State.ALIVE:
-            self._view_changed()  # a dead or left member is live again
-            m.state_changed = now
+        self._set_info(m, info, now if old.state != State.ALIVE else None)
+        if old.state in (State.DEAD, State.LEFT):
+            self._liveness_changed(info.node)  # live again
         self._suspicions.pop(info.node, None)
         self._queue_alive(info)
         if old.state in (State.DEAD, State.LEFT):
@@ -792,8 +852,9 @@ class Gossip:
             hi = cfg.suspicion_max_timeout_mult * lo
         else:
             k, hi = 0, lo
-        m.info = attrs.evolve(m.info, state=State.SUSPECT, incarnation=s.incarnation)
-        m.state_changed = now
+        m = self._set_info(
+            m, attrs.evolve(m.info, state=State.SUSPECT, incarnation=s.incarnation), now
+        )
         self._suspicions[s.node] = Suspicion(started=now, k=k, lo=lo, hi=hi, confirmers={s.source})
         self._queue_accusation(s)
         self._gossip_soon(now)
@@ -810,12 +871,15 @@ class Gossip:
         if m is None:
             return
         left = d.source == d.node
-        m.info = attrs.evolve(
-            m.info, state=State.LEFT if left else State.DEAD, incarnation=d.incarnation
+        m = self._set_info(
+            m,
+            attrs.evolve(
+                m.info, state=State.LEFT if left else State.DEAD, incarnation=d.incarnation
+            ),
+            now,
         )
-        m.state_changed = now
         self._buried[d.node] = now
-        self._view_changed()
+        self._liveness_changed(d.node)
         self._suspicions.pop(d.node, None)
         self._queue_accusation(d)
         self._gossip_soon(now)

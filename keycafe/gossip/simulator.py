@@ -23,9 +23,10 @@ from typing import Any
 import attrs
 
 from keycafe.gossip.config import GossipConfig
-from keycafe.gossip.core import EventKind, Gossip, MemberEvent, StreamJob
+from keycafe.gossip.core import EventKind, Gossip, Member, MemberEvent, StreamJob
 from keycafe.gossip.delegate import Delegate
-from keycafe.gossip.messages import Address, MemberInfo, PushPull, State
+from keycafe.gossip.messages import Address, MemberInfo, State
+from keycafe.gossip.order import HashedOrder
 
 
 @attrs.define
@@ -91,6 +92,8 @@ class Simulator:
         self.bytes = 0
         self.dropped = 0
         self.largest_datagram = 0
+        self.streams = 0  # TCP exchanges that reached their peer
+        self.stream_bytes = 0  # their requests and replies
         self.observers: list[Callable[[SimNode, MemberEvent], None]] = []
         # Run after every time a node's core is driven, as a shell would.
         self.after_flush: list[Callable[[SimNode, float], None]] = []
@@ -123,9 +126,13 @@ class Simulator:
         """``n`` nodes that already know each other (a cluster after convergence)."""
         sim = cls(**kwargs)
         nodes = [sim.add_node(i) for i in range(n)]
-        everyone = PushPull(join=False, members=tuple(x.core.me for x in nodes))
+        # One record per member and one hashed order, shared by every core
+        # (Member is immutable): the same state as merging a push-pull of
+        # everyone into each core, in O(N) per core and with no copies.
+        everyone = {x.name: Member(x.core.me, sim.now) for x in nodes}
+        order = HashedOrder.of(x.name for x in nodes)
         for node in nodes:
-            node.core._merge(everyone, sim.now)
+            node.core.start_converged(everyone, order)
             node.core._broadcasts._items.clear()  # nothing is news any more
             node.events.clear()
             while node.core.next_event() is not None:
@@ -363,6 +370,8 @@ class Simulator:
             self._push(self.now + self.stream_timeout, "stream-reply", (src, job, None))
             return
         reply = dst.core.handle_stream(job.payload, src.addr, self.now)
+        self.streams += 1
+        self.stream_bytes += len(job.payload) + (len(reply) if reply is not None else 0)
         self._flush(dst)
         link = self.links.get((dst.name, src.name), self.link)
         self._push(self.now + link.delay + self._lag(src), "stream-reply", (src, job, reply))

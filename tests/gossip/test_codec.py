@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
+import attrs
 import msgpack
 import pytest
 from hypothesis import given
@@ -109,3 +111,93 @@ def test_mutated_valid_packets_never_raise_out_of_the_core(data: st.DataObject) 
     core.handle_stream(bytes(packet), ("127.0.0.1", 1), 1.0)
     core.handle_timer(2.0)
     assert core.me.state == State.ALIVE  # whatever it was told
+
+
+def test_a_push_pull_of_encoded_records_is_the_same_bytes() -> None:
+    others = [attrs.evolve(M, node=f"n{i}", meta={}) for i in range(40)]
+    for user_state in (b"", b"ring"):
+        for members in ([], [M], [M, *others]):
+            msg = PushPull(join=True, members=tuple(members), user_state=user_state)
+            records = [codec.record(m).data for m in members]
+            assert codec.encode_push_pull(True, records, len(records), user_state) == (
+                codec.encode_message(msg)
+            )
+
+
+@pytest.mark.parametrize(
+    ("index", "value"),
+    [(5, 7.0), (2, 7946.0), (7, 2.0), (6, False)],  # equal to ours, not of our types
+)
+def test_a_known_record_is_reused_only_if_it_is_the_same_bytes(index: int, value: object) -> None:
+    held = codec.record(M)
+    fields = list(held.fields)
+    assert fields[index] == value
+    packet = codec.packet([codec.encode_message(PushPull(join=False, members=(M,)))])
+    (pp,) = codec.decode_packet_untrusted(packet, lambda node: held)
+    assert isinstance(pp, PushPull)
+    assert pp.members[0] is M
+    fields[index] = value
+    forged = msgpack.packb([codec.PUSH_PULL, False, [fields]])
+    with pytest.raises(BadPacket):
+        codec.decode_packet_untrusted(codec.packet([forged]), lambda node: held)
+
+
+def _decoded(data: bytes, known: codec.Known | None) -> list[object] | str:
+    try:
+        return list(codec.decode_packet_untrusted(data, known))
+    except BadPacket:
+        return "bad packet"
+
+
+ALL_HELD = set(range(21))
+
+
+@given(
+    data=st.data(),
+    user_state=st.sampled_from([b"", b"ring", bytes(300)]),
+    held=st.one_of(st.just(ALL_HELD), st.sets(st.integers(0, 20))),
+)
+def test_a_push_pull_read_through_known_records_is_read_the_same(
+    data: st.DataObject, user_state: bytes, held: set[int]
+) -> None:
+    members = [M] + [attrs.evolve(M, node=f"n{i:03d}" + "x" * (i * 3), meta={}) for i in range(20)]
+    records = {m.node: codec.record(m) for i, m in enumerate(members) if i in held}
+    body = codec.encode_push_pull(False, [codec.record(m).data for m in members], 21, user_state)
+    packet = bytearray(codec.packet([body]))
+    for _ in range(data.draw(st.integers(0, 3))):
+        i = data.draw(st.integers(0, len(packet)))
+        op = data.draw(st.sampled_from(["set", "insert", "delete"]))
+        if op == "insert" or i == len(packet):
+            packet.insert(i, data.draw(st.integers(0, 255)))
+        elif op == "set":
+            packet[i] = data.draw(st.integers(0, 255))
+        else:
+            del packet[i]
+    assert _decoded(bytes(packet), records.get) == _decoded(bytes(packet), None)
+
+
+@pytest.mark.parametrize("user_state", [b"", b"ring"])
+def test_a_push_pull_of_known_records_is_read_without_decoding_them(
+    monkeypatch: pytest.MonkeyPatch, user_state: bytes
+) -> None:
+    everyone = [M, *(attrs.evolve(M, node=f"m{i}", meta={}) for i in range(40))]
+    records = {m.node: codec.record(m) for m in everyone}
+    body = codec.encode_push_pull(True, [r.data for r in records.values()], 41, user_state)
+    packet = codec.packet([body])
+    decoded: list[bytes] = []
+    unpackb = msgpack.unpackb
+
+    def counted(data: bytes, **kwargs: Any) -> Any:
+        decoded.append(data)
+        return unpackb(data, **kwargs)
+
+    monkeypatch.setattr(msgpack, "unpackb", counted)
+    (pp,) = codec.decode_packet_untrusted(packet, records.get)
+    assert pp == PushPull(join=True, members=tuple(everyone), user_state=user_state)
+    assert isinstance(pp, PushPull)
+    assert all(a is b for a, b in zip(pp.members, everyone, strict=True))
+    assert decoded == []
+    for changed in (packet[:-1], packet + b"\x00", packet[:4] + b"\xc4" + packet[5:]):
+        with pytest.raises(BadPacket):  # left to the full decoder, which refuses it
+            codec.decode_packet_untrusted(changed, records.get)
+    assert len(decoded) == 3

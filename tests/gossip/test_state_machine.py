@@ -9,7 +9,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from keycafe.gossip.config import GossipConfig
 from keycafe.gossip.core import EventKind
 from keycafe.gossip.messages import State
+from keycafe.gossip.order import order_key
 from keycafe.gossip.simulator import Link, Simulator, node_name
+
+LIVE = (State.ALIVE, State.SUSPECT)
 
 
 class GossipCluster(RuleBasedStateMachine):
@@ -83,6 +86,14 @@ class GossipCluster(RuleBasedStateMachine):
                 key = (node.name, self.life.get(node.name, 0), m.node)
                 assert m.incarnation >= self.seen.get(key, 0), (node.name, m.node)
                 self.seen[key] = m.incarnation
+
+    @invariant()
+    def the_live_order_holds_the_live_members(self) -> None:
+        # Kept up to date transition by transition (order.py), never rebuilt.
+        for node in self.sim.live():
+            live = [m.node for m in node.core.member_list() if m.state in LIVE]
+            assert list(node.core._live) == sorted(live, key=order_key)
+            assert node.core.alive_count() == len(live)
 
     @invariant()
     def no_node_declares_itself_dead(self) -> None:
