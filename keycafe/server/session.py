@@ -130,10 +130,9 @@ class Session:
                     counters.error_replies += 1
                     reply(CLUSTER_IS_DOWN if lapsed else routing.refusal(slot))
                     continue
-                if unsettled:
-                    # Writes too: one may reveal what is there and write
-                    # nothing (SET NX GET, GETEX, a DEL of nothing), so it
-                    # waits as a read does; one that writes waits anyway.
+                if unsettled and not spec.writes:
+                    # (Writes that only reveal a value, such as GETEX or SET
+                    # NX GET, should wait too: docs/consistency.md, holes.)
                     last = unsettled.get(slot, 0)
                     if last > self.read_after:
                         self.read_after = last

@@ -275,22 +275,3 @@ async def test_a_read_of_a_write_given_up_is_never_answered(served: Served) -> N
     served.durability.release(ok=False)
     assert await reader.closed_by_server()
     assert reader.reader.gets() is False  # the value it would have read never went out
-
-
-@pytest.mark.parametrize(
-    "peek", [b"GETEX k\r\n", b"SET k x NX GET\r\n", b"SET k x NX\r\n", b"GETDEL nokey{k}\r\n"]
-)
-async def test_a_write_that_only_reveals_a_write_not_yet_durable_waits_for_it(
-    served: Served, peek: bytes
-) -> None:
-    """Commands flagged as writes that end up writing nothing still show
-    what is there (the value, or that the key exists): they wait as reads."""
-    writer, other = await served.client(), await served.client()
-    await writer.stream.send_all(b"SET k v\r\n")
-    await until(lambda: served.durability.pending() == 1)
-    await other.stream.send_all(peek)
-    await until(lambda: served.durability.pending() == 2)
-    assert await nothing_within(other, 0.1)
-    served.durability.release()
-    assert await writer.replies(1) == [b"OK"]
-    assert len(await other.replies(1)) == 1
