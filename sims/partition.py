@@ -70,6 +70,7 @@ from typing import Any, Final
 
 import attrs
 
+from keycafe.cluster.lease import Lease
 from keycafe.cluster.ring import RingConfig
 from keycafe.cluster.simulator import ClusterSimulator, SimClient, Write, bulk_value
 from keycafe.gossip.config import GossipConfig
@@ -618,9 +619,12 @@ def bounds(config: GossipConfig, nodes: int) -> tuple[float, float]:
     lease.py), and the detection bound plus a second (a full round-robin, a
     probe interval, the longest suspicion, and a second for the news)."""
     shortest = suspicion_timeout(config.suspicion_mult, nodes, config.probe_interval)
-    lease = 0.5 * shortest
+    lease = Lease(
+        node="", probe_interval=config.probe_interval, suspicion_mult=config.suspicion_mult
+    )
+    lease.set_ring((0, 0), [str(i) for i in range(nodes)], 0.0)
     detection = nodes * config.probe_interval + config.suspicion_max_timeout_mult * shortest + 1.0
-    return lease + lease / 3, detection + 1.0
+    return lease.lease + lease.period, detection + 1.0
 
 
 def run(
