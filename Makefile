@@ -25,7 +25,7 @@ run: venv
 # Install everything the tests need (Python packages and Debian's redis-tools
 # for redis-cli/redis-benchmark), lint, type-check and run the whole suite.
 test: venv
-	bash scripts/ensure-debian-packages.sh redis-tools
+	bash scripts/ensure-debian-packages.sh redis-tools nftables faketime iproute2
 	$(BIN)/ruff check keycafe tests bench sims
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
