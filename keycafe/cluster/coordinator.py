@@ -10,7 +10,15 @@ that term, and members ignore decisions from a term below the highest they have
 seen: that fences a stale coordinator, one cut off in a minority that has not
 noticed yet. And a coordinator may act only while it sees a majority of the
 voters alive (the keep-majority rule), so a minority side never claims a term
-or changes the ring.
+or changes the ring; and, in a node, only while it holds its lease (it hears
+from a majority of the ring on its peer links, keycafe/cluster/lease.py). A
+gossip view can count a majority the node cannot reach: a node whose own
+traffic is lost hears everyone and declares them dead one by one, and one
+cut off by a partition that spreads still sees a member of the other side
+alive after it has declared the rest dead. Elected then, it claimed a term
+above the majority's and published a ring that marked the majority down;
+after the heal that ring won and stale copies were served again (found by
+``python -m sims.netlab halves`` and ``python -m sims.partition nemesis``).
 
 Ring changes (``next_ring``) take two steps, so that no key is ever where
 clients are not sent. The first ring holds every live member (nobody holds
@@ -335,22 +343,32 @@ def ready_value(term: int, epoch: int) -> str:
 
 
 def step(
-    me: str, members: Iterable[MemberInfo], ring: Ring | None, owners: OwnersOf | None = None
+    me: str,
+    members: Iterable[MemberInfo],
+    ring: Ring | None,
+    owners: OwnersOf | None = None,
+    *,
+    leased: bool = True,
 ) -> tuple[Assessment, list[Decision]]:
     """Assess ``me``'s view (``members``: every record it holds, the reaped
     dead included) and decide: claim the role if elected; as the established
     coordinator, publish a new ring epoch when ``next_ring`` says so; else pull
-    the coordinator's ring if it says it holds a newer one than ``ring``."""
+    the coordinator's ring if it says it holds a newer one than ``ring``.
+    Without ``leased`` (``me`` does not hear from a majority of the ring on
+    its links) it neither claims nor publishes, whatever its view counts."""
     members = list(members)
     voters = set(ring.members) if ring is not None else None
     decisions: list[Decision] = []
     a = assess(me, members, voters)
+    if not leased:
+        # Assessed as it is (the timeline shows it), but with no right to act.
+        a = attrs.evolve(a, claim=None)
     if a.claim is not None:
         decisions.append(ClaimTerm(term=a.claim))
         # Assess again as the view will be once the claim is in our metadata.
         members = [_claiming(m, a.claim) if m.node == me else m for m in members]
         a = assess(me, members, voters)
-    if a.coordinator == me and a.established:
+    if a.coordinator == me and a.established and leased:
         new = next_ring(ring, members, me, a.term, owners)
         if new is not None:
             decisions += [PublishRing(ring=new), AnnounceRing(version=new.version)]

@@ -50,9 +50,17 @@ def apply_decisions(
 
 
 def coordinate(
-    core: Gossip, keeper: RingKeeper, now: float, owners: OwnersOf | None = None
+    core: Gossip,
+    keeper: RingKeeper,
+    now: float,
+    owners: OwnersOf | None = None,
+    *,
+    leased: bool = True,
 ) -> Assessment:
-    """One coordinator step on ``core``'s view, its decisions carried out."""
-    assessment, decisions = step(core.node, core.known_members(), keeper.ring, owners)
+    """One coordinator step on ``core``'s view, its decisions carried out
+    (``leased``: the node holds its lease, coordinator.step)."""
+    assessment, decisions = step(
+        core.node, core.known_members(), keeper.ring, owners, leased=leased
+    )
     apply_decisions(decisions, core, keeper, now)
     return assessment

@@ -228,7 +228,12 @@ class ClusterNode:
 
     def _assess(self, now: float) -> None:
         self._assessed_at = now
-        self.assessment = effects.coordinate(self.core, self.keeper, now, self.handoff.owners)
+        # The lease of the ring the node follows: a node that does not hear
+        # from a majority of it must not coordinate (coordinator.py).
+        leased = self.lease.holds(now)
+        self.assessment = effects.coordinate(
+            self.core, self.keeper, now, self.handoff.owners, leased=leased
+        )
 
     def _check_halted(self, now: float) -> None:
         """Serve no key without a majority of the ring: alive in our gossip

@@ -105,6 +105,9 @@ class ClusterSimulator:
         # The share of TCP segments lost on peer links (each costs a
         # retransmission timeout); the gossip links' own ``loss`` is UDP's.
         self.tcp_loss = 0.0
+        # Pairs whose peer links are cut while their datagrams get through
+        # (``cut_links``): a firewall closing the TCP port, a full conntrack table.
+        self.links_cut: set[tuple[str, str]] = set()
         self.net.after_flush.append(self._after_gossip)
 
     @property
@@ -205,6 +208,17 @@ class ClusterSimulator:
     def break_link(self, a: str, b: str) -> None:
         """Break the peer links between ``a`` and ``b`` (both directions)."""
         self._note(f"link {a}-{b} breaks")
+        self._break(a, b)
+        self._break(b, a)
+
+    def cut_links(self, a: str, b: str, *, restore: bool = False) -> None:
+        """Cut the peer links between ``a`` and ``b`` and keep them cut
+        (``restore``: let them connect again); gossip is left alone."""
+        self._note(f"links {a}-{b} {'restored' if restore else 'cut'}")
+        if restore:
+            self.links_cut -= {(a, b), (b, a)}
+            return
+        self.links_cut |= {(a, b), (b, a)}
         self._break(a, b)
         self._break(b, a)
 
@@ -399,7 +413,8 @@ class ClusterSimulator:
         dst = self.members.get(peer)
         self.frames_sent += 1
         blocked = self.net.blocked
-        if dst is None or not dst.sim.up or (src, peer) in blocked or (peer, src) in blocked:
+        cut = (src, peer) in blocked or (peer, src) in blocked or (src, peer) in self.links_cut
+        if dst is None or not dst.sim.up or cut:
             self.frames_lost += 1
             self._break(src, peer)
             return

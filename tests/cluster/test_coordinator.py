@@ -266,6 +266,22 @@ def test_step_returns_decisions_and_changes_nothing() -> None:
     assert step("b", ahead, attrs.evolve(first, epoch=2))[1] == []
 
 
+def test_without_its_lease_an_elected_member_neither_claims_nor_publishes() -> None:
+    # Its view counts a majority, but it hears from no majority on its links
+    # (keycafe/cluster/lease.py): such a view may be wrong (coordinator.py).
+    current = ring("a", "b", "c", "d", "e")
+    view = [member("a", State.DEAD, term=1), member("b"), member("c"), member("d"), member("e")]
+    a, decisions = step("b", view, current, leased=False)
+    assert a.coordinator == "b"
+    assert a.majority
+    assert decisions == []
+    assert [type(d) for d in step("b", view, current)[1]][:2] == [ClaimTerm, PublishRing]
+    # Established already, it publishes nothing either (here: a's failover).
+    view[1] = member("b", term=2)
+    assert step("b", view, current, leased=False)[1] == []
+    assert [type(d) for d in step("b", view, current)[1]] == [PublishRing, AnnounceRing]
+
+
 def test_claims_and_rings_stop_at_the_bound() -> None:
     # A term claim above MAX_TERM is no claim; at MAX_TERM nobody outbids it.
     assert assess("a", [member("a"), member("b", term=MAX_TERM + 1)]).claim == 1

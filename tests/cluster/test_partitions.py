@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from keycafe.cluster.coordinator import TERM_KEY
 from keycafe.cluster.ring import RingConfig
 from keycafe.cluster.ring_record import Ring
 from keycafe.cluster.simulator import ClusterSimulator, SimClient, check, run_writer
@@ -340,3 +341,40 @@ def test_a_client_beside_a_node_reaches_only_its_side() -> None:
     sim.run_for(2)
     assert replies == [b"-CLUSTERDOWN Hash slot not served\r\n"]
     assert sim.now - started <= 2
+
+
+def test_an_elected_node_without_its_lease_neither_claims_a_term_nor_publishes() -> None:
+    # Its gossip view counts a majority (datagrams get through), but its peer
+    # links do not: it hears from no majority. Coordinating on that view is
+    # how a node cut off by a partition that spread, or whose own traffic
+    # was lost, once claimed a term above the majority's and published a
+    # ring marking it down (sims.netlab halves; sims.partition nemesis).
+    sim = _cluster(3, 5)
+    names = sorted(sim.members)
+    lead, heir = names[0], names[1]
+    before = _ring_at(sim, names[2]).version
+    for other in names[2:]:
+        sim.cut_links(heir, other)
+    sim.crash(lead)
+
+    def elected() -> bool:
+        a = sim.members[heir].cluster.assessment
+        return a is not None and a.coordinator == heir and a.majority
+
+    assert sim.run_until_true(elected, 60, step=0.05)
+    heir_node = sim.members[heir].cluster
+    assert not heir_node.lease.holds(sim.now)
+    sim.run_for(10)
+    assert heir_node.core.me.meta.get(TERM_KEY, "") == ""  # no claim
+    assert all(_ring_at(sim, n).version == before for n in names[1:])  # nothing published
+    # Its links back, it holds its lease, claims, and fails the dead one over.
+    for other in names[2:]:
+        sim.cut_links(heir, other, restore=True)
+
+    def failed_over() -> bool:
+        ring = sim.members[names[2]].cluster.ring
+        return ring is not None and ring.term == 2 and lead in ring.down
+
+    assert sim.run_until_true(failed_over, 30, step=0.05)
+    assert heir_node.core.me.meta.get(TERM_KEY) == "2"
+
