@@ -40,8 +40,9 @@ them (``unconfirm``/``confirm``).
 whose writes are numbered ``first``..``last`` and which read a slot whose last
 write is numbered ``n`` (``Store.unsettled``); ``released()`` returns the
 requests whose writes, and the writes they read, are durable now, each with
-its verdict: False if one of those was given up (the shell answers it with an
-error, not OK). Reads wait too: a primary that answered a read of a write
+its verdict: False if one of those was given up, or, for a read, any write
+numbered up to ``n`` that was not durable when the read came (the shell
+answers it with an error, not OK). Reads wait too: a primary that answered a read of a write
 its replicas do not hold yet, then died or was cut off, would have shown a
 value the cluster then loses (a dirty read, as Jepsen calls it). The trio
 shell and the simulator both only carry the verdicts out.
@@ -49,6 +50,7 @@ shell and the simulator both only carry the verdicts out.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Collection, Hashable, Iterable
 from typing import Any, Final
@@ -141,7 +143,8 @@ class Replication:
         # writes to them it acknowledged meanwhile: held back from ``durable``.
         self._unconfirmed: dict[str, set[int]] = {}
         self._held: dict[str, list[Item]] = {}
-        self._waits: list[tuple[int, int, int, Hashable]] = []  # (first, last, read, token)
+        # (first, last, read, floor, token); ``floor``: ``settled`` when it came.
+        self._waits: list[tuple[int, int, int, int, Hashable]] = []
         # The highest ``durable`` seen by ``released``: a write numbered up to
         # it was held by its in-sync replicas then (a read of it need not wait).
         self.settled = 0
@@ -203,15 +206,15 @@ class Replication:
         """A request waits for its writes numbered ``first``..``last`` (none if
         ``last`` is 0) and for write ``read``, the last one to a slot it read
         (0: none)."""
-        self._waits.append((first, last, read, token))
+        self._waits.append((first, last, read, self.settled, token))
 
     def waiting(self) -> list[Hashable]:
         """The requests still waiting."""
-        return [w[3] for w in self._waits]
+        return [w[4] for w in self._waits]
 
     def cancel(self, token: Hashable) -> None:
         """The request ``token`` waits no more (it timed out, or its node is gone)."""
-        self._waits = [w for w in self._waits if w[3] != token]
+        self._waits = [w for w in self._waits if w[4] != token]
 
     def released(self) -> list[tuple[Hashable, bool]]:
         """Requests whose writes are durable now, and whether all of them were
@@ -219,18 +222,27 @@ class Replication:
         if not self._waits:
             return []  # ``settled`` may lag meanwhile: a read waits, and is released
         durable = self.settle()
-        ready: list[tuple[int, int, int, Hashable]] = []
-        still: list[tuple[int, int, int, Hashable]] = []
+        ready: list[tuple[int, int, int, int, Hashable]] = []
+        still: list[tuple[int, int, int, int, Hashable]] = []
         for wait in self._waits:
             (ready if wait[1] <= durable and wait[2] <= durable else still).append(wait)
         self._waits = still
         # A write given up is its own request's to report (taken, so that it
-        # is reported once); one a request only read is looked at, before any
-        # writer takes it.
-        lost_reads = [read in self._abandoned for _, _, read, _ in ready]
+        # is reported once); those a request read are looked at, before any
+        # writer takes them: every write given up that was not durable when
+        # the read came and is no later than the one it waits for. Not only
+        # that one: a write to another key of the slot, acknowledged after an
+        # earlier one whose frame was lost, is kept while the earlier one,
+        # the value read, is given up. Writes to other slots in that range
+        # fail the read too: an error, never a value the cluster may lose.
+        lost = sorted(self._abandoned) if self._abandoned else []
+        lost_reads = [
+            read > 0 and bisect_right(lost, read) > bisect_right(lost, floor)
+            for _, _, read, floor, _ in ready
+        ]
         out = [
             (token, not ((last > 0 and self._take_abandoned(first, last)) or lost_read))
-            for (first, last, _, token), lost_read in zip(ready, lost_reads, strict=True)
+            for (first, last, _, _, token), lost_read in zip(ready, lost_reads, strict=True)
         ]
         # A request registers a moment after its writes are numbered (the
         # shell hands the connection to its task first): keep given-up

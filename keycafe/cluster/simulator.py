@@ -474,6 +474,11 @@ class _Op:
     target: str | None = None
     finished: bool = False
     downs: int = 0  # CLUSTERDOWN replies so far
+    reached: int = 0  # the last attempt a node carried out
+    # An attempt was carried out and never answered (timed out, or its
+    # connection was reset): whatever error ends the operation, it may
+    # have happened.
+    doubtful: bool = False
 
 
 class SimClient:
@@ -528,6 +533,10 @@ class SimClient:
         self.in_flight = 0
 
     def execute(self, args: list[bytes], done: Callable[[bytes | None, str], None]) -> None:
+        """Run ``args``; ``done(reply, node)`` at the end. ``reply`` is None
+        when the outcome is unknown: given up, or an error after an earlier
+        attempt that a node carried out and never answered (a DEL whose reply
+        was lost, then CLUSTERDOWN on a retry, may still have deleted)."""
         self.in_flight += 1
         self._attempt(_Op(args=args, done=done, started=self.sim.now))
 
@@ -643,6 +652,8 @@ class SimClient:
     def _timed_out(self, op: _Op, attempt: int, slot: int) -> None:
         if op.finished or op.attempts != attempt:
             return  # answered, or tried again already
+        if op.reached == attempt:
+            op.doubtful = True
         self.timeouts += 1
         self._forget(slot)
         self._attempt(op)
@@ -664,6 +675,7 @@ class SimClient:
         m.state.clock = self.sim.now
         before = m.cluster.written
         reply = m.session.execute(op.args)
+        op.reached = attempt
 
         def send() -> None:
             if self.reaches(m.sim.name):  # else lost on the way: the client times out
@@ -681,6 +693,7 @@ class SimClient:
         # A write to a replicated slot: answered once every in-sync replica
         # holds it (a crash first resets the connection: retried elsewhere).
         def lose() -> None:
+            op.doubtful = True
             if self.beside is None:
                 self.slots.pop(slot, None)
                 self._later(0.5, partial(self._attempt, op))
@@ -720,6 +733,8 @@ class SimClient:
         op.finished = True
         self.in_flight -= 1
         ok = reply is not None and not reply.startswith(b"-")
+        if not ok and op.doubtful:
+            reply = None  # it may have happened: no definite answer
         second = self.per_second.setdefault(int(self.sim.now), [0, 0])
         second[0 if ok else 1] += 1
         if ok:

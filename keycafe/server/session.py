@@ -130,9 +130,9 @@ class Session:
                     counters.error_replies += 1
                     reply(CLUSTER_IS_DOWN if lapsed else routing.refusal(slot))
                     continue
-                if unsettled and not spec.writes:
-                    # (Writes that only reveal a value, such as GETEX or SET
-                    # NX GET, should wait too: docs/consistency.md, holes.)
+                if unsettled:
+                    # Writes too: one that writes nothing (DEL of a key just
+                    # deleted, SET NX of one just set) still tells what is there.
                     last = unsettled.get(slot, 0)
                     if last > self.read_after:
                         self.read_after = last

@@ -378,3 +378,26 @@ def test_an_elected_node_without_its_lease_neither_claims_a_term_nor_publishes()
     assert sim.run_until_true(failed_over, 30, step=0.05)
     assert heir_node.core.me.meta.get(TERM_KEY) == "2"
 
+
+def test_an_error_after_an_attempt_left_unanswered_is_no_definite_failure() -> None:
+    """A client's DEL was carried out, then its reply held (the replica out
+    of reach) past the client's timeout; the retries end in CLUSTERDOWN.
+    The DEL happened all the same: sims.partition's checker must read the
+    outcome as unknown (None), not as a failure."""
+    sim = _cluster(3, 3)
+    names = sorted(sim.members)
+    owners = sim.members[names[0]].state.routing.table.owners
+    key = next(b"k%d" % i for i in range(10_000) if owners[key_slot(b"k%d" % i)][0] == names[0])
+    assert sim.members[names[0]].session.execute([b"SET", key, b"v"]) == b"+OK\r\n"
+    sim.run_for(1)
+    for other in names[1:]:
+        sim.cut_links(names[0], other)  # its replica hears nothing, its lease lapses
+    client = SimClient(sim, beside=names[0], timeout=1.0, give_up_after=30.0)
+    replies: list[bytes | None] = []
+    client.execute([b"DEL", key], lambda reply, node: replies.append(reply))
+    assert sim.run_until_true(lambda: bool(replies), 30, step=0.05)
+    assert client.timeouts >= 1
+    assert replies == [None]
+    assert client.failed == 1
+    primary = sim.members[names[0]].state.store
+    assert primary.lookup(key_slot(key), key, 0) is None  # deleted there

@@ -333,6 +333,28 @@ def test_a_read_of_a_write_given_up_is_failed_and_so_is_the_write(reader_first: 
     assert sorted(a.released()) == [("read", False), ("write", False)]
 
 
+def test_a_read_fails_if_an_earlier_write_to_its_slot_is_given_up() -> None:
+    """Two keys of one slot: the first write's frame is lost with a broken
+    link, the second is acknowledged, then a ring change takes the slot away
+    before the first is sent again. A read of the first key waits for the
+    slot's last write, which was kept; the value it read was not."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B}, A)
+    net.ring(owners_of(B), set(), B)  # B takes nothing from A: it is not A's replica
+    a = net.cores[A]
+    put(a, b"{s}first", b"lost")
+    net.drop(B)
+    a.link_broken(B, net.now)  # sent again after RETRY_PAUSE
+    net.ring(owners_of(A, B), {B}, B)
+    put(a, b"{s}second", b"kept")
+    net.deliver()
+    assert a.store.unsettled == {key_slot(b"{s}first"): 2}
+    a.wait("read", 0, 0, 2)  # GET {s}first: the slot's last write is number 2
+    assert a.released() == []  # write 1 is not durable yet
+    a.set_ring((1, 2), owners_of(B), set())  # write 1, still to resend: given up
+    assert a.released() == [("read", False)]
+
+
 def test_a_read_waits_for_the_write_it_read_and_no_longer() -> None:
     net = Net(A, B)
     net.ring(owners_of(A, B), {B})

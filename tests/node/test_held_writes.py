@@ -266,6 +266,23 @@ async def test_a_read_of_a_write_not_yet_durable_waits_for_it(served: Served) ->
     assert served.durability.pending() == 0
 
 
+async def test_a_write_that_writes_nothing_waits_for_the_write_it_reveals(served: Served) -> None:
+    """SET NX of a key just set, or DEL of one just deleted, changes nothing
+    but tells what is there: answered at once, a client could learn of a
+    write the cluster then loses (found by ``python -m sims.partition
+    staggered --seed 2``: a DEL retried after a timeout got 0 at once)."""
+    writer, revealer = await served.client(), await served.client()
+    for command, reply in ((b"SET k w NX\r\n", None), (b"GETEX k\r\n", b"v")):
+        await writer.stream.send_all(b"SET k v\r\n")  # not durable yet
+        await until(lambda: served.durability.pending() == 1)
+        await revealer.stream.send_all(command)
+        await until(lambda: served.durability.pending() == 2)
+        assert await nothing_within(revealer, 0.2)
+        served.durability.release()
+        assert await writer.replies(1) == [b"OK"]
+        assert await revealer.replies(1) == [reply]
+
+
 async def test_a_read_of_a_write_given_up_is_never_answered(served: Served) -> None:
     writer, reader = await served.client(), await served.client()
     await writer.stream.send_all(b"SET k v\r\n")
