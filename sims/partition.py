@@ -2,7 +2,8 @@
 
     python -m sims.partition SCENARIO [--nodes 5] [--replicas 1] [--seed S]
                              [--duration 60] [--workers 1] [--plot FILE.png]
-    python -m sims.partition sweep [--seeds 1000] [--first 1] [--jobs N] [--duration 60]
+                             [--profile lan|local]
+    python -m sims.partition sweep [--of S] [--seeds 1000] [--first 1] [--jobs N] [--duration 60]
 
 Whole nodes run in the cluster simulator (keycafe/cluster/simulator.py:
 gossip, ring, coordinator, hand-off, replication, store and command layer,
@@ -22,6 +23,8 @@ Scenarios (``SCENARIOS``); faults start at 5 s and end by ``duration - 15``:
 - ``halves``: the two smallest-named nodes cut off from the rest;
 - ``isolate-primary``: the primary of the most keys written so far, alone;
 - ``isolate-coordinator``: the elected coordinator, alone;
+- ``staggered``: a cut that spreads: two nodes lose the other three one at
+  a time, 2.5 s apart, the coordinator first;
 - ``bridge``: two sides that cannot reach each other, and one node that
   reaches both;
 - ``one-way``: one node's outgoing traffic dropped (it hears the others,
@@ -87,6 +90,7 @@ DELETES: Final = 0.1  # the share of writers' operations that delete their key
 PERIOD: Final = 0.02  # seconds between one worker's operations
 CLIENT_TIMEOUT: Final = 1.0  # seconds a client waits for a reply before trying elsewhere
 GIVE_UP: Final = 5.0  # seconds after which an operation is abandoned (outcome unknown)
+PROFILES: Final = {"lan": GossipConfig.lan, "local": GossipConfig.local}
 
 
 class Workload:
@@ -353,6 +357,35 @@ def isolate_coordinator(f: Faults) -> None:
     _isolate(f, lambda: _coordinator(f.sim) or sorted(f.sim.members)[0])
 
 
+STAGGER: Final = 2.5  # seconds between the cuts of a spreading partition
+
+
+def staggered(f: Faults) -> None:
+    """A cut that spreads: two nodes (the coordinator not among them) lose
+    the others one at a time, ``STAGGER`` seconds apart, the coordinator
+    first. For a while the pair still sees a member of the majority alive
+    while its failure detector has declared the rest dead: it counts a
+    majority in its gossip view that it cannot reach (found on real networks
+    by ``python -m sims.netlab halves``)."""
+
+    def begin() -> None:
+        names = sorted(f.sim.members)
+        lead = _coordinator(f.sim) or names[0]
+        small = [n for n in names if n != lead][-2:]
+        big = [lead] + [n for n in names if n not in small and n != lead]
+        owners = f.sim.live()[0].state.routing.table.owners
+        primaries = {s: o[0] for s, o in enumerate(owners) if o}
+        for i, node in enumerate(big):
+            f.at(f.sim.now + i * STAGGER, partial(f.sim.partition, small, [node]))
+        # Timed from the last cut, when the pair is cut off whole: until
+        # then it may rightly go on writing through the rest.
+        last = Cut(f.sim.now + (len(big) - 1) * STAGGER, small, big, primaries)
+        f.at(last.at, partial(f.cuts.append, last))
+
+    f.at(f.start, begin)
+    f.at(f.end, f.heal)
+
+
 def bridge(f: Faults) -> None:
     """Two sides that cannot reach each other, and one node that reaches both."""
     names = sorted(f.sim.members)
@@ -558,6 +591,7 @@ SCENARIOS: Final[dict[str, Scenario]] = {
     "halves": halves,
     "isolate-primary": isolate_primary,
     "isolate-coordinator": isolate_coordinator,
+    "staggered": staggered,
     "bridge": bridge,
     "one-way": one_way,
     "flapping": flapping,
@@ -635,10 +669,13 @@ def run(
     seed: int = 1,
     duration: float = 60.0,
     workers: int = 1,
+    profile: str = "lan",
     out: Callable[[str], None] = print,
 ) -> Report:
-    """Run one scenario and judge it; ``out`` gets the timeline and verdict."""
-    config = GossipConfig.lan()
+    """Run one scenario and judge it; ``out`` gets the timeline and verdict.
+    ``profile``: the gossip timers, ``lan`` (memberlist's) or ``local`` (5x
+    faster, what ``sims.netlab`` runs by default)."""
+    config = PROFILES[profile]()
     sim = ClusterSimulator(
         seed=seed, gossip=config, ring=RingConfig(vnodes=64, replicas=1 + replicas), link=Link()
     )
@@ -840,9 +877,17 @@ def plot(report: Report, path: str) -> None:
 # -- sweeps ------------------------------------------------------------------------------
 
 
-def _one(args: tuple[str, int, int, int, float]) -> dict[str, Any]:
-    scenario, seed, nodes, replicas, duration = args
-    r = run(scenario, nodes=nodes, replicas=replicas, seed=seed, duration=duration, out=_quiet)
+def _one(args: tuple[str, int, int, int, float, str]) -> dict[str, Any]:
+    scenario, seed, nodes, replicas, duration, profile = args
+    r = run(
+        scenario,
+        nodes=nodes,
+        replicas=replicas,
+        seed=seed,
+        duration=duration,
+        profile=profile,
+        out=_quiet,
+    )
     v = r.verdict
     return {
         "seed": seed,
@@ -887,10 +932,11 @@ def sweep(
     replicas: int = 1,
     duration: float = 60.0,
     jobs: int = 1,
+    profile: str = "lan",
     out: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Run ``scenario`` once per seed; print the totals per verdict class."""
-    tasks = [(scenario, s, nodes, replicas, duration) for s in seeds]
+    tasks = [(scenario, s, nodes, replicas, duration, profile) for s in seeds]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             results = list(pool.map(_one, tasks))
@@ -923,6 +969,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="writers and readers per node")
     parser.add_argument("--plot", metavar="FILE.png", help="draw the timeline (needs matplotlib)")
     parser.add_argument(
+        "--profile", choices=sorted(PROFILES), default="lan", help="gossip timers (default: lan)"
+    )
+    parser.add_argument(
         "--of", default="nemesis", choices=sorted(SCENARIOS), help="sweep: scenario"
     )
     parser.add_argument("--seeds", type=int, default=100, help="sweep: how many seeds")
@@ -940,6 +989,7 @@ def main(argv: list[str] | None = None) -> int:
             replicas=args.replicas,
             duration=args.duration,
             jobs=args.jobs,
+            profile=args.profile,
         )
         return 0 if all(r["ok"] for r in results) else 1
     report = run(
@@ -949,6 +999,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         duration=args.duration,
         workers=args.workers,
+        profile=args.profile,
     )
     if args.plot:
         plot(report, args.plot)

@@ -42,10 +42,11 @@ def test_halves_cuts_the_minority_off_and_loses_nothing(tmp_path: Path) -> None:
     result = netlab.run(plan, workdir=tmp_path, out=lines.append)
     report = "\n".join(lines)
     v = result.verdict
-    # No acknowledged write lost, no deleted key back. (Stale reads are not
-    # held to zero: the minority can still elect a coordinator whose ring wins
-    # after the heal, python -m sims.netlab halves --nodes 5 --seed 13.)
+    # No acknowledged write lost, no deleted key back, no stale read (the
+    # minority once elected a coordinator whose ring won after the heal:
+    # python -m sims.netlab halves --nodes 5 --seed 13).
     assert not v.lost, report
+    assert not v.stale_reads, report
     assert not v.phantoms, report
     assert not v.unread, report
     # The cut showed: the minority (n1) said it was halted, its clients got

@@ -11,7 +11,7 @@ import pytest
 
 from sims.partition import CLASSES, SCENARIOS, Report, explain, run, sweep
 
-CUTS = {"halves", "isolate-primary", "isolate-coordinator", "flapping"}
+CUTS = {"halves", "isolate-primary", "isolate-coordinator", "flapping", "staggered"}
 
 
 def fault_shows(report: Report) -> bool:
@@ -57,9 +57,7 @@ def test_explain_lists_a_keys_operations_and_the_faults_in_time_order() -> None:
     times = [float(line.split()[0]) for line in lines]
     assert times == sorted(times)
     assert any("partition" in line for line in lines)
-    assert sum(repr(key) in line for line in lines) == sum(
-        op.key == key for op in report.history
-    )
+    assert sum(repr(key) in line for line in lines) == sum(op.key == key for op in report.history)
 
 
 def test_a_sweep_of_random_nemesis_schedules(capsys: pytest.CaptureFixture[str]) -> None:
