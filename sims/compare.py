@@ -62,9 +62,7 @@ class Side:
     lease: float
 
 
-def simulated(
-    scenario: str, seeds: range, *, nodes: int, duration: float, profile: str
-) -> Side:
+def simulated(scenario: str, seeds: range, *, nodes: int, duration: float, profile: str) -> Side:
     reports = [
         partition.run(
             scenario,
