@@ -34,7 +34,9 @@ A pong from a member that follows a newer ring renews nothing: that ring
 may have failed this node over (found by ``python -m sims.partition
 halves``: on the heal, the old primary heard the majority again and served a
 read of the value it had before the cut, before it adopted the ring that had
-promoted its replica).
+promoted its replica). Such a heartbeat says this node is behind: ``newer``
+names the ring version and the peer, and the node fetches that ring from it
+at once, rather than stop serving until the ring's spread reaches it.
 
 A member that enters the ring as this node sees it counts as heard at that
 moment: one lease of grace, so that a new ring does not stop a node before
@@ -79,6 +81,9 @@ class Lease:
         self._next_send: float | None = None
         self._out: list[Outgoing] = []
         self._version = (0, 0)
+        # The newest ring version a peer's heartbeat named above ours, and that
+        # peer (``take_newer``): this node is behind it.
+        self.newer: tuple[tuple[int, int], str] | None = None
 
     def set_ring(
         self, version: tuple[int, int], members: Iterable[str], now: float, down: Iterable[str] = ()
@@ -126,9 +131,11 @@ class Lease:
         if not (_version(term) and _version(epoch) and _stamp(ping) and _stamp(pong)):
             self.bad += 1
             return False
+        if (term, epoch) > self._version and (self.newer is None or (term, epoch) > self.newer[0]):
+            self.newer = ((term, epoch), peer)
         if ping is not None:
-            term, epoch = self._version
-            body = [term, epoch, None, ping]
+            ours_term, ours_epoch = self._version
+            body = [ours_term, ours_epoch, None, ping]
             self._out.append(Outgoing(peer=peer, kind=frames.HEARTBEAT, body=body, droppable=True))
         if pong is not None:
             if pong not in self._pings:
@@ -140,6 +147,13 @@ class Lease:
             if (term, epoch) <= self._version:
                 self.heard_from(peer, pong)
         return True
+
+    def take_newer(self) -> tuple[tuple[int, int], str] | None:
+        """A ring version newer than ours a peer follows, and that peer, once."""
+        newer, self.newer = self.newer, None
+        if newer is not None and newer[0] <= self._version:
+            return None  # adopted meanwhile
+        return newer
 
     def expires(self) -> float:
         """When the lease lapses unless more pongs come (``inf``: a ring of

@@ -167,6 +167,10 @@ class ClusterNode:
             # Only pongs of recent pings renew the lease: a frame read late
             # (this process was stopped) says nothing of now.
             self.lease.receive(peer, frame.body, now)
+            newer = self.lease.take_newer()
+            addr = self.addr_of(peer) if newer is not None else None
+            if newer is not None and addr is not None:
+                self.keeper.pull(newer[0], addr, now, at_once=True)
             self._check_halted(now)
             return
         if frame.kind in (frames.REPL, frames.REPL_ACK):

@@ -63,9 +63,13 @@ class RingKeeper:
         """Adopt and spread a ring the coordinator decided on."""
         self._adopt(ring, now)
 
-    def pull(self, version: tuple[int, int], addr: Address, now: float) -> None:
+    def pull(
+        self, version: tuple[int, int], addr: Address, now: float, *, at_once: bool = False
+    ) -> None:
         """The coordinator at ``addr`` says it holds ring ``version``: if ours is
-        older, exchange state with it, once the epidemic has had its chance.
+        older, exchange state with it, once the epidemic has had its chance
+        (``at_once``: without waiting for it; a peer's heartbeat says we are
+        behind, and our lease counts none of its pongs until we catch up).
 
         A ring too big for a datagram spreads over TCP from member to member
         and misses a few; this brings them in at once instead of at their next
@@ -79,7 +83,7 @@ class RingKeeper:
         # have it within seconds): only the few it missed pull, rather than
         # every member from the coordinator at once.
         interval = self.core.config.probe_interval
-        if now - self._behind[1] < 2 * interval or now < self._next_pull:
+        if (not at_once and now - self._behind[1] < 2 * interval) or now < self._next_pull:
             return
         self._next_pull = now + interval
         self.pulls += 1

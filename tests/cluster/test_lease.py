@@ -149,6 +149,31 @@ def test_a_pong_from_a_peer_on_a_newer_ring_renews_nothing() -> None:
     assert x.holds(t)
 
 
+def test_a_heartbeat_from_a_peer_on_a_newer_ring_says_this_node_is_behind() -> None:
+    x = lease()
+    t = x.lease + 1.0
+    stamp = pinged(x, t)[0][2]
+    assert x.take_newer() is None
+    x.receive("b", [1, 2, None, stamp], t)
+    x.receive("c", [1, 3, 7.0, None], t)  # a ping says it too
+    x.receive("d", [1, 2, None, stamp], t)  # older than the newest heard of
+    assert x.take_newer() == ((1, 3), "c")
+    assert x.take_newer() is None  # once
+    x.receive("b", [1, 2, None, stamp], t)
+    x.set_ring((1, 2), "abcde", t)  # adopted meanwhile: nothing to fetch
+    assert x.take_newer() is None
+
+
+def test_a_heartbeat_carrying_a_ping_and_a_stale_pong_renews_nothing() -> None:
+    """A peer on a newer ring cannot renew the lease by also pinging."""
+    x = lease()
+    t = x.lease + 1.0
+    stamp = pinged(x, t)[0][2]
+    for peer in "bcd":
+        x.receive(peer, [1, 2, 3.0, stamp], t)
+    assert not x.holds(t)
+
+
 def test_a_two_field_heartbeat_from_an_older_peer_counts_when_read() -> None:
     x = lease()
     t = x.lease + 1.0

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from keycafe.cluster import frames
 from keycafe.cluster.coordinator import TERM_KEY
+from keycafe.cluster.frames import Frame
 from keycafe.cluster.ring import RingConfig
 from keycafe.cluster.ring_record import Ring
 from keycafe.cluster.simulator import ClusterSimulator, SimClient, check, run_writer
@@ -401,3 +403,24 @@ def test_an_error_after_an_attempt_left_unanswered_is_no_definite_failure() -> N
     assert client.failed == 1
     primary = sim.members[names[0]].state.store
     assert primary.lookup(key_slot(key), key, 0) is None  # deleted there
+
+
+def test_a_heartbeat_from_a_newer_ring_makes_a_node_fetch_it_at_once() -> None:
+    """Its lease counts no pong from a member on a newer ring: a node the
+    ring's spread missed would stop serving until its next periodic
+    push-pull, instead of fetching the ring from that member at once."""
+    sim = _cluster(3, 3)
+    names = sorted(sim.members)
+    x = sim.members[names[0]].cluster
+    ring = x.ring
+    assert ring is not None
+    stamp = x.lease._pings[-1]
+    pulls = x.keeper.pulls
+    body = [ring.term, ring.epoch + 1, None, stamp]
+    x.receive_frame(names[1], Frame(frames.HEARTBEAT, body), sim.now, 0)
+    assert x.keeper.pulls == pulls + 1
+    # Of the same ring, a heartbeat fetches nothing.
+    x.receive_frame(
+        names[2], Frame(frames.HEARTBEAT, [ring.term, ring.epoch, None, stamp]), sim.now, 0
+    )
+    assert x.keeper.pulls == pulls + 1
