@@ -333,6 +333,10 @@ class Handoff:
         # transfer completed, with the proposal version it belonged to.
         self._inbound: dict[tuple[str, int], _Inbound] = {}
         self._received: dict[int, Version] = {}
+        # Slots with data merged from a transfer whose DONE has not come yet,
+        # and the newest proposal it was for: kept through ring changes until
+        # then (see ``_drop``).
+        self._incoming: dict[int, Version] = {}
         self._out: deque[Outgoing] = deque()
         # Per peer: the generation of forwards to it, and how many of that
         # generation were sent; from it: how many of each of its last few
@@ -637,6 +641,14 @@ class Handoff:
         for slot, got in list(self._received.items()):
             if got <= version and (mine[slot] or not gaining[slot]):
                 del self._received[slot]  # held now, or the proposal was withdrawn
+        # Data merged for this proposal or a newer one whose DONE has not come
+        # yet stays: the batches travel on peer links and may come before
+        # gossip brings the ring, so a member back from down may read first
+        # the ring that declared it down (which drops its stale copies: not
+        # these). Data for a proposal older than this ring is judged as any.
+        for slot, got in list(self._incoming.items()):
+            if got < version:
+                del self._incoming[slot]
         if self.node in ring.down:
             # Back from down (maybe straight into the proposal that brings it
             # back): its old copies are stale, deletes made meanwhile may have
@@ -652,7 +664,7 @@ class Handoff:
         others = (held & ~kept).to_bytes(SLOT_COUNT, "big")
         dropped = 0
         for slot in compress(range(SLOT_COUNT), others):
-            if slot not in self._received and slot not in self._draining:
+            if slot not in self._draining and not self._streaming_in(slot):
                 dropped += store.drop_slot(slot)
         self.counters.keys_dropped += dropped
 
@@ -867,7 +879,8 @@ class Handoff:
             if slot in refused or (only is not None and slot not in only):
                 continue
             del self._draining[slot]
-            if not self._held[slot] and not self._pending_held[slot] and slot not in self._received:
+            kept = self._held[slot] or self._pending_held[slot] or self._streaming_in(slot)
+            if not kept:
                 self.counters.keys_dropped += self.store.drop_slot(slot)
         self._route()
         self._check_left()
@@ -885,6 +898,14 @@ class Handoff:
             self._events.append(Left())
 
     # -- frames from peers ----------------------------------------------------------------
+
+    def _streaming_in(self, slot: int) -> bool:
+        """A transfer brought ``slot`` for a proposal not carried out yet:
+        whole (``_received``) or, its DONE still to come, in part
+        (``_incoming``). Its data stays whatever else this node knows of the
+        slot: the transfer travels on a peer link, and may come before gossip
+        brings the ring it is for, or before our own drain of the slot ends."""
+        return slot in self._received or slot in self._incoming
 
     def _gains(self, slot: int, version: Version) -> bool:
         """Whether data for ``slot`` about proposal ``version`` is ours to keep."""
@@ -910,6 +931,7 @@ class Handoff:
                 self._refuse(peer, slot)
                 return
             self.store.merge(slot, items, wall_ms)
+            self._incoming[slot] = max(version, self._incoming.get(slot, version))
             self.counters.keys_received += len(items)
         elif frame.kind == frames.DONE:
             if type(body) is not list or len(body) not in (5, 7):
@@ -935,6 +957,9 @@ class Handoff:
             stale = self._refused.get(peer, set())
             not_kept = sorted({s for s in slots if s in stale or not self._gains(s, version)})
             stale.difference_update(slots)
+            for slot in slots:  # whole now (``_received``), or refused
+                if self._incoming.get(slot, version) <= version:
+                    self._incoming.pop(slot, None)
             if got == batches and not lost:
                 taken = [s for s in slots if s not in not_kept]
                 for slot in taken:

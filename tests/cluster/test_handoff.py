@@ -133,6 +133,12 @@ def fill(store: Store, count: int, prefix: bytes = b"k") -> list[bytes]:
     return keys
 
 
+def holds_new(store: Store, key: bytes) -> bool:
+    """``store`` holds the value ``new:<key>`` for ``key``."""
+    record = value(store, key)
+    return record is not None and record.endswith(b"\r\nnew:%s\r\n" % key)
+
+
 def value(store: Store, key: bytes) -> bytes | None:
     record = store.lookup(key_slot(key), key, WALL)
     return None if record is None else record
@@ -322,6 +328,56 @@ def test_with_two_copies_a_join_streams_to_new_replicas_as_well_as_new_primaries
         assert not any(net.routing(n).moving)
     as_replica = [k for k in keys if after[key_slot(k)][1:] == (C,)]
     assert as_replica  # C gained copies it is not primary of, and holds them
+
+
+def test_data_streamed_before_its_ring_arrives_survives_a_ring_that_marks_us_down() -> None:
+    """B, back after being declared down, gets the proposal's batches over its
+    peer link before gossip brings it the ring that declared it down (links
+    and gossip race on real networks: python -m sims.netlab halves, seeds 6
+    and 20). Adopting that ring drops B's stale copies; it must not drop what
+    was streamed for the proposal, or B serves the slots empty once it leads
+    them again (stale reads of writes acknowledged during the partition)."""
+    net = Cluster(A, B, table=two_copies)
+    keys = fill(net.cores[A].store, 500)
+    fill(net.cores[B].store, 500)
+    net.ring(R(epoch=1, members=(A, B)))
+    net.ring(R(epoch=2, members=(A, B), down=(B,)), A)  # B, cut off, hears nothing
+    for k in keys:  # written while B was down: only A has these
+        net.cores[A].store.put(key_slot(k), k, b"new:" + k, 0, WALL + 1)
+    net.ring(R(epoch=3, members=(A, B), pending=(A, B), down=(B,)), A)
+    net.deliver(only={B}, kinds={frames.BATCH})
+    assert net.cores[B].counters.keys_received == len(keys)
+    net.ring(R(epoch=2, members=(A, B), down=(B,)), B)  # gossip catches up
+    net.deliver()  # the DONE, and its ACK
+    net.ring(R(epoch=3, members=(A, B), pending=(A, B), down=(B,)), B)
+    net.ring(R(epoch=4, members=(A, B)))
+    # B owns every slot (two copies, two members): it leads some, and is the
+    # replica of the rest, which it would serve alone were A to die.
+    assert all(holds_new(net.cores[B].store, k) for k in keys)
+
+
+def test_data_streamed_back_survives_the_end_of_our_drain_of_the_same_slots() -> None:
+    """B, declared down, hands the slots it led to A (a drain) and keeps them
+    until A acknowledges; A, bringing B back, streams them to B meanwhile.
+    A's acknowledgement of the drain, coming after that stream's batches but
+    before its DONE, must not drop what they brought (B would then lead the
+    slots empty: python -m sims.netlab halves, seeds 6 and 20)."""
+    net = Cluster(A, B, table=two_copies)
+    keys = fill(net.cores[A].store, 500)
+    fill(net.cores[B].store, 500)
+    net.ring(R(epoch=1, members=(A, B)))
+    net.ring(R(epoch=2, members=(A, B), down=(B,)))
+    assert net.cores[B]._draining  # B hands over the slots it led
+    net.deliver(only={A}, kinds={frames.BATCH, frames.DONE})  # A takes them ...
+    for k in keys:  # ... and is written to while B is down
+        net.cores[A].store.put(key_slot(k), k, b"new:" + k, 0, WALL + 1)
+    net.ring(R(epoch=3, members=(A, B), pending=(A, B), down=(B,)), A)
+    net.deliver(only={B}, kinds={frames.BATCH})  # A's stream back, before its DONE
+    net.deliver()  # A's acknowledgement of the drain, then the DONE
+    assert not net.cores[B]._draining
+    net.ring(R(epoch=3, members=(A, B), pending=(A, B), down=(B,)), B)
+    net.ring(R(epoch=4, members=(A, B)))
+    assert all(holds_new(net.cores[B].store, k) for k in keys)
 
 
 def test_a_new_replica_of_slots_we_keep_is_confirmed_by_a_barrier() -> None:
