@@ -37,8 +37,6 @@ from keycafe.store.keyslot import key_slot
 
 WALL0: Final = 1_700_000_000_000  # the virtual wall clock's unix ms at time 0
 CONNECT_TIMEOUT: Final = 1.0  # a frame to a peer that cannot be reached fails after this
-RTO_MIN: Final = 0.2  # Linux's least TCP retransmission timeout, seconds
-RETRIES: Final = 6  # retransmissions of one segment before its link is taken as broken
 
 
 @attrs.define(eq=False)
@@ -50,6 +48,7 @@ class Member:
     state: ServerState
     session: Session
     timer_at: float | None = None
+    timer_armed: int = 0  # wake-ups armed so far: the last one is the one that counts
     routing_seen: int = 0
     ring_seen: tuple[int, int] | None = None
     events_seen: int = 0
@@ -84,8 +83,15 @@ class ClusterSimulator:
         gossip: GossipConfig | None = None,
         ring: RingConfig | None = None,
         link: Link | None = None,
+        lossy_tcp: bool = False,
+        cpu: tuple[float, float] | None = None,
     ) -> None:
-        self.net = Simulator(seed=seed, config=gossip or GossipConfig.lan(), link=link)
+        self.net = Simulator(
+            seed=seed, config=gossip or GossipConfig.lan(), link=link, lossy_tcp=lossy_tcp
+        )
+        # CPU seconds each node spends per event and per byte (SimNode.cpu),
+        # for every process started, restarts included.
+        self.cpu = cpu
         self.rng = self.net.rng
         # Slot tables are a pure function of the member set: one cache for all.
         self.owners = owners_cache(ring or RingConfig(), size=64)
@@ -102,6 +108,7 @@ class ClusterSimulator:
         self.owned_by: dict[str, set[int]] = {}  # slots each node was ever primary of
         self.log: list[tuple[float, str]] = []
         self.skew: dict[str, float] = {}  # node -> seconds its wall clock is off
+        self.drift: dict[str, tuple[float, float]] = {}  # node -> (rate, since when)
         # The share of TCP segments lost on peer links (each costs a
         # retransmission timeout); the gossip links' own ``loss`` is UDP's.
         self.tcp_loss = 0.0
@@ -115,17 +122,28 @@ class ClusterSimulator:
         return self.net.now
 
     def wall_ms(self, at: float | None = None, node: str | None = None) -> int:
-        """The wall clock in unix ms, as ``node`` reads it (``skew``)."""
+        """The wall clock in unix ms, as ``node`` reads it (``skew``, ``drift``)."""
         t = self.now if at is None else at
         if node is not None and self.skew:
             t += self.skew.get(node, 0.0)
+        if node is not None and self.drift:
+            rate, since = self.drift.get(node, (0.0, 0.0))
+            t += rate * (t - since)
         return WALL0 + int(t * 1000)
+
+    def set_drift(self, node: str, ppm: float) -> None:
+        """``node``'s wall clock runs ``ppm`` millionths fast (slow, if
+        negative) from now on, until NTP steps it (``set_skew``)."""
+        self.drift[node] = (ppm * 1e-6, self.now)
+        self._note(f"{node}'s wall clock drifts {ppm:+.0f} ppm")
 
     def set_skew(self, node: str, seconds: float) -> None:
         """``node``'s wall clock is ``seconds`` off from now on (a clock set
         wrong, or stepped by NTP). Its monotonic clock, which the timers use,
         is not: only stamps and expiry read the wall clock."""
         self.skew[node] = seconds
+        if node in self.drift:  # stepped: its drift starts over from here
+            self.drift[node] = (self.drift[node][0], self.now)
         self._note(f"{node}'s wall clock is {seconds:+.0f} s off")
 
     # -- building ---------------------------------------------------------------------------
@@ -150,6 +168,7 @@ class ClusterSimulator:
 
     def _start(self, sim: SimNode, seed: Member | None, *, joining: bool = True) -> Member:
         name = sim.name
+        sim.cpu = self.cpu
         self._boots += 1
         me = NodeAddr(node_id=name, host=sim.addr[0], port=9814, cluster_port=sim.addr[1])
         state = ServerState.create(ServerConfig(me=me), self.wall_ms(node=name))
@@ -374,11 +393,15 @@ class ClusterSimulator:
         if m.timer_at is not None and self.now < m.timer_at <= t:
             return  # an earlier wake-up is on its way
         m.timer_at = t
-        self.net.call_at(t, m.sim, lambda at: self._timer(m, at))
+        m.timer_armed += 1
+        armed = m.timer_armed
+        self.net.call_at(t, m.sim, lambda at: self._timer(m, armed, at))
 
-    def _timer(self, m: Member, at: float) -> None:
-        if m.timer_at != at:
-            return
+    def _timer(self, m: Member, armed: int, at: float) -> None:
+        # Not by time: a wake-up handled late (the node was paused or busy)
+        # runs at a later ``at`` than it was armed for, and must still run.
+        if m.timer_armed != armed:
+            return  # another wake-up replaced this one
         m.timer_at = None
         self._drive(m, lambda: m.cluster.handle_timer(at))
 
@@ -420,26 +443,27 @@ class ClusterSimulator:
             return
         data = frames.encode_frame(kind, body)
         conn = self._conn(src, peer)
-        link = self.net.links.get((src, peer), self.net.link)
-        delay = link.delay + (self.rng.uniform(0, link.jitter) if link.jitter else 0.0)
-        if self.tcp_loss:
-            # TCP resends a lost segment after its retransmission timeout
-            # (at least 200 ms on Linux, doubling each time: RFC 6298).
-            rto = RTO_MIN
-            while self.rng.random() < self.tcp_loss:
-                delay += rto
-                rto *= 2
-                if rto > RTO_MIN * 2**RETRIES:
-                    # Retransmitted this often, the connection is as good as dead.
-                    self.frames_lost += 1
-                    self._break(src, peer)
-                    return
-        delay += self.net._lag(dst.sim)  # a starved node reads its socket late
+        net = self.net
+        link = net.links.get((src, peer), net.link)
+        delay = net.latency(link)
+        # TCP resends a lost segment after its retransmission timeout (at
+        # least 200 ms on Linux, doubling each time: RFC 6298).
+        loss = self.tcp_loss or (link.loss if net.lossy_tcp else 0.0)
+        resent = net.tcp_delay(len(data), loss)
+        if resent is None:
+            # Retransmitted this often, the connection is as good as dead.
+            self.frames_lost += 1
+            self._break(src, peer)
+            return
+        delay += resent + net.sending(src, peer, link, len(data))
+        delay += net._lag(dst.sim)  # a starved node reads its socket late
         # One TCP stream per direction: in order, whatever the jitter.
         arrival = max(self.now + delay, conn.last_arrival)
         conn.last_arrival = arrival
         generation = conn.generation
-        self.net.call_at(arrival, dst.sim, lambda at: self._deliver(m, dst, generation, data, at))
+        self.net.call_at(
+            arrival, dst.sim, lambda at: self._deliver(m, dst, generation, data, at), len(data)
+        )
 
     def _deliver(self, src: Member, dst: Member, generation: int, data: bytes, at: float) -> None:
         if self._conn(src.sim.name, dst.sim.name).generation != generation:

@@ -3,11 +3,18 @@
 Everything random comes from one seeded ``random.Random``, events are ordered
 by (time, sequence number), and nothing reads a real clock, so the same seed
 replays the same run exactly (``Simulator.trace_digest``). The network models
-per-link loss, delay and jitter (which also reorders), duplication, symmetric
-and one-way partitions, crashed nodes, and "starved" nodes whose packets and
-timers are handled late (a paused or overloaded process). Stream jobs (TCP:
-push-pull, fallback pings) are delivered reliably unless a partition or a crash
-is in the way, when they fail after ``stream_timeout``.
+per-link loss, delay and jitter (which also reorders), a latency distribution
+with a tail (``Link.spread``), bandwidth (``Link.bandwidth``: a path sends one
+thing at a time, so a large transfer delays what follows it), duplication,
+symmetric and one-way partitions, crashed nodes, "starved" nodes whose
+packets and timers are handled late, paused processes, and nodes that spend
+CPU time on each event (``SimNode.cpu``: a busy node falls behind). Stream
+jobs (TCP: push-pull, fallback pings) are delivered reliably unless a
+partition or a crash is in the way, when they fail after
+``stream_timeout``; with ``lossy_tcp`` the path's loss hits them too: a lost
+SYN is sent again after 1 s, doubling, a lost segment after the
+retransmission timeout (200 ms, doubling), and a segment lost ``RETRIES``
+times in a row resets the connection (``tcp_delay``).
 
 The tests and the ``sims/`` scripts share it.
 """
@@ -16,9 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import random
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -33,10 +41,22 @@ from keycafe.gossip.order import HashedOrder
 class Link:
     """Faults on the path from one node to another."""
 
-    loss: float = 0.0  # probability a datagram is dropped
-    delay: float = 0.0005  # one-way latency, seconds
+    loss: float = 0.0  # probability a datagram (or, with lossy_tcp, a segment) is dropped
+    delay: float = 0.0005  # one-way latency, seconds (the median, with ``spread``)
     jitter: float = 0.0  # extra uniform delay in [0, jitter): reorders packets
     duplicate: float = 0.0  # probability a datagram arrives twice
+    # The latency's distribution: ``delay`` times a lognormal factor
+    # exp(N(0, spread)), a long right tail as measured latencies have
+    # (0: every packet takes ``delay``).
+    spread: float = 0.0
+    bandwidth: float = 0.0  # bytes per second the path carries (0: no limit)
+
+
+# TCP on a lossy path (RFC 6298, and Linux's defaults).
+MSS: Final = 1448  # bytes of payload per segment
+RTO_MIN: Final = 0.2  # seconds before a lost segment is sent again, doubling
+SYN_RTO: Final = 1.0  # ... and a lost SYN or SYN-ACK
+RETRIES: Final = 6  # a segment lost this often in a row resets the connection
 
 
 @attrs.define(eq=False)
@@ -50,6 +70,10 @@ class SimNode:
     timer_at: float | None = None  # when its pending timer wake-up is handled
     timer_due: float | None = None  # the core's deadline that wake-up is for
     events: list[MemberEvent] = attrs.field(factory=list)
+    # CPU seconds each event costs it, plus per byte it reads: it handles one
+    # at a time, so events arriving faster than it works them wait (None: free).
+    cpu: tuple[float, float] | None = None
+    busy_until: float = 0.0
 
 
 def node_name(i: int) -> str:
@@ -71,11 +95,17 @@ class Simulator:
         stream_timeout: float = 1.0,
         check_datagrams: bool = True,
         delegate: Callable[[Gossip], Delegate] | None = None,
+        lossy_tcp: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self.config = config or GossipConfig.lan()
         self.link = link or Link()
         self.stream_timeout = stream_timeout
+        # The paths' loss hits TCP too (streams here, peer links in
+        # keycafe.cluster.simulator), not only datagrams.
+        self.lossy_tcp = lossy_tcp
+        self._sending: dict[tuple[str, str], float] = {}  # path -> busy until (bandwidth)
+        self._streams_started: dict[int, float] = {}  # stream job -> when it was sent
         self.check_datagrams = check_datagrams
         # Makes each new core's delegate (the layer above, e.g. a ring keeper).
         self.delegate = delegate
@@ -184,6 +214,10 @@ class Simulator:
     def starve(self, name: str, lag: tuple[float, float] | None) -> None:
         self.nodes[name].starved = lag
 
+    def set_cpu(self, name: str, per_event: float, per_byte: float = 0.0) -> None:
+        """Make ``name`` spend CPU time on each event it handles."""
+        self.nodes[name].cpu = (per_event, per_byte) if per_event or per_byte else None
+
     def pause(self, name: str, seconds: float) -> None:
         """Stop a node's process (SIGSTOP, a long GC): its packets wait in the
         socket buffer and everything due is handled when it wakes."""
@@ -201,12 +235,19 @@ class Simulator:
                 payload[1](at)
                 continue
             target = self._target(kind, payload)
-            if target.paused_until > at:
+            hold = max(target.paused_until, target.busy_until)
+            if hold > at:
                 if kind == "timer":
-                    target.timer_at = target.paused_until
-                self._push(target.paused_until, kind, payload)
+                    target.timer_at = hold
+                self._push(hold, kind, payload)
                 continue
             self.now = at
+            if target.cpu is not None:
+                per_event, per_byte = target.cpu
+                size = len(payload[1]) if kind == "datagram" else 0
+                if kind == "call":
+                    size = payload[2]
+                target.busy_until = at + per_event + per_byte * size
             if kind == "timer":
                 node = payload
                 if node.up and node.timer_at == at:
@@ -220,7 +261,7 @@ class Simulator:
                     node.core.receive_datagram(data, src, at)
                     self._flush(node)
             elif kind == "call":
-                node, fn = payload
+                node, fn, _ = payload
                 if node.up:
                     fn(at)
             elif kind == "stream":
@@ -243,11 +284,14 @@ class Simulator:
                     self._flush(node)
         self.now = t
 
-    def call_at(self, at: float, node: SimNode | None, fn: Callable[[float], None]) -> None:
+    def call_at(
+        self, at: float, node: SimNode | None, fn: Callable[[float], None], size: int = 0
+    ) -> None:
         """Run ``fn(at)`` at virtual time ``at``: on ``node``'s behalf (skipped if
-        it crashed, late if it is paused), or unbound with ``node=None``.
+        it crashed, late if it is paused or busy; ``size``: the bytes it
+        reads, for its CPU cost), or unbound with ``node=None``.
         The layers above gossip (keycafe.cluster.simulator) drive themselves so."""
-        self._push(at, "call", (node, fn))
+        self._push(at, "call", (node, fn, size))
 
     @staticmethod
     def _target(kind: str, payload: Any) -> SimNode:
@@ -295,6 +339,50 @@ class Simulator:
 
     def _lag(self, node: SimNode) -> float:
         return self.rng.uniform(*node.starved) if node.starved else 0.0
+
+    def latency(self, link: Link) -> float:
+        """One packet's one-way latency on ``link``."""
+        delay = link.delay
+        if link.spread:
+            delay *= self.rng.lognormvariate(0.0, link.spread)
+        if link.jitter:
+            delay += self.rng.uniform(0, link.jitter)
+        return delay
+
+    def sending(self, src: str, dst: str, link: Link, size: int) -> float:
+        """Seconds until ``size`` bytes are on the wire from ``src`` to
+        ``dst``: behind what the path is still sending, at its bandwidth."""
+        if not link.bandwidth:
+            return 0.0
+        start = max(self.now, self._sending.get((src, dst), 0.0))
+        done = start + size / link.bandwidth
+        self._sending[(src, dst)] = done
+        return done - self.now
+
+    def tcp_delay(self, size: int, loss: float, *, connect: bool = False) -> float | None:
+        """Extra seconds TCP's retransmissions add to ``size`` bytes on a path
+        losing ``loss`` of its packets (``connect``: a new connection's
+        handshake first), or None if a segment is lost ``RETRIES`` times in a
+        row and the connection is reset."""
+        if not loss:
+            return 0.0
+        extra = 0.0
+        rng = self.rng
+        if connect:
+            rto = SYN_RTO
+            while rng.random() < 1 - (1 - loss) ** 2:  # the SYN or its SYN-ACK
+                extra += rto
+                rto *= 2
+                if rto > SYN_RTO * 2**RETRIES:
+                    return None
+        for _ in range(max(1, math.ceil(size / MSS))):
+            rto = RTO_MIN
+            while rng.random() < loss:
+                extra += rto
+                rto *= 2
+                if rto > RTO_MIN * 2**RETRIES:
+                    return None
+        return extra
 
     def _reschedule(self, node: SimNode) -> None:
         if not node.up:
@@ -347,7 +435,7 @@ class Simulator:
             if link.loss and self.rng.random() < link.loss:
                 self.dropped += 1
                 continue
-            delay = link.delay + (self.rng.uniform(0, link.jitter) if link.jitter else 0.0)
+            delay = self.latency(link) + self.sending(src.name, dst.name, link, len(data))
             self._push(self.now + delay + self._lag(dst), "datagram", (dst, data, src.addr))
 
     def _start_stream(self, src: SimNode, job: StreamJob) -> None:
@@ -363,7 +451,23 @@ class Simulator:
             return
         assert dst is not None
         link = self.links.get((src.name, dst.name), self.link)
-        self._push(self.now + link.delay + self._lag(dst), "stream", (src, dst, job))
+        delay = self._stream_delay(src, dst, link, len(job.payload), connect=True)
+        if delay is None or (self.lossy_tcp and delay > self.stream_timeout):
+            # Reset, or stalled past the caller's deadline: it gives up then.
+            self._push(self.now + self.stream_timeout, "stream-reply", (src, job, None))
+            return
+        self._streams_started[id(job)] = self.now
+        self._push(self.now + delay + self._lag(dst), "stream", (src, dst, job))
+
+    def _stream_delay(
+        self, src: SimNode, dst: SimNode, link: Link, size: int, *, connect: bool = False
+    ) -> float | None:
+        if not (link.spread or link.jitter or link.bandwidth or self.lossy_tcp):
+            return link.delay  # as before the network model: one fixed delay
+        tcp = self.tcp_delay(size, link.loss if self.lossy_tcp else 0.0, connect=connect)
+        if tcp is None:
+            return None
+        return self.latency(link) + self.sending(src.name, dst.name, link, size) + tcp
 
     def _deliver_stream(self, src: SimNode, dst: SimNode, job: StreamJob) -> None:
         if not dst.up:
@@ -374,7 +478,14 @@ class Simulator:
         self.stream_bytes += len(job.payload) + (len(reply) if reply is not None else 0)
         self._flush(dst)
         link = self.links.get((dst.name, src.name), self.link)
-        self._push(self.now + link.delay + self._lag(src), "stream-reply", (src, job, reply))
+        delay = self._stream_delay(dst, src, link, len(reply) if reply is not None else 0)
+        started = self._streams_started.pop(id(job), self.now)
+        deadline = started + self.stream_timeout if self.lossy_tcp else math.inf
+        if delay is None or self.now + delay > deadline:
+            # The reply is lost with a reset, or comes after the caller gave up.
+            self._push(max(self.now, deadline), "stream-reply", (src, job, None))
+            return
+        self._push(self.now + delay + self._lag(src), "stream-reply", (src, job, reply))
 
     def _log(self, line: str) -> None:
         self.trace.append(line)
