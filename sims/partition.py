@@ -2,8 +2,10 @@
 
     python -m sims.partition SCENARIO [--nodes 5] [--replicas 1] [--seed S]
                              [--duration 60] [--workers 1] [--plot FILE.png]
-                             [--profile lan|local]
+                             [--profile lan|local] [--schedule FILE.json]
     python -m sims.partition sweep [--of S] [--seeds 1000] [--first 1] [--jobs N] [--duration 60]
+                                   [--shrink [N]]
+    python -m sims.partition shrink --seed S [--duration 60] [--runs 60] [--class C]
 
 Whole nodes run in the cluster simulator (keycafe/cluster/simulator.py:
 gossip, ring, coordinator, hand-off, replication, store and command layer,
@@ -47,10 +49,16 @@ write and when the majority side first acknowledged one to a slot whose
 primary was cut off, against their bounds (the lease, and the detection
 bound plus a second).
 
-``sweep`` runs a random nemesis (a mix of all the faults above, drawn per
-seed) over many seeds, in ``--jobs`` processes, and prints the totals per
-verdict class and the seeds that failed, each replayable with
-``python -m sims.partition nemesis --seed S``.
+``nemesis`` draws a random schedule from the seed (``draw``: a mix of all
+the faults above, one after another), prints it, and plays it; with
+``--schedule FILE.json`` it plays that one instead (``schedule_to_json``),
+the seed still drawing the network and the workload. ``sweep`` runs a
+scenario, by default the nemesis, over many seeds, in ``--jobs`` processes,
+and prints the totals per verdict class and the seeds that failed, each
+replayable with ``python -m sims.partition nemesis --seed S``; ``--shrink``
+shrinks the first few failing seeds' schedules. ``shrink`` shrinks one
+(``sims.shrink``): the fewest, shortest faults that still fail the same way,
+written as JSON to replay.
 
 Prints a timeline, one line per virtual second (live and halted nodes, the
 coordinator and term each side sees, ring epochs, operations ok/failed per
@@ -61,12 +69,13 @@ verdict fails.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import statistics
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from typing import Any, Final
@@ -419,10 +428,13 @@ def flapping(f: Faults) -> None:
 
 
 def lossy(f: Faults) -> None:
-    loss = f.rng.uniform(0.1, 0.3)
+    _lose(f, f.rng.uniform(0.1, 0.3), f.start, f.end)
+
+
+def _lose(f: Faults, loss: float, start: float, end: float) -> None:
     before = f.sim.net.link
 
-    def start() -> None:
+    def begin() -> None:
         f.sim.net.link = attrs.evolve(before, loss=loss)
         f.sim.tcp_loss = loss
         f.sim._note(f"{loss:.0%} of packets lost on every link")
@@ -432,14 +444,16 @@ def lossy(f: Faults) -> None:
         f.sim.tcp_loss = 0.0
         f.sim._note("no more loss")
 
-    f.at(f.start, start)
-    f.at(f.end, stop)
+    f.at(start, begin)
+    f.at(end, stop)
 
 
 def slow_node(f: Faults) -> None:
-    victim = f.rng.choice(sorted(f.sim.members))
+    _starve(f, f.rng.choice(sorted(f.sim.members)), f.start, f.end)
 
-    def start() -> None:
+
+def _starve(f: Faults, victim: str, start: float, end: float) -> None:
+    def begin() -> None:
         f.sim.net.starve(victim, (0.1, 1.0))
         f.sim._note(f"{victim} handles everything 0.1-1 s late")
 
@@ -447,8 +461,8 @@ def slow_node(f: Faults) -> None:
         f.sim.net.starve(victim, None)
         f.sim._note(f"{victim} keeps up again")
 
-    f.at(f.start, start)
-    f.at(f.end, stop)
+    f.at(start, begin)
+    f.at(end, stop)
 
 
 def pause(f: Faults) -> None:
@@ -503,62 +517,8 @@ def crash_during_join(f: Faults) -> None:
 
 
 def nemesis(f: Faults) -> None:
-    """A random schedule: faults of every kind drawn one after another, each
-    lasting 3-15 s, with 2-8 s of calm between, at most ``replicas`` nodes
-    crashed for good."""
-    rng = f.rng
-    t = f.start
-    crashed = 0
-    kinds = [
-        "halves", "isolate", "bridge", "one-way", "flap", "lossy", "slow", "pause",
-        "skew", "crash", "restart",
-    ]  # fmt: skip
-    while t < f.end - 3:
-        kind = rng.choice(kinds)
-        length = min(rng.uniform(3, 15), f.end - t)
-        names = sorted(f.sim.members)
-        if kind == "halves":
-            side = rng.sample(names, k=(len(names) - 1) // 2)
-            f.at(t, partial(_cut_live, f, side))
-            f.at(t + length, f.heal)
-        elif kind == "isolate":
-            f.at(t, partial(_cut_live, f, [rng.choice(names)]))
-            f.at(t + length, f.heal)
-        elif kind == "bridge":
-            order = rng.sample(names, k=len(names))
-            middle = len(order) // 2
-            f.at(t, partial(_cut_live, f, order[:middle], order[middle + 1 :]))
-            f.at(t + length, f.heal)
-        elif kind == "one-way":
-            f.at(t, partial(_cut_live, f, [rng.choice(names)], one_way=True))
-            f.at(t + length, f.heal)
-        elif kind == "flap":
-            side = rng.sample(names, k=(len(names) - 1) // 2)
-            for i in range(int(length // 2)):
-                f.at(t + 2 * i, partial(_cut_live, f, side) if i % 2 == 0 else f.heal)
-            f.at(t + length, f.heal)
-        elif kind == "lossy":
-            sub = attrs.evolve(f, start=t, end=t + length)
-            lossy(sub)
-        elif kind == "slow":
-            sub = attrs.evolve(f, start=t, end=t + length)
-            slow_node(sub)
-        elif kind == "pause":
-            victim = rng.choice(names)
-            f.at(t, partial(_pause_live, f, victim, length))
-        elif kind == "skew":
-            victim = rng.choice(names)
-            f.at(t, partial(f.sim.set_skew, victim, rng.choice((-SKEW, SKEW))))
-            f.at(t + length, partial(f.sim.set_skew, victim, 0.0))
-        elif kind == "crash" and crashed < f.replicas:
-            crashed += 1
-            f.at(t, partial(_crash_live, f, rng.choice(names)))
-        elif kind == "restart":
-            victim = rng.choice(names)
-            f.at(t, partial(_crash_live, f, victim))
-            f.at(t + min(length, 3.0), partial(_restart_dead, f, victim))
-        t += length + rng.uniform(2, 8)
-    f.at(f.end, f.heal)
+    """A random schedule (``draw``), played."""
+    play(f, draw(f.rng, sorted(f.sim.members), f.start, f.end, f.replicas))
 
 
 def _cut_live(
@@ -585,6 +545,178 @@ def _restart_dead(f: Faults, victim: str) -> None:
     live = [m.sim.name for m in f.sim.live()]
     if not f.sim.members[victim].sim.up and live:
         f.sim.restart(victim, live[0])
+
+
+# -- the nemesis's schedule --------------------------------------------------------------
+
+# The order is part of the draws: changing it changes every seed's schedule.
+KINDS: Final = (
+    "halves", "isolate", "bridge", "one-way", "flap", "lossy", "slow", "pause",
+    "skew", "crash", "restart",
+)  # fmt: skip
+FLAP_EVERY: Final = 2.0  # seconds between a flap's cuts and heals
+RESTART_AFTER: Final = 3.0  # the longest a restarted node stays down (shorter than detection)
+
+
+@attrs.frozen(kw_only=True)
+class Fault:
+    """One fault of a nemesis schedule: ``kind`` at ``at`` for ``length``
+    seconds. ``at`` is virtual time, as the simulator's clock and
+    ``explain`` read it: an offset from the run's start would not always
+    land on the time drawn (``start + (t - start)`` is not always ``t`` in
+    floating point), and a replay would then not be the run drawn.
+
+    ``halves``, ``isolate``: ``nodes`` cut off from the rest; ``flap``: the
+    same, cut and healed every ``FLAP_EVERY`` s; ``bridge``: ``nodes`` cut
+    off from ``other``, a node in neither reaching both; ``one-way``: what
+    ``nodes`` send is lost; ``lossy``: ``amount`` of the packets on every
+    link; ``slow``: ``nodes`` handle everything 0.1-1 s late; ``pause``:
+    ``nodes`` stopped; ``skew``: their wall clocks ``amount`` seconds off;
+    ``crash``: crashed for good (``length`` unused); ``restart``: crashed,
+    and started again empty ``length`` seconds later."""
+
+    at: float
+    kind: str
+    length: float
+    nodes: tuple[str, ...] = ()
+    other: tuple[str, ...] = ()
+    amount: float = 0.0
+
+
+def draw(
+    rng: random.Random, names: list[str], start: float, end: float, replicas: int
+) -> list[Fault]:
+    """The nemesis's faults from ``start`` to ``end`` (virtual time), drawn
+    from ``rng``: every kind, one after another, each lasting 3-15 s, with
+    2-8 s of calm between, at most ``replicas`` nodes crashed for good."""
+    faults: list[Fault] = []
+    t = start
+    crashed = 0
+    while t < end - 3:
+        kind = rng.choice(KINDS)
+        drawn = min(rng.uniform(3, 15), end - t)
+        fault = Fault(at=t, kind=kind, length=drawn)
+        if kind in ("halves", "flap"):
+            side = rng.sample(names, k=(len(names) - 1) // 2)
+            faults.append(attrs.evolve(fault, nodes=tuple(side)))
+        elif kind == "bridge":
+            order = rng.sample(names, k=len(names))
+            middle = len(order) // 2  # order[middle] is the bridge: nothing cuts it
+            left, right = tuple(order[:middle]), tuple(order[middle + 1 :])
+            faults.append(attrs.evolve(fault, nodes=left, other=right))
+        elif kind == "lossy":
+            faults.append(attrs.evolve(fault, amount=rng.uniform(0.1, 0.3)))
+        elif kind in ("isolate", "one-way", "slow", "pause"):
+            faults.append(attrs.evolve(fault, nodes=(rng.choice(names),)))
+        elif kind == "skew":
+            victim = rng.choice(names)
+            faults.append(attrs.evolve(fault, nodes=(victim,), amount=rng.choice((-SKEW, SKEW))))
+        elif kind == "crash" and crashed < replicas:
+            crashed += 1
+            faults.append(attrs.evolve(fault, nodes=(rng.choice(names),), length=0.0))
+        elif kind == "restart":
+            victim = rng.choice(names)
+            faults.append(attrs.evolve(fault, nodes=(victim,), length=min(drawn, RESTART_AFTER)))
+        t += drawn + rng.uniform(2, 8)
+    return faults
+
+
+def play(f: Faults, schedule: Sequence[Fault]) -> None:
+    """Schedule ``schedule``'s faults in ``f``, and a heal at ``f.end``. A
+    cut first heals the one before: one at a time."""
+    for fault in schedule:
+        t = fault.at
+        if t < f.sim.now:
+            raise ValueError(f"a fault at {t:.3f} s, before the run is at {f.sim.now:.3f} s")
+        unknown = sorted(set(fault.nodes + fault.other) - set(f.sim.members))
+        if unknown:
+            raise ValueError(f"no such nodes: {', '.join(unknown)} (they are n0000, n0001...)")
+        end = t + fault.length
+        nodes = list(fault.nodes)
+        kind = fault.kind
+        if kind in ("halves", "isolate", "bridge", "one-way"):
+            other = list(fault.other) if kind == "bridge" else None
+            f.at(t, partial(_cut_live, f, nodes, other, one_way=kind == "one-way"))
+            f.at(end, f.heal)
+        elif kind == "flap":
+            for i in range(int(fault.length // FLAP_EVERY)):
+                at = t + FLAP_EVERY * i
+                f.at(at, partial(_cut_live, f, nodes) if i % 2 == 0 else f.heal)
+            f.at(end, f.heal)
+        elif kind == "lossy":
+            _lose(f, fault.amount, t, end)
+        elif kind == "slow":
+            for node in nodes:
+                _starve(f, node, t, end)
+        elif kind == "pause":
+            for node in nodes:
+                f.at(t, partial(_pause_live, f, node, fault.length))
+        elif kind == "skew":
+            for node in nodes:
+                f.at(t, partial(f.sim.set_skew, node, fault.amount))
+                f.at(end, partial(f.sim.set_skew, node, 0.0))
+        elif kind in ("crash", "restart"):
+            for node in nodes:
+                f.at(t, partial(_crash_live, f, node))
+                if kind == "restart":
+                    f.at(end, partial(_restart_dead, f, node))
+        else:
+            raise ValueError(f"unknown kind of fault {kind!r}")
+    f.at(f.end, f.heal)
+
+
+def describe(fault: Fault) -> str:
+    """One line: when (virtual time), what, on which nodes, for how long."""
+    nodes = ",".join(fault.nodes)
+    what = {
+        "halves": f"{nodes} cut off from the rest",
+        "isolate": f"{nodes} cut off from the rest",
+        "bridge": f"{nodes} cut off from {','.join(fault.other)} (the rest reach both)",
+        "one-way": f"what {nodes} sends is lost",
+        "flap": f"{nodes} cut off and healed every {FLAP_EVERY:g} s",
+        "lossy": f"{fault.amount:.0%} of packets lost on every link",
+        "slow": f"{nodes} handles everything 0.1-1 s late",
+        "pause": f"{nodes} paused",
+        "skew": f"{nodes}'s wall clock {fault.amount:+.0f} s off",
+        "crash": f"{nodes} crashes for good",
+        "restart": f"{nodes} crashes, started again empty after it",
+    }[fault.kind]
+    length = "" if fault.kind == "crash" else f" for {fault.length:.2f} s"
+    return f"{fault.at:8.3f} s  {fault.kind}{length}: {what}"
+
+
+def schedule_to_json(schedule: Sequence[Fault]) -> str:
+    """A schedule as JSON, one fault a line; its floats read back exactly."""
+    rows = [
+        json.dumps({k: v for k, v in attrs.asdict(fault).items() if v or k in ("at", "length")})
+        for fault in schedule
+    ]
+    return "[\n" + ",\n".join(f"  {row}" for row in rows) + "\n]\n"
+
+
+def schedule_from_json(text: str) -> list[Fault]:
+    """A schedule written by ``schedule_to_json`` (or by hand): a list of
+    faults; raises ``ValueError`` for anything else."""
+    rows = json.loads(text)
+    if not isinstance(rows, list):
+        raise ValueError("a schedule is a JSON list of faults")
+    out: list[Fault] = []
+    for row in rows:
+        try:
+            fault = Fault(
+                at=float(row["at"]),
+                kind=str(row["kind"]),
+                length=float(row["length"]),
+                nodes=tuple(str(n) for n in row.get("nodes", ())),
+                other=tuple(str(n) for n in row.get("other", ())),
+                amount=float(row.get("amount", 0.0)),
+            )
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"not a fault: {row!r}") from e
+        if fault.kind not in KINDS:
+            raise ValueError(f"unknown kind of fault {fault.kind!r} (known: {', '.join(KINDS)})")
+        out.append(fault)
+    return out
 
 
 SCENARIOS: Final[dict[str, Scenario]] = {
@@ -642,6 +774,8 @@ class Report:
     diverged_at_end: list[bytes]
     history: list[Op]  # to look into a failure (``explain``)
     notes: list[tuple[float, str]]  # the faults and what the cluster simulator noted
+    schedule: tuple[Fault, ...] = ()  # the nemesis's faults (``play``)
+    start: float  # virtual time of the timeline's 0 (the faults begin FAULTS_FROM later)
 
     @property
     def ok(self) -> bool:
@@ -670,11 +804,19 @@ def run(
     duration: float = 60.0,
     workers: int = 1,
     profile: str = "lan",
+    schedule: Sequence[Fault] | None = None,
+    schedule_file: str = "FILE.json",
     out: Callable[[str], None] = print,
 ) -> Report:
     """Run one scenario and judge it; ``out`` gets the timeline and verdict.
     ``profile``: the gossip timers, ``lan`` (memberlist's) or ``local`` (5x
-    faster, what ``sims.netlab`` runs by default)."""
+    faster, what ``sims.netlab`` runs by default). ``schedule``: the
+    nemesis plays these faults instead of drawing its own from ``seed``
+    (which still drives the network and the workload); ``schedule_file``:
+    where the replay line says they are."""
+    if schedule is not None and scenario != "nemesis":
+        raise ValueError("only the nemesis plays a given schedule")
+    given = schedule is not None
     config = PROFILES[profile]()
     sim = ClusterSimulator(
         seed=seed, gossip=config, ring=RingConfig(vnodes=64, replicas=1 + replicas), link=Link()
@@ -689,7 +831,16 @@ def run(
     rng = random.Random(seed)
     work = Workload(sim, until=end, workers=workers)
     faults = Faults(sim, start + FAULTS_FROM, end - QUIET_TAIL, rng, replicas, work)
-    SCENARIOS[scenario](faults)
+    if scenario == "nemesis":
+        if schedule is None:
+            schedule = draw(rng, sorted(sim.members), faults.start, faults.end, replicas)
+        play(faults, schedule)
+        n = len(schedule)
+        out(f"schedule: {n} fault{'s' * (n != 1)}; virtual time, the timeline's 0 is {start:.3f}")
+        for fault in schedule:
+            out("  " + describe(fault))
+    else:
+        SCENARIOS[scenario](faults)
     seconds: list[Second] = []
     done = {h: (0, 0) for h in work.clients}
     noted = len(sim.log)
@@ -742,13 +893,68 @@ def run(
         diverged_at_end=differing(sim, keys),
         history=history,
         notes=list(sim.log),
+        schedule=tuple(schedule or ()),
+        start=start,
     )
     out(f"operations: {acked} writes acknowledged, {len(work.reads)} reads")
     out(verdict.summary())
     for text in _timing_lines(report):
         out(text)
-    out(f"settled after the run: {'yes' if settled else 'NO'}; replay: {scenario} --seed {seed}")
+    replay = command(
+        scenario,
+        seed=seed,
+        duration=duration,
+        nodes=nodes,
+        replicas=replicas,
+        workers=workers,
+        profile=profile,
+        schedule=schedule_file if given else None,
+    )
+    out(f"settled after the run: {'yes' if settled else 'NO'}; replay: {replay}")
     return report
+
+
+def command(
+    scenario: str,
+    *,
+    seed: int,
+    duration: float = 60.0,
+    nodes: int = 5,
+    replicas: int = 1,
+    workers: int = 1,
+    profile: str = "lan",
+    schedule: str | None = None,
+) -> str:
+    """The command line that replays a run (the options that are not the defaults)."""
+    words = ["python -m sims.partition", scenario, f"--seed {seed}"]
+    options = [
+        ("--duration", f"{duration:g}", "60"),
+        ("--nodes", str(nodes), "5"),
+        ("--replicas", str(replicas), "1"),
+        ("--workers", str(workers), "1"),
+        ("--profile", profile, "lan"),
+    ]
+    words += [f"{name} {value}" for name, value, default in options if value != default]
+    if schedule is not None:
+        words.append(f"--schedule {schedule}")
+    return " ".join(words)
+
+
+def failures(report: Report) -> dict[str, int]:
+    """How many failures of each verdict class (``CLASSES``) a run had."""
+    v = report.verdict
+    counts = {
+        "lost": len(v.lost),
+        "resurrected": len(v.resurrected),
+        "stale_reads": len(v.stale_reads),
+        "phantoms": len(v.phantoms),
+        "nonlinear": len(v.nonlinear),
+        "diverged": len(v.diverged),
+        "unread": len(v.unread),
+        "unsettled": 0 if report.settled else 1,
+    }
+    assert tuple(counts) == CLASSES
+    return counts
 
 
 def explain(report: Report, key: bytes) -> list[str]:
@@ -888,20 +1094,12 @@ def _one(args: tuple[str, int, int, int, float, str]) -> dict[str, Any]:
         profile=profile,
         out=_quiet,
     )
-    v = r.verdict
     return {
         "seed": seed,
         "ok": r.ok,
         "acked": r.acked,
         "reads": r.reads,
-        "lost": len(v.lost),
-        "resurrected": len(v.resurrected),
-        "stale_reads": len(v.stale_reads),
-        "phantoms": len(v.phantoms),
-        "nonlinear": len(v.nonlinear),
-        "diverged": len(v.diverged),
-        "unread": len(v.unread),
-        "unsettled": 0 if r.settled else 1,
+        **failures(r),
         "minority_stopped": r.minority_stopped,
         "majority_resumed": r.majority_resumed,
         "converged_after": r.converged_after,
@@ -959,9 +1157,12 @@ def sweep(
     return results
 
 
+SHRINK_SEEDS: Final = 3  # failing seeds ``sweep --shrink`` shrinks by default
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("scenario", choices=[*sorted(SCENARIOS), "sweep"])
+    parser.add_argument("scenario", choices=[*sorted(SCENARIOS), "sweep", "shrink"])
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
@@ -972,34 +1173,87 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", choices=sorted(PROFILES), default="lan", help="gossip timers (default: lan)"
     )
     parser.add_argument(
+        "--schedule",
+        metavar="FILE.json",
+        help="nemesis, shrink: play this schedule instead of the seed's own",
+    )
+    parser.add_argument(
         "--of", default="nemesis", choices=sorted(SCENARIOS), help="sweep: scenario"
     )
     parser.add_argument("--seeds", type=int, default=100, help="sweep: how many seeds")
     parser.add_argument("--first", type=int, default=1, help="sweep: the first seed")
     parser.add_argument("--jobs", type=int, default=1, help="sweep: processes")
+    parser.add_argument(
+        "--shrink",
+        nargs="?",
+        type=int,
+        const=SHRINK_SEEDS,
+        default=0,
+        metavar="N",
+        help=f"sweep: shrink the first N failing seeds' schedules (default {SHRINK_SEEDS}), "
+        "each written to nemesis-SEED-shrunk.json",
+    )
+    parser.add_argument(  # sims.shrink.RUNS
+        "--runs", type=int, default=60, help="shrink: the most runs to take (default 60)"
+    )
+    parser.add_argument(
+        "--class", dest="verdict_class", choices=CLASSES, help="shrink: the failure to keep"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="FILE.json",
+        help="shrink: where to write the shrunk schedule (default nemesis-SEED-shrunk.json)",
+    )
     args = parser.parse_args(argv)
     if args.duration < FAULTS_FROM + QUIET_TAIL + 10:
         parser.error("--duration must leave room for the faults: at least 30 s")
+    if args.schedule and args.scenario not in ("nemesis", "shrink"):
+        parser.error("--schedule is for the nemesis (and shrink)")
+    if args.shrink and args.of != "nemesis":
+        parser.error("sweep --shrink shrinks nemesis schedules")
+    schedule = None
+    if args.schedule:
+        with open(args.schedule) as f:
+            schedule = schedule_from_json(f.read())
+    setup = {
+        "nodes": args.nodes,
+        "replicas": args.replicas,
+        "duration": args.duration,
+        "profile": args.profile,
+    }
     if args.scenario == "sweep":
         seeds = range(args.first, args.first + args.seeds)
-        results = sweep(
-            args.of,
-            seeds,
-            nodes=args.nodes,
-            replicas=args.replicas,
-            duration=args.duration,
-            jobs=args.jobs,
-            profile=args.profile,
+        results = sweep(args.of, seeds, jobs=args.jobs, **setup)
+        failed = [r["seed"] for r in results if not r["ok"]]
+        if args.shrink:
+            from sims.shrink import shrink, summary  # it runs this module's nemesis
+
+            for seed in failed[: args.shrink]:
+                path = f"nemesis-{seed}-shrunk.json"
+                shrunk = shrink(seed, runs=args.runs, path=path, out=_quiet, **setup)
+                for line in summary(shrunk) if shrunk else [f"seed {seed}: no longer fails"]:
+                    print(line)
+        return 0 if not failed else 1
+    if args.scenario == "shrink":
+        from sims.shrink import shrink
+
+        shrunk = shrink(
+            args.seed,
+            workers=args.workers,
+            schedule=schedule,
+            verdict_class=args.verdict_class,
+            runs=args.runs,
+            path=args.out or f"nemesis-{args.seed}-shrunk.json",
+            **setup,
         )
-        return 0 if all(r["ok"] for r in results) else 1
+        return 0 if shrunk is None else 1
     report = run(
         args.scenario,
-        nodes=args.nodes,
-        replicas=args.replicas,
         seed=args.seed,
-        duration=args.duration,
         workers=args.workers,
-        profile=args.profile,
+        schedule=schedule,
+        schedule_file=args.schedule or "FILE.json",
+        **setup,
     )
     if args.plot:
         plot(report, args.plot)
