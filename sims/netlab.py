@@ -31,7 +31,11 @@ libfaketime clock:
 - ``clock-skew``: every node runs under libfaketime; the primary of the most
   keys written so far steps ``--skew`` seconds ahead (300 s: as far as the
   hybrid clock tolerates, keycafe/store/hlc.py), and back when the fault ends;
-- ``lossy``: a fifth of the packets between nodes dropped at random.
+- ``lossy``: a fifth of the packets between nodes dropped at random;
+- ``bridge``: two sides that cannot reach each other, and the middle node
+  (by name), which reaches both;
+- ``slow-node``: a node picked by the seed runs 0.1 s, then is stopped for
+  0.1-1 s, again and again (an overloaded host).
 
 After the workload the cluster settles, then every key is read from each of
 its copies (``READONLY`` and ``GET`` on the owner itself); copies that
@@ -500,6 +504,57 @@ def clock_skew(run: Run) -> Fault:
     )
 
 
+def bridge(run: Run) -> Fault:
+    """Two sides that cannot reach each other, and the middle node, which
+    reaches both (as ``sims.partition``'s ``bridge``)."""
+    names = run.names()
+    middle = len(names) // 2
+    left, right = names[:middle], names[middle + 1 :]
+    return Fault(
+        f"{','.join(left)} | {','.join(right)}, {names[middle]} reaches both",
+        frozenset(left),
+        run.cutting(left, right),
+        run.heal,
+        labels=("left", "rest"),
+        isolating=False,
+    )
+
+
+SLOW_RUN: Final = 0.1  # seconds a slow node runs, ...
+SLOW_STOP: Final = (0.1, 1.0)  # ... then seconds it is stopped, drawn in this range
+
+
+def slow_node(run: Run) -> Fault:
+    """A node picked by the seed runs a tenth of a second, then is stopped
+    for 0.1-1 s, again and again: everything it handles is that late (as
+    ``sims.partition``'s ``slow-node``: an overloaded host)."""
+    victim = run.rng.choice(run.names())
+    done = threading.Event()
+    rng = random.Random(run.rng.random())
+
+    def stutter() -> None:
+        while not done.wait(SLOW_RUN):
+            run.signal_node(victim, signal.SIGSTOP)
+            if done.wait(rng.uniform(*SLOW_STOP)):
+                break
+            run.signal_node(victim, signal.SIGCONT)
+        run.signal_node(victim, signal.SIGCONT)
+
+    thread = threading.Thread(target=stutter, name=f"slow-{victim}", daemon=True)
+
+    def end() -> None:
+        done.set()
+        thread.join(timeout=5)
+
+    return Fault(
+        f"{victim} handles everything 0.1-1 s late (stopped and continued again and again)",
+        frozenset([victim]),
+        thread.start,
+        end,
+        isolating=False,
+    )
+
+
 def lossy(run: Run) -> Fault:
     hosts = ", ".join(run.nodes[n].host for n in run.names())
     rule = f"ip saddr {{ {hosts} }} ip daddr {{ {hosts} }} numgen random mod 100 < {LOSS} drop"
@@ -519,6 +574,8 @@ SCENARIOS: Final[dict[str, Callable[[Run], Fault]]] = {
     "pause": pause,
     "clock-skew": clock_skew,
     "lossy": lossy,
+    "bridge": bridge,
+    "slow-node": slow_node,
 }
 FAKETIME_SCENARIOS: Final = frozenset({"clock-skew"})
 

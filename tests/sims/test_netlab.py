@@ -134,3 +134,53 @@ def test_a_key_some_copy_of_which_was_not_read_is_unread_not_lost() -> None:
     assert not v.diverged
     v = netlab.verdict_of(ops, {**final, "views": {"copy 1": {}}, "unread": []}, {}, (0.0, 2.0))
     assert len(v.lost) == 2, "read back as absent, both writes are lost"
+
+
+class FakeRun:
+    """What a scenario asks of a run, recorded (no lab: runs anywhere)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._names = names
+        self.rng = __import__("random").Random(1)
+        self.cuts: list[tuple[list[str], list[str]]] = []
+        self.signals: list[tuple[str, signal.Signals]] = []
+
+    def names(self) -> list[str]:
+        return self._names
+
+    def cutting(self, a: list[str], b: list[str], *, both: bool = True) -> object:
+        return lambda: self.cuts.append((a, b))
+
+    def heal(self) -> None:
+        self.cuts.clear()
+
+    def signal_node(self, name: str, sig: signal.Signals) -> None:
+        self.signals.append((name, sig))
+
+
+def test_bridge_cuts_the_sides_and_leaves_the_middle_node_alone() -> None:
+    run = FakeRun(["n1", "n2", "n3", "n4", "n5"])
+    fault = netlab.bridge(run)  # type: ignore[arg-type]
+    fault.begin()
+    assert run.cuts == [(["n1", "n2"], ["n4", "n5"])]
+    assert not fault.isolating
+    fault.end()
+    assert run.cuts == []
+
+
+def test_a_slow_node_is_stopped_and_continued_until_the_fault_ends() -> None:
+    run = FakeRun(["n1", "n2", "n3"])
+    fault = netlab.slow_node(run)  # type: ignore[arg-type]
+    (victim,) = fault.cut
+    fault.begin()
+    deadline = time.monotonic() + 10
+    # End it while the victim is stopped: it must be left running.
+    while time.monotonic() < deadline and not (
+        len(run.signals) >= 3 and run.signals[-1][1] == signal.SIGSTOP
+    ):
+        time.sleep(0.01)
+    fault.end()
+    assert {name for name, _ in run.signals} == {victim}
+    stops = [s for _, s in run.signals]
+    assert stops.count(signal.SIGSTOP) >= 2
+    assert stops[-1] == signal.SIGCONT  # it ends running
