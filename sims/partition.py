@@ -2,7 +2,8 @@
 
     python -m sims.partition SCENARIO [--nodes 5] [--replicas 1] [--seed S]
                              [--duration 60] [--workers 1] [--plot FILE.png]
-                             [--profile lan|local] [--schedule FILE.json]
+                             [--profile lan|local] [--network realistic|ideal]
+                             [--schedule FILE.json]
     python -m sims.partition sweep [--of S] [--seeds 1000] [--first 1] [--jobs N] [--duration 60]
                                    [--shrink [N]]
     python -m sims.partition shrink --seed S [--duration 60] [--runs 60] [--class C]
@@ -100,6 +101,34 @@ PERIOD: Final = 0.02  # seconds between one worker's operations
 CLIENT_TIMEOUT: Final = 1.0  # seconds a client waits for a reply before trying elsewhere
 GIVE_UP: Final = 5.0  # seconds after which an operation is abandoned (outcome unknown)
 PROFILES: Final = {"lan": GossipConfig.lan, "local": GossipConfig.local}
+
+
+@attrs.frozen
+class Network:
+    """The simulated network and hosts a run uses (``--network``)."""
+
+    link: Link
+    lossy_tcp: bool  # the links' loss hits peer links and gossip streams too
+    cpu: tuple[float, float] | None  # each node's CPU seconds per event, and per byte
+    drift_ppm: float  # each node's wall clock drifts up to this, either way
+
+
+NETWORKS: Final = {
+    # One data centre: 0.25 ms median one way with a lognormal tail (1 in
+    # 100 packets takes over 1 ms), 1 Gbit/s per path, TCP that suffers what
+    # datagrams do, 40 us of CPU per event and 10 ns per byte read (a
+    # Python process: a 1 MB slot transfer costs 10 ms), clocks off by up to
+    # 50 ppm.
+    "realistic": Network(
+        link=Link(delay=0.00025, spread=0.6, bandwidth=125e6),
+        lossy_tcp=True,
+        cpu=(40e-6, 10e-9),
+        drift_ppm=50.0,
+    ),
+    # What the simulator had before: 0.5 ms every time, free CPU, TCP never
+    # loses, perfect clocks.
+    "ideal": Network(link=Link(), lossy_tcp=False, cpu=None, drift_ppm=0.0),
+}
 
 
 class Workload:
@@ -806,11 +835,12 @@ def run(
     profile: str = "lan",
     schedule: Sequence[Fault] | None = None,
     schedule_file: str = "FILE.json",
+    network: str = "realistic",
     out: Callable[[str], None] = print,
 ) -> Report:
     """Run one scenario and judge it; ``out`` gets the timeline and verdict.
     ``profile``: the gossip timers, ``lan`` (memberlist's) or ``local`` (5x
-    faster, what ``sims.netlab`` runs by default). ``schedule``: the
+    faster, what ``sims.netlab`` runs by default); ``network``: ``NETWORKS``. ``schedule``: the
     nemesis plays these faults instead of drawing its own from ``seed``
     (which still drives the network and the workload); ``schedule_file``:
     where the replay line says they are."""
@@ -818,12 +848,22 @@ def run(
         raise ValueError("only the nemesis plays a given schedule")
     given = schedule is not None
     config = PROFILES[profile]()
+    net = NETWORKS[network]
     sim = ClusterSimulator(
-        seed=seed, gossip=config, ring=RingConfig(vnodes=64, replicas=1 + replicas), link=Link()
+        seed=seed,
+        gossip=config,
+        ring=RingConfig(vnodes=64, replicas=1 + replicas),
+        link=net.link,
+        lossy_tcp=net.lossy_tcp,
+        cpu=net.cpu,
     )
     first = sim.add_node(0)
     for i in range(1, nodes):
         sim.add_node(i, seed=first)
+    clocks = random.Random(seed)
+    for name in sorted(sim.members):
+        if net.drift_ppm:
+            sim.set_drift(name, clocks.uniform(-net.drift_ppm, net.drift_ppm))
     if not sim.run_until_true(sim.settled, 120):
         raise RuntimeError("the cluster did not form")
     start = sim.now
@@ -908,6 +948,7 @@ def run(
         replicas=replicas,
         workers=workers,
         profile=profile,
+        network=network,
         schedule=schedule_file if given else None,
     )
     out(f"settled after the run: {'yes' if settled else 'NO'}; replay: {replay}")
@@ -923,6 +964,7 @@ def command(
     replicas: int = 1,
     workers: int = 1,
     profile: str = "lan",
+    network: str = "realistic",
     schedule: str | None = None,
 ) -> str:
     """The command line that replays a run (the options that are not the defaults)."""
@@ -933,6 +975,7 @@ def command(
         ("--replicas", str(replicas), "1"),
         ("--workers", str(workers), "1"),
         ("--profile", profile, "lan"),
+        ("--network", network, "realistic"),
     ]
     words += [f"{name} {value}" for name, value, default in options if value != default]
     if schedule is not None:
@@ -1083,8 +1126,8 @@ def plot(report: Report, path: str) -> None:
 # -- sweeps ------------------------------------------------------------------------------
 
 
-def _one(args: tuple[str, int, int, int, float, str]) -> dict[str, Any]:
-    scenario, seed, nodes, replicas, duration, profile = args
+def _one(args: tuple[str, int, int, int, float, str, str]) -> dict[str, Any]:
+    scenario, seed, nodes, replicas, duration, profile, network = args
     r = run(
         scenario,
         nodes=nodes,
@@ -1092,6 +1135,7 @@ def _one(args: tuple[str, int, int, int, float, str]) -> dict[str, Any]:
         seed=seed,
         duration=duration,
         profile=profile,
+        network=network,
         out=_quiet,
     )
     return {
@@ -1131,10 +1175,11 @@ def sweep(
     duration: float = 60.0,
     jobs: int = 1,
     profile: str = "lan",
+    network: str = "realistic",
     out: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Run ``scenario`` once per seed; print the totals per verdict class."""
-    tasks = [(scenario, s, nodes, replicas, duration, profile) for s in seeds]
+    tasks = [(scenario, s, nodes, replicas, duration, profile, network) for s in seeds]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             results = list(pool.map(_one, tasks))
@@ -1171,6 +1216,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="FILE.png", help="draw the timeline (needs matplotlib)")
     parser.add_argument(
         "--profile", choices=sorted(PROFILES), default="lan", help="gossip timers (default: lan)"
+    )
+    parser.add_argument(
+        "--network",
+        choices=sorted(NETWORKS),
+        default="realistic",
+        help="the simulated network and hosts (default: realistic)",
     )
     parser.add_argument(
         "--schedule",
@@ -1220,6 +1271,7 @@ def main(argv: list[str] | None = None) -> int:
         "replicas": args.replicas,
         "duration": args.duration,
         "profile": args.profile,
+        "network": args.network,
     }
     if args.scenario == "sweep":
         seeds = range(args.first, args.first + args.seeds)

@@ -123,6 +123,7 @@ def shrink(
     replicas: int = 1,
     workers: int = 1,
     profile: str = "lan",
+    network: str = "realistic",
     schedule: Sequence[Fault] | None = None,
     verdict_class: str | None = None,
     runs: int = RUNS,
@@ -146,6 +147,7 @@ def shrink(
             duration=duration,
             workers=workers,
             profile=profile,
+            network=network,
             schedule=candidate,
             out=lambda _: None,
         )
@@ -193,6 +195,7 @@ def shrink(
         replicas=replicas,
         workers=workers,
         profile=profile,
+        network=network,
         schedule=path or "FILE.json",
     )
     result = Shrunk(
