@@ -236,8 +236,12 @@ class Replication:
         # the value read, is given up. Writes to other slots in that range
         # fail the read too: an error, never a value the cluster may lose.
         lost = sorted(self._abandoned) if self._abandoned else []
+        # ``floor`` is ``settled`` when the request registered, which a shell
+        # may do a moment after it read (the hub hands the connection to its
+        # task first): the write it read is looked at whatever the floor.
         lost_reads = [
-            read > 0 and bisect_right(lost, read) > bisect_right(lost, floor)
+            read > 0
+            and (read in self._abandoned or bisect_right(lost, read) > bisect_right(lost, floor))
             for _, _, read, floor, _ in ready
         ]
         out = [

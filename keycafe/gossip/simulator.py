@@ -471,6 +471,7 @@ class Simulator:
 
     def _deliver_stream(self, src: SimNode, dst: SimNode, job: StreamJob) -> None:
         if not dst.up:
+            self._streams_started.pop(id(job), None)
             self._push(self.now + self.stream_timeout, "stream-reply", (src, job, None))
             return
         reply = dst.core.handle_stream(job.payload, src.addr, self.now)

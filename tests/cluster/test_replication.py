@@ -355,6 +355,23 @@ def test_a_read_fails_if_an_earlier_write_to_its_slot_is_given_up() -> None:
     assert a.released() == [("read", False)]
 
 
+def test_a_read_registered_after_its_write_was_given_up_fails() -> None:
+    """The shell may register a read a moment after it was served: by then
+    the write it read may be given up and ``settled`` past it (a review)."""
+    net = Net(A, B)
+    net.ring(owners_of(A, B), {B}, A)
+    net.ring(owners_of(B), set(), B)  # B refuses: A is not the primary it follows
+    a = net.cores[A]
+    put(a, b"k", b"lost")
+    net.deliver()
+    a.set_ring((1, 2), owners_of(B), set())  # write 1 given up
+    a.wait("other", 0, 0, 0)
+    assert a.released() == [("other", True)]
+    assert a.settled >= 1  # past the given-up write
+    a.wait("read", 0, 0, 1)  # registered only now: its floor is past write 1
+    assert a.released() == [("read", False)]
+
+
 def test_a_read_waits_for_the_write_it_read_and_no_longer() -> None:
     net = Net(A, B)
     net.ring(owners_of(A, B), {B})
